@@ -1,0 +1,1 @@
+"""tap-stripe-connect: a Singer tap for Stripe payments and billing data."""

@@ -1,0 +1,3 @@
+from tap_stripe_connect.cli import main
+
+main()

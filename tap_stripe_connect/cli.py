@@ -1,0 +1,60 @@
+"""Command line entry point: the SDK's tap CLI, with errors reduced to one clear line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import typing as t
+
+import click
+from singer_sdk.exceptions import ConfigValidationError
+
+from tap_stripe_connect.errors import TapError, redact
+from tap_stripe_connect.tap import TapStripeConnect
+
+PROG = "tap-stripe-connect"
+
+
+class RedactingFilter(logging.Filter):
+    """Last line of defence: no log line carries a configured secret or key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def _install_redaction() -> None:
+    redacting = RedactingFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+    for name in (PROG, "singer_sdk"):
+        logging.getLogger(name).addFilter(redacting)
+
+
+def fail(message: str) -> t.NoReturn:
+    sys.stderr.write(f"{PROG}: error: {redact(message)}\n")
+    sys.stderr.flush()
+    sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the tap; any error a user can act on ends as one line and exit code 1."""
+    _install_redaction()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = TapStripeConnect.cli.main(args=args, prog_name=PROG, standalone_mode=False)
+    except TapError as exc:
+        fail(str(exc))
+    except ConfigValidationError as exc:
+        fail(f"Invalid settings: {'; '.join(redact(e) for e in exc.errors)}")
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except click.exceptions.Abort:
+        fail("Aborted.")
+    except BrokenPipeError:
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -1,0 +1,470 @@
+"""The Stripe HTTP client and the base stream every resource shares.
+
+Auth, `Stripe-Version`/`Stripe-Account`, cursor paging, retries, error messages, Stripe's
+clock and record shaping live here once; `streams.py` only says which resource a stream is.
+"""
+
+from __future__ import annotations
+
+import decimal
+import email.utils
+import functools
+import json
+import threading
+import time
+import typing as t
+from datetime import datetime, timezone
+
+import backoff
+import requests
+from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.streams import RESTStream
+
+from tap_stripe_connect.errors import (
+    StripeAPIError,
+    StripeAuthError,
+    StripeNotFoundError,
+    StripePermissionError,
+    TapError,
+    redact,
+    request_label,
+    stripe_error,
+)
+from tap_stripe_connect.records import RecordShaper
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from singer_sdk.helpers.types import Context
+
+    from tap_stripe_connect.resources import Resource
+
+PAGE_SIZE = 100  # Stripe's maximum `limit`.
+# Stripe's `Date` header has one-second resolution: step back one second so that a
+# bookmark taken from it never lies after the moment the data was read.
+DATE_RESOLUTION = 1
+# Stripe keeps events for 30 days.
+EVENT_RETENTION = 30 * 24 * 3600
+
+
+class StripeClock:
+    """Stripe's time, learned from the `Date` header of its responses.
+
+    Bookmarks compare against event and object times stamped by Stripe, so they must
+    come from Stripe's clock, not this machine's.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._anchor: tuple[int, float] | None = None
+
+    def observe(self, response: requests.Response) -> int | None:
+        """Record the server time of a response; return it in Unix seconds."""
+        header = response.headers.get("Date")
+        if not header:
+            return None
+        try:
+            server_time = int(email.utils.parsedate_to_datetime(header).timestamp())
+        except (TypeError, ValueError):
+            return None
+        with self._lock:
+            self._anchor = (server_time, self._monotonic())
+        return server_time
+
+    def now(self) -> int | None:
+        """Stripe's current time in Unix seconds, or None before any response."""
+        with self._lock:
+            if self._anchor is None:
+                return None
+            server_time, seen_at = self._anchor
+            return server_time + int(self._monotonic() - seen_at) - DATE_RESOLUTION
+
+
+class StripeCursorPaginator(BaseAPIPaginator[str | None]):
+    """`starting_after` paging over Stripe list objects (`has_more`, newest first)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._seen: set[str] = set()
+
+    def has_more(self, response: requests.Response) -> bool:
+        return bool(parsed_body(response).get("has_more"))
+
+    def get_next(self, response: requests.Response) -> str | None:
+        data = parsed_body(response).get("data") or []
+        if not data:
+            return None
+        cursor = data[-1]["id"]
+        # A cursor seen before means the list is cycling; paging on would never end.
+        if cursor in self._seen:
+            raise StripeAPIError(
+                f"Stripe returned the same page cursor twice ({cursor}) while listing "
+                f"{request_label(response)}; stopping instead of looping."
+            )
+        self._seen.add(cursor)
+        return str(cursor)
+
+
+def parsed_body(response: requests.Response) -> dict[str, t.Any]:
+    """The JSON body, parsed once per response (validation parses it first)."""
+    body = getattr(response, "_stripe_body", None)
+    if body is None:
+        body = json.loads(response.content, parse_float=decimal.Decimal)
+        response._stripe_body = body  # type: ignore[attr-defined]
+    return t.cast("dict[str, t.Any]", body)
+
+
+def unix_to_rfc3339(value: int) -> str:
+    return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_to_unix(value: str) -> int:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
+
+
+class StripeStream(RESTStream[str | None]):
+    """A Stripe list endpoint described by a `Resource`."""
+
+    resource: t.ClassVar[Resource]
+    # Stripe objects carry no update time; `updated` is the Stripe time from which the
+    # record is known current (see README, "How incremental sync works").
+    replication_key = "updated"
+
+    # -- request building ---------------------------------------------------------
+
+    @property
+    def url_base(self) -> str:
+        return str(self.config.get("api_url", "https://api.stripe.com")).rstrip("/")
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        headers = {
+            "Stripe-Version": str(self.config.get("api_version", "2024-06-20")),
+            "User-Agent": f"tap-stripe-connect/{self._tap.plugin_version}",
+        }
+        if account := self.config.get("account_id"):
+            headers["Stripe-Account"] = str(account)
+        return headers
+
+    @property
+    def authenticator(self) -> t.Any:
+        return self._tap.authenticator
+
+    @property
+    def requests_session(self) -> requests.Session:
+        return t.cast("requests.Session", self._tap.requests_session)
+
+    @property
+    def timeout(self) -> int:
+        return int(self.config.get("request_timeout", 60))
+
+    def get_new_paginator(self) -> StripeCursorPaginator:
+        return StripeCursorPaginator()
+
+    def get_url(self, context: Context | None) -> str:
+        context = context or {}
+        if "events_since" in context:
+            return f"{self.url_base}/v1/events"
+        path = self.resource.path.replace("{parent_id}", str(context.get("parent_id")))
+        if "retrieve" in context:
+            path = f"{path}/{context['retrieve']}"
+        return self.url_base + path
+
+    def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
+        """Query parameters for the three kinds of read: list, events, retrieve."""
+        context = context or {}
+        params: dict[str, t.Any] = {}
+        if "retrieve" not in context:
+            params["limit"] = PAGE_SIZE
+            if next_page_token or context.get("after"):
+                params["starting_after"] = next_page_token or context["after"]
+        if "events_since" in context:
+            params["types[]"] = list(self.resource.event_types)
+            params["created[gte]"] = context["events_since"]
+            return params
+        if self.resource.expand:
+            prefix = "" if "retrieve" in context else "data."
+            params["expand[]"] = [prefix + field for field in self.resource.expand]
+        if "retrieve" in context:
+            return params
+        for key, value in self.resource.list_params:
+            params[key] = value.replace("{parent_id}", str(context.get("parent_id")))
+        if self.resource.created_filter:
+            window_start, window_end = context.get("window") or (None, None)
+            lower = [x for x in (window_start, self.config_start_timestamp()) if x is not None]
+            if lower:
+                params["created[gte]"] = max(lower)
+            if window_end is not None:
+                params["created[lt]"] = window_end
+        return params
+
+    def config_start_timestamp(self) -> int | None:
+        return t.cast("int | None", self._tap.start_timestamp)
+
+    # -- responses, errors and retries ----------------------------------------------
+
+    def validate_response(self, response: requests.Response) -> None:
+        self._tap.clock.observe(response)
+        should_retry = response.headers.get("Stripe-Should-Retry")
+        status = response.status_code
+        if status < 300:
+            try:
+                parsed_body(response)
+            except ValueError as exc:
+                # A body cut short or not JSON at all: the request itself was fine.
+                raise RetriableAPIError(
+                    f"Stripe sent an unreadable response body ({request_label(response)})",
+                    response,
+                ) from exc
+            return
+        if should_retry == "false":
+            raise self.fatal_error(response)
+        if should_retry == "true" or status in {409, 429} or status >= 500:
+            raise RetriableAPIError(self.retriable_message(response), response)
+        raise self.fatal_error(response)
+
+    def retriable_message(self, response: requests.Response) -> str:
+        message = stripe_error(response).get("message") or response.reason
+        return f"Stripe answered {response.status_code} ({message}) for {request_label(response)}"
+
+    def fatal_error(self, response: requests.Response) -> StripeAPIError:
+        """One line naming the cause, the stream or setting involved, and the Request-Id."""
+        error = stripe_error(response)
+        status = response.status_code
+        where = f"[{request_label(response)}]"
+        message = error.get("message") or response.reason or "no message"
+        if status == 401:
+            return StripeAuthError(
+                f"Stripe rejected the credential in setting 'api_key' (invalid, expired or "
+                f"revoked) while reading stream '{self.name}': create or roll a key in the "
+                f"Stripe Dashboard and update the setting. {where}",
+                response,
+            )
+        if status == 403:
+            return StripePermissionError(
+                f"The credential may not read stream '{self.name}' ({self.resource.object} "
+                f"objects): give the restricted key the '{self.resource.permission}' read "
+                f"permission, or deselect the stream. Stripe said: {message} {where}",
+                response,
+            )
+        if status == 404:
+            return StripeNotFoundError(
+                f"Stripe has no such {self.resource.object} for stream '{self.name}': "
+                f"{message} {where}",
+                response,
+            )
+        param = error.get("param")
+        setting = {"created": "start_date"}.get(str(param).split("[")[0]) if param else None
+        hint = f" Check setting '{setting}'." if setting else ""
+        about = f" parameter '{param}'" if param else ""
+        return StripeAPIError(
+            f"Stripe rejected the request{about} for stream '{self.name}' "
+            f"({status}): {message}.{hint} {where}",
+            response,
+        )
+
+    def backoff_wait_generator(self) -> t.Generator[float, None, None]:
+        return backoff.expo(base=2, factor=0.5, max_value=30)
+
+    def backoff_max_tries(self) -> int:
+        return int(self.config.get("max_retries", 8)) + 1
+
+    def request_decorator(self, func: Callable) -> Callable:
+        retrying = backoff.on_exception(
+            self.backoff_wait_generator,
+            (
+                RetriableAPIError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ),
+            max_tries=self.backoff_max_tries,
+            max_time=float(self.config.get("max_retry_seconds", 300)),
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )(func)
+
+        @functools.wraps(func)
+        def call(*args: t.Any, **kwargs: t.Any) -> requests.Response:
+            try:
+                return t.cast("requests.Response", retrying(*args, **kwargs))
+            except RetriableAPIError as exc:
+                raise TapError(
+                    f"Giving up on stream '{self.name}' after retries: {exc}. Stripe may be "
+                    "having trouble; run the tap again later (progress so far is in STATE)."
+                ) from None
+            except requests.exceptions.RequestException as exc:
+                raise TapError(
+                    f"Could not reach Stripe at {self.url_base} (setting 'api_url') for stream "
+                    f"'{self.name}': {type(exc).__name__}. Check the URL and the network."
+                ) from None
+
+        return call
+
+    def backoff_handler(self, details: t.Any) -> None:
+        self._tap.count_retry(self.name)
+        exc = details.get("exception")
+        self.logger.warning(
+            "Retrying stream '%s' in %.1fs (try %d): %s",
+            self.name,
+            details.get("wait") or 0.0,
+            details.get("tries") or 0,
+            redact(str(exc)) if exc else "",
+        )
+
+    def response_error_message(self, response: requests.Response) -> str:
+        return self.retriable_message(response)
+
+    # -- records ----------------------------------------------------------------------
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        body = parsed_body(response)
+        if body.get("object") == "list":
+            yield from body.get("data") or []
+        else:
+            yield body
+
+    @functools.cached_property
+    def shaper(self) -> RecordShaper:
+        return RecordShaper(self.schema)
+
+    def shape(self, record: dict, updated: int | None, context: Context | None) -> dict:
+        """Times as RFC 3339, plus the fields the tap adds to every record."""
+        record = self.shaper.shape(record)
+        record["updated"] = unix_to_rfc3339(updated) if updated is not None else None
+        record["account_id"] = (context or {}).get("account_id") or self._tap.account_id
+        return record
+
+    def get_replication_key_signpost(self, context: Context | None = None) -> None:
+        # The SDK caps bookmarks at this machine's clock; ours come from Stripe's clock
+        # and never pass the start of the read (see `list_all`).
+        return None
+
+    def list_all(self, context: Context | None) -> Iterator[dict]:
+        """Every object created at or after `start_date`, each once."""
+        started = self._tap.clock.now()
+        for record in self.request_records(context):
+            if started is None:
+                started = t.cast("int", self._tap.clock.now())
+            yield self.shape(record, started, context)
+        self.mark_synced(context, started)
+
+    def mark_synced(self, context: Context | None, started: int | None) -> None:
+        """Move the bookmark to the start of this read, also when nothing changed."""
+        if started is None:
+            started = self._tap.clock.now()
+        if started is None or not self.selected:
+            return
+        self.state_manager.increment_state(
+            {"updated": unix_to_rfc3339(started)},
+            context=context,
+            replication_key="updated",
+        )
+
+    def get_records(self, context: Context | None) -> Iterable[dict]:
+        bookmark = self.get_context_state(context).get("replication_key_value")
+        if bookmark is None or not self.resource.event_types:
+            yield from self.list_all(context)
+        else:
+            yield from self.changes_since(rfc3339_to_unix(bookmark), context)
+
+    def changes_since(self, bookmark: int, context: Context | None) -> Iterator[dict]:
+        """The newest state of each object changed since the bookmark, once, from events.
+
+        Events are read from the bookmark minus a lag, because Stripe's event list is
+        eventually consistent: an event can appear a little after its `created` time.
+        """
+        since = bookmark - int(self.config.get("event_lag_seconds", 60))
+        started: int | None = None
+        seen: set[str] = set()
+        start_date = self.config_start_timestamp()
+        for event in self.request_records({**(context or {}), "events_since": since}):
+            if started is None:
+                started = self._tap.clock.now()
+                if self.events_expired(since, started):
+                    yield from self.list_all(context)
+                    return
+            obj = event["data"]["object"]
+            # Events are newest first: the first one seen for an object is its latest state.
+            if obj.get("id") is None or obj["id"] in seen:
+                continue
+            seen.add(obj["id"])
+            if start_date is not None and int(obj.get("created") or start_date) < start_date:
+                continue
+            yield self.record_from_event(event, context)
+        if started is None:
+            started = self._tap.clock.now()
+            if self.events_expired(since, started):
+                yield from self.list_all(context)
+                return
+        self.mark_synced(context, started)
+
+    def events_expired(self, since: int, now: int | None) -> bool:
+        """Whether events since `since` may already be gone (Stripe keeps 30 days)."""
+        if now is None or since >= now - EVENT_RETENTION:
+            return False
+        self.logger.warning(
+            "Stream '%s': its bookmark is older than the 30 days of events Stripe keeps "
+            "(less the %ss lag); re-reading every object of the stream instead.",
+            self.name,
+            self.config.get("event_lag_seconds", 60),
+        )
+        return True
+
+    def record_from_event(self, event: dict, context: Context | None) -> dict:
+        obj = event["data"]["object"]
+        deleted_at = event["created"] if event["type"] in self.resource.delete_events else None
+        if deleted_at is None and event.get("api_version") != self.api_version:
+            # Payloads are rendered in the API version of the event's day; fetch the
+            # object again so every record has the pinned shape.
+            fetched = self.retrieve(obj["id"], context)
+            if fetched is None:
+                deleted_at = event["created"]
+            else:
+                obj = fetched
+        record = self.shape(obj, event["created"], context)
+        if deleted_at is not None:
+            record["_sdc_deleted_at"] = unix_to_rfc3339(deleted_at)
+        return record
+
+    def retrieve(self, object_id: str, context: Context | None) -> dict | None:
+        """`GET /v1/<resource>/<id>`; None when Stripe no longer has it."""
+        try:
+            return next(iter(self.request_records({**(context or {}), "retrieve": object_id})))
+        except StripeNotFoundError:
+            return None
+
+    @property
+    def api_version(self) -> str:
+        return str(self.config.get("api_version", "2024-06-20"))
+
+    def generate_child_contexts(
+        self, record: dict, context: Context | None
+    ) -> Iterable[Context | None]:
+        # A deleted object has no children left to read.
+        if record.get("_sdc_deleted_at") is None:
+            yield from super().generate_child_contexts(record, context)
+
+    # Records are shaped in `get_records`; they already match the schema.
+    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        return row
+
+
+class StripeSession(requests.Session):
+    """One HTTP session per account, shared by every stream of a run."""
+
+    def __init__(self, on_request: Callable[[requests.PreparedRequest], None] | None = None):
+        super().__init__()
+        self._on_request = on_request
+
+    def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:  # type: ignore[override]
+        if self._on_request is not None:
+            self._on_request(request)
+        return super().send(request, **kwargs)

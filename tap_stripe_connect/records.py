@@ -1,0 +1,77 @@
+"""Shaping Stripe objects into records: Unix times become RFC 3339 UTC strings.
+
+The schema says where the times are (`format: date-time`), so the shaper is compiled once
+per stream from it and then visits only those paths, not every field of every record.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import datetime, timezone
+
+# A plan maps a field name to True (a time) or to a nested plan (object or array items).
+Plan = dict[str, t.Any]
+
+
+def _types(schema: dict) -> set[str]:
+    kind = schema.get("type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def compile_plan(schema: dict) -> Plan:
+    """The paths of date-time fields below an object schema."""
+    plan: Plan = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        sub = _compile_value(prop)
+        if sub:
+            plan[name] = sub
+    return plan
+
+
+def _compile_value(schema: dict) -> t.Any:
+    if schema.get("format") == "date-time":
+        return True
+    options = schema.get("anyOf")
+    if options:
+        merged: Plan = {}
+        for option in options:
+            sub = _compile_value(option)
+            if isinstance(sub, dict):
+                merged.update(sub)
+        return merged or None
+    kinds = _types(schema)
+    if "array" in kinds and "items" in schema:
+        return {"[]": _compile_value(schema["items"])} if _compile_value(schema["items"]) else None
+    if "object" in kinds:
+        return compile_plan(schema) or None
+    return None
+
+
+def to_rfc3339(value: t.Any) -> t.Any:
+    """Unix seconds -> `2026-01-01T00:00:00Z`; anything else passes through unchanged."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return datetime.fromtimestamp(int(value), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _apply(value: t.Any, plan: t.Any) -> t.Any:
+    if plan is True:
+        return to_rfc3339(value)
+    if isinstance(value, list):
+        item_plan = plan.get("[]")
+        return [_apply(v, item_plan) for v in value] if item_plan else value
+    if isinstance(value, dict):
+        for name, sub in plan.items():
+            if name in value and value[name] is not None:
+                value[name] = _apply(value[name], sub)
+    return value
+
+
+class RecordShaper:
+    """Converts a Stripe object in place to the stream's record shape."""
+
+    def __init__(self, schema: dict) -> None:
+        self.plan = compile_plan(schema)
+
+    def shape(self, record: dict) -> dict:
+        return t.cast("dict", _apply(record, self.plan))

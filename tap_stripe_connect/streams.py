@@ -1,0 +1,88 @@
+"""Streams made from the resource table: one class per `Resource`, no per-stream code."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from importlib import resources as importlib_resources
+
+from tap_stripe_connect.client import StripeStream
+from tap_stripe_connect.resources import RESOURCES, Resource
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from singer_sdk.helpers.types import Context
+
+
+def load_schema(name: str) -> dict:
+    text = importlib_resources.files("tap_stripe_connect").joinpath(f"schemas/{name}.json")
+    return t.cast("dict", json.loads(text.read_text()))
+
+
+class StripeChildStream(StripeStream):
+    """A list embedded in its parent (`invoice.lines`, `subscription.items`).
+
+    Stripe embeds at most 10 items; the rest are paged from the child's own endpoint,
+    starting after the last embedded one.
+    """
+
+    # Children are re-read with their parent; their state never grows per parent.
+    replication_key = None  # type: ignore[assignment]
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The parent's embedded first page, by parent id; kept out of the context so
+        # that it is not copied into every log line and metric.
+        self.embedded: dict[str, dict] = {}
+
+    def get_records(self, context: Context | None) -> Iterable[dict]:
+        context = context or {}
+        embedded = self.embedded.pop(context["parent_id"], None) or {}
+        items = list(embedded.get("data") or [])
+        for item in items:
+            yield self.shape(item, None, context)
+        if embedded and not embedded.get("has_more"):
+            return
+        paging = dict(context)
+        if items:
+            paging["after"] = items[-1]["id"]
+        for item in self.request_records(paging):
+            yield self.shape(item, None, context)
+
+
+def _get_child_context(self: StripeStream, record: dict, context: Context | None) -> dict:
+    """What a child needs from its parent: the id and the embedded first page."""
+    child_context: dict = {"parent_id": record["id"]}
+    for child in self.child_streams:
+        if isinstance(child, StripeChildStream) and child.selected and child.resource.embedded_in:
+            child.embedded[record["id"]] = record.get(child.resource.embedded_in) or {}
+    if context and context.get("account_id"):
+        child_context["account_id"] = context["account_id"]
+    return child_context
+
+
+def stream_class(resource: Resource, parent: type[StripeStream] | None = None) -> type:
+    """A stream class for one table entry."""
+    base = StripeChildStream if resource.parent else StripeStream
+    attrs: dict[str, t.Any] = {
+        "name": resource.name,
+        "resource": resource,
+        "path": resource.path,
+        "primary_keys": list(resource.primary_key),
+        "schema": load_schema(resource.name),
+        "get_child_context": _get_child_context,
+    }
+    if parent is not None:
+        attrs["parent_stream_type"] = parent
+    return type(f"{resource.name.title().replace('_', '')}Stream", (base,), attrs)
+
+
+def stream_classes() -> list[type]:
+    """Classes for every resource, parents before children."""
+    classes: dict[str, type] = {}
+    for resource in RESOURCES:
+        parent = classes.get(resource.parent) if resource.parent else None
+        classes[resource.name] = stream_class(resource, parent)
+    return list(classes.values())
