@@ -21,6 +21,7 @@ from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams import RESTStream
 
+from tap_stripe_connect.concurrency import LockedStateManager, Window, list_windows
 from tap_stripe_connect.errors import (
     StripeAPIError,
     StripeAuthError,
@@ -31,6 +32,7 @@ from tap_stripe_connect.errors import (
     request_label,
     stripe_error,
 )
+from tap_stripe_connect.limiter import endpoint_of
 from tap_stripe_connect.records import RecordShaper
 
 if t.TYPE_CHECKING:
@@ -44,6 +46,7 @@ PAGE_SIZE = 100  # Stripe's maximum `limit`.
 # Stripe's `Date` header has one-second resolution: step back one second so that a
 # bookmark taken from it never lies after the moment the data was read.
 DATE_RESOLUTION = 1
+FAR_FUTURE = 2**33
 # Stripe keeps events for 30 days.
 EVENT_RETENTION = 30 * 24 * 3600
 
@@ -114,6 +117,17 @@ def parsed_body(response: requests.Response) -> dict[str, t.Any]:
         body = json.loads(response.content, parse_float=decimal.Decimal)
         response._stripe_body = body  # type: ignore[attr-defined]
     return t.cast("dict[str, t.Any]", body)
+
+
+def pages_of(objects: Iterable[dict], size: int = PAGE_SIZE) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for obj in objects:
+        batch.append(obj)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def unix_to_rfc3339(value: int) -> str:
@@ -195,12 +209,12 @@ class StripeStream(RESTStream[str | None]):
         for key, value in self.resource.list_params:
             params[key] = value.replace("{parent_id}", str(context.get("parent_id")))
         if self.resource.created_filter:
-            window_start, window_end = context.get("window") or (None, None)
-            lower = [x for x in (window_start, self.config_start_timestamp()) if x is not None]
-            if lower:
+            window = context.get("window")
+            bounds = (getattr(window, "lower", None), self.config_start_timestamp())
+            if lower := [x for x in bounds if x is not None]:
                 params["created[gte]"] = max(lower)
-            if window_end is not None:
-                params["created[lt]"] = window_end
+            if window is not None:
+                params["created[lt]"] = window.upper
         return params
 
     def config_start_timestamp(self) -> int | None:
@@ -222,6 +236,8 @@ class StripeStream(RESTStream[str | None]):
                     response,
                 ) from exc
             return
+        if status == 429:
+            self._tap.limiter.on_throttled()
         if should_retry == "false":
             raise self.fatal_error(response)
         if should_retry == "true" or status in {409, 429} or status >= 500:
@@ -342,19 +358,61 @@ class StripeStream(RESTStream[str | None]):
         record["account_id"] = (context or {}).get("account_id") or self._tap.account_id
         return record
 
+    @property
+    def state_manager(self) -> LockedStateManager:
+        # Streams sync in parallel and share one state dict (see concurrency.py).
+        if self._state_manager is None:
+            self._state_manager = LockedStateManager(
+                tap_name=self.tap_name,
+                stream_name=self.name,
+                tap_state=self._tap_state,
+                state_partitioning_keys=self.state_partitioning_keys,
+                is_sorted=self.is_sorted,
+                check_sorted=self.check_sorted,
+            )
+        return t.cast("LockedStateManager", self._state_manager)
+
     def get_replication_key_signpost(self, context: Context | None = None) -> None:
         # The SDK caps bookmarks at this machine's clock; ours come from Stripe's clock
         # and never pass the start of the read (see `list_all`).
         return None
 
     def list_all(self, context: Context | None) -> Iterator[dict]:
-        """Every object created at or after `start_date`, each once."""
+        """Every object created at or after `start_date`, each once.
+
+        The `created` range is read by several workers at once (see `concurrency.py`);
+        records carry `updated` = the Stripe time at which the read began, which is also
+        where the next incremental sync picks up.
+        """
         started = self._tap.clock.now()
-        for record in self.request_records(context):
-            if started is None:
-                started = t.cast("int", self._tap.clock.now())
-            yield self.shape(record, started, context)
+        if not self.resource.created_filter:
+            batches: Iterable[list[dict]] = pages_of(self.request_records(context))
+        else:
+            lower = self.config_start_timestamp() or 0
+            # Objects created after the read began reach the next sync through events.
+            upper = (started or FAR_FUTURE) + DATE_RESOLUTION + 1
+            endpoint = endpoint_of("GET", self.resource.path)
+            batches = list_windows(
+                lambda window: self.request_records({**(context or {}), "window": window}),
+                Window(lower, upper),
+                self._tap.window_workers,
+                may_split=lambda: not self._tap.limiter.saturated(endpoint),
+            )
+        for batch in batches:
+            if started is None:  # no response had been seen before this read began
+                started = self._tap.clock.now()
+            self.prefetch_children(batch)
+            for obj in batch:
+                yield self.shape(obj, started, context)
         self.mark_synced(context, started)
+
+    def prefetch_children(self, parents: list[dict]) -> None:
+        """Start fetching child lists that overflow their parent's embedded page."""
+        for child in self.child_streams:
+            prefetch = getattr(child, "prefetch", None)
+            if prefetch is not None and child.selected:
+                for parent in parents:
+                    prefetch(parent)
 
     def mark_synced(self, context: Context | None, started: int | None) -> None:
         """Move the bookmark to the start of this read, also when nothing changed."""
@@ -458,13 +516,22 @@ class StripeStream(RESTStream[str | None]):
 
 
 class StripeSession(requests.Session):
-    """One HTTP session per account, shared by every stream of a run."""
+    """One HTTP session per account, shared by every stream and worker of a run.
 
-    def __init__(self, on_request: Callable[[requests.PreparedRequest], None] | None = None):
+    Every request, retries included, passes the account's rate limiter and the bound on
+    requests in flight before it is sent.
+    """
+
+    def __init__(
+        self,
+        before_send: Callable[[requests.PreparedRequest], None],
+        in_flight: threading.Semaphore,
+    ) -> None:
         super().__init__()
-        self._on_request = on_request
+        self._before_send = before_send
+        self._in_flight = in_flight
 
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:  # type: ignore[override]
-        if self._on_request is not None:
-            self._on_request(request)
-        return super().send(request, **kwargs)
+        with self._in_flight:
+            self._before_send(request)
+            return super().send(request, **kwargs)

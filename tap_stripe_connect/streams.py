@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import typing as t
+from concurrent.futures import Future
 from importlib import resources as importlib_resources
 
 from tap_stripe_connect.client import StripeStream
@@ -33,22 +34,41 @@ class StripeChildStream(StripeStream):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        # The parent's embedded first page, by parent id; kept out of the context so
-        # that it is not copied into every log line and metric.
+        # Per parent id: the parent's embedded first page, and the rest being fetched.
+        # Kept out of the context, which the SDK copies into logs and metrics.
         self.embedded: dict[str, dict] = {}
+        self.rest: dict[str, Future] = {}
+
+    def prefetch(self, parent: dict) -> None:
+        """Fetch, in the background, the items past the parent's embedded page."""
+        embedded = parent.get(self.resource.embedded_in or "") or {}
+        if embedded.get("has_more") and parent.get("_sdc_deleted_at") is None:
+            self.rest[parent["id"]] = self._tap.background.submit(
+                lambda: list(self.request_records(self.paging_context(parent["id"], embedded)))
+            )
+
+    @staticmethod
+    def paging_context(parent_id: str, embedded: dict) -> dict:
+        items = embedded.get("data") or []
+        context: dict = {"parent_id": parent_id}
+        if items:
+            context["after"] = items[-1]["id"]
+        return context
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
         context = context or {}
-        embedded = self.embedded.pop(context["parent_id"], None) or {}
-        items = list(embedded.get("data") or [])
-        for item in items:
+        parent_id = context["parent_id"]
+        embedded = self.embedded.pop(parent_id, None) or {}
+        rest = self.rest.pop(parent_id, None)
+        for item in embedded.get("data") or []:
             yield self.shape(item, None, context)
-        if embedded and not embedded.get("has_more"):
+        if rest is not None:
+            remaining: Iterable[dict] = rest.result()
+        elif embedded and not embedded.get("has_more"):
             return
-        paging = dict(context)
-        if items:
-            paging["after"] = items[-1]["id"]
-        for item in self.request_records(paging):
+        else:
+            remaining = self.request_records(self.paging_context(parent_id, embedded))
+        for item in remaining:
             yield self.shape(item, None, context)
 
 
@@ -86,3 +106,20 @@ def stream_classes() -> list[type]:
         parent = classes.get(resource.parent) if resource.parent else None
         classes[resource.name] = stream_class(resource, parent)
     return list(classes.values())
+
+
+class AccountProbe(StripeStream):
+    """`GET /v1/account`: the account behind the credential, and Stripe's clock.
+
+    Not a catalog stream; the tap reads it once before syncing.
+    """
+
+    name = "account"
+    path = "/v1/account"
+    resource = Resource(name="account", object="account", path="/v1/account",
+                        created_filter=False, permission="Account")
+    schema: t.ClassVar[dict] = {"type": "object", "properties": {"id": {"type": "string"}}}
+    replication_key = None  # type: ignore[assignment]
+
+    def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
+        return {}

@@ -18,7 +18,8 @@ DATE = "Thu, 01 Jan 2026 00:00:00 GMT"
 
 
 def make_tap(**config):
-    base = {"api_key": KEY, "api_url": API, "max_retry_seconds": 5}
+    # One worker: these tests script the exact sequence of responses.
+    base = {"api_key": KEY, "api_url": API, "max_retry_seconds": 5, "max_workers": 1}
     base.update(config)
     return TapStripeConnect(config=base, validate_config=True)
 

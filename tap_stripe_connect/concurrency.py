@@ -1,0 +1,233 @@
+"""Concurrent extraction with one writer and consistent STATE.
+
+singer-sdk syncs streams one after another and pages each list sequentially. Stripe's
+rate budget is per endpoint and per account, so speed comes from several endpoints and
+several `created` windows in flight at once. The pieces here keep that safe:
+
+- `LockedWriter` / `LockedStateWriter` / `LockedStateManager`: every Singer message and
+  every change to the shared state dict happens under one lock, so lines never interleave
+  and a STATE message is always a consistent snapshot of what was written before it.
+- `Window` / `list_windows`: a `created` range paged newest first by one worker; an idle
+  worker takes the older half of the biggest remaining range (work stealing), so data that
+  is bunched in time still spreads over every worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import typing as t
+
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.helpers._state import StateWriter
+from singer_sdk.streams._state import StreamStateManager
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+# One lock for stdout and the shared state of a run.
+RUN_LOCK = threading.RLock()
+
+
+class LockedWriter(MsgSpecWriter):
+    """singer-sdk's msgspec writer, one message at a time across threads."""
+
+    def write_message(self, message: t.Any) -> None:
+        with RUN_LOCK:
+            super().write_message(message)
+
+
+class LockedStateWriter(StateWriter):
+    """Compares, writes and snapshots the state while no other thread changes it."""
+
+    def write_state(self, state: t.Any) -> None:
+        with RUN_LOCK:
+            super().write_state(state)
+
+
+def _locked(method: Callable) -> Callable:
+    def call(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        with RUN_LOCK:
+            return method(self, *args, **kwargs)
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class LockedStateManager(StreamStateManager):
+    """The SDK's state manager; each operation on the shared dict holds the run lock."""
+
+    get_context_state = _locked(StreamStateManager.get_context_state)
+    write_starting_replication_value = _locked(
+        StreamStateManager.write_starting_replication_value
+    )
+    write_replication_key_signpost = _locked(StreamStateManager.write_replication_key_signpost)
+    increment_state = _locked(StreamStateManager.increment_state)
+    finalize_state = _locked(StreamStateManager.finalize_state)
+    finalize_progress_markers = _locked(StreamStateManager.finalize_progress_markers)
+    get_state_partitions = _locked(StreamStateManager.get_state_partitions)
+
+    @property
+    def stream_state(self) -> dict:
+        with RUN_LOCK:
+            return StreamStateManager.stream_state.fget(self)  # type: ignore[attr-defined, no-any-return]
+
+
+class Window:
+    """Objects created in [lower, upper), read newest first by one worker."""
+
+    # Split only windows expected to hold this many more objects: every split window
+    # ends on a partial page, so smaller splits cost more requests than they save.
+    MIN_SPLIT = 300
+
+    def __init__(self, lower: int, upper: int) -> None:
+        self.lower = lower
+        self.upper = upper
+        self.first: int | None = None  # `created` of the first (newest) object accepted
+        self.cursor: int | None = None  # `created` of the last (oldest) object accepted
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Window[{self.lower}, {self.upper})"
+
+    def remaining(self) -> float:
+        """Objects still to read, estimated from the density read so far (0: unknown)."""
+        if self.first is None or self.cursor is None or self.count < 100:
+            return 0.0
+        density = self.count / max(1, self.first + 1 - self.cursor)
+        return density * (self.cursor + 1 - self.lower)
+
+    def accept(self, created: int) -> bool | None:
+        """Claim an object for this window.
+
+        False once paging has passed the lower bound (a split gave the rest away); None
+        for an object above the window, which Stripe's `created[lt]` should never send.
+        """
+        with self._lock:
+            if created < self.lower:
+                return False
+            if created >= self.upper:
+                return None
+            if self.first is None:
+                self.first = created
+            self.cursor = created
+            self.count += 1
+            return True
+
+    def split(self) -> Window | None:
+        """Give away the older half (in time) of what is still to read."""
+        with self._lock:
+            if self.cursor is None or self.remaining() < self.MIN_SPLIT:
+                return None
+            middle = self.lower + (self.cursor + 1 - self.lower) // 2
+            if middle <= self.lower:
+                return None
+            older = Window(self.lower, middle)
+            self.lower = middle
+            return older
+
+
+_DONE = object()
+
+
+def list_windows(
+    read: Callable[[Window], Iterable[dict]],
+    first: Window,
+    workers: int,
+    *,
+    may_split: Callable[[], bool] = lambda: True,
+    batch_size: int = 100,
+    queue_size: int = 8,
+) -> Iterator[list[dict]]:
+    """Read `first` with up to `workers` threads; yield batches of objects as they come.
+
+    `read(window)` pages one window newest first; objects it yields that the window does
+    not accept (taken by a split) end that window's paging. Idle workers split a window
+    only while `may_split()` says the rate budget has room: when requests already wait
+    for the limiter, more windows would add requests, not speed. Memory stays bounded:
+    workers block when `queue_size` batches wait for the consumer.
+    """
+    out: queue.Queue = queue.Queue(maxsize=queue_size)
+    lock = threading.Lock()
+    pending: list[Window] = [first]
+    active: list[Window] = []
+    stop = threading.Event()
+
+    def next_window() -> Window | None:
+        with lock:
+            if pending:
+                window = pending.pop()
+            elif active and may_split():
+                candidates = sorted(active, key=lambda w: w.remaining(), reverse=True)
+                window = next((w2 for w in candidates if (w2 := w.split())), None)
+            else:
+                window = None
+            if window is not None:
+                active.append(window)
+            return window
+
+    def idle() -> bool:
+        """Wait for work; False when every window is done."""
+        with lock:
+            if not active and not pending:
+                return False
+        stop.wait(0.05)
+        return True
+
+    def put(item: t.Any) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                out.put(item, timeout=0.1)
+                return
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                window = next_window()
+                if window is None:
+                    if idle():
+                        continue
+                    break
+                batch: list[dict] = []
+                for obj in read(window):
+                    accepted = window.accept(int(obj["created"]))
+                    if stop.is_set() or accepted is False:
+                        break
+                    if accepted is None:
+                        continue
+                    batch.append(obj)
+                    if len(batch) >= batch_size:
+                        put(batch)
+                        batch = []
+                if batch:
+                    put(batch)
+                with lock:
+                    active.remove(window)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+        finally:
+            put(_DONE)
+
+    threads = [
+        threading.Thread(target=work, name=f"window-{i}", daemon=True)
+        for i in range(max(1, workers))
+    ]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            item = out.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)

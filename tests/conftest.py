@@ -1,0 +1,100 @@
+"""Shared test helpers: running the real CLI against the emulator and reading its messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.emulator import Emulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class TapRun:
+    """One run of `tap-stripe-connect`: exit code, Singer messages, and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[dict] = field(default_factory=list)
+
+    def records(self, stream: str | None = None) -> list[dict]:
+        return [
+            m["record"]
+            for m in self.messages
+            if m["type"] == "RECORD" and (stream is None or m["stream"] == stream)
+        ]
+
+    def schemas(self) -> dict[str, dict]:
+        return {m["stream"]: m["schema"] for m in self.messages if m["type"] == "SCHEMA"}
+
+    def states(self) -> list[dict]:
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def last_state(self) -> dict | None:
+        states = self.states()
+        return states[-1] if states else None
+
+    @property
+    def error_line(self) -> str:
+        lines = [ln for ln in self.stderr.splitlines() if ln.startswith("tap-stripe-connect: error:")]
+        return lines[-1] if lines else ""
+
+
+def run_tap(
+    *args: str,
+    config: dict | None = None,
+    state: dict | None = None,
+    catalog: dict | None = None,
+    env: dict | None = None,
+    tmp_path: Path,
+    timeout: float = 300,
+) -> TapRun:
+    """Run the CLI in a subprocess, as Meltano or a shell would."""
+    argv = [sys.executable, "-m", "tap_stripe_connect", *args]
+    for flag, content, name in (
+        ("--config", config, "config.json"),
+        ("--state", state, "state.json"),
+        ("--catalog", catalog, "catalog.json"),
+    ):
+        if content is not None:
+            path = tmp_path / name
+            path.write_text(json.dumps(content))
+            argv += [flag, str(path)]
+    child_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT_")
+    }
+    child_env.update(env or {})
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=child_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    messages = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            messages.append(json.loads(line))
+    return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with Emulator(objects=120, seed=11) as emu:
+        yield emu
+
+
+def emulator_config(emu: Emulator, **extra) -> dict:
+    return {"api_key": emu.api_key, "api_url": emu.url, "max_retry_seconds": 10, **extra}
