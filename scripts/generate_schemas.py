@@ -130,11 +130,16 @@ def _properties(
 ) -> dict[str, Schema]:
     """The converted properties of an object; `seen[-1]` is the component they belong to."""
     properties = {}
+    required = set(node.get("required") or ())
     for name, prop in node["properties"].items():
         if (seen[-1], name) in UNDECLARED_UNIX_TIMES:
             declared = {**prop, "format": "unix-time"}
         else:
             declared = prop
+        if name not in required:
+            # Stripe leaves out properties that are not `required` (for example fields
+            # returned only when expanded, such as `customer.sources`): they may be null.
+            declared = {**declared, "nullable": True}
         properties[name] = convert(
             declared, components, depth=depth, seen=seen, expand=name in expand
         )
@@ -156,7 +161,7 @@ def convert(
     nullable = bool(node.get("nullable"))
     if "$ref" in node:
         return resolve_object(
-            _ref_name(node), components, depth=depth + 1, nullable=False, seen=seen
+            _ref_name(node), components, depth=depth + 1, nullable=nullable, seen=seen
         )
     if "anyOf" in node:
         refs = [_ref_name(option) for option in node["anyOf"] if "$ref" in option]
@@ -182,7 +187,12 @@ def convert(
     if kind == "object":
         if "properties" in node:
             # Inline objects are Stripe's embedded sub-lists: {object, data, has_more, url}.
-            return _object(node, components, depth=depth + 1, nullable=nullable, seen=seen)
+            schema = _object(node, components, depth=depth + 1, nullable=nullable, seen=seen)
+            if "has_more" in node["properties"]:
+                # Stripe's responses also carry `total_count` on embedded lists such as
+                # `invoice.lines`, though the OpenAPI description omits it.
+                schema["properties"].setdefault("total_count", _typed("integer", True))
+            return schema
         if isinstance(node.get("additionalProperties"), dict):
             # Maps such as `metadata`: keep as an object, values as declared (nullable,
             # since a key can be unset).

@@ -21,7 +21,7 @@ from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams import RESTStream
 
-from tap_stripe_connect.concurrency import LockedStateManager, Window, list_windows
+from tap_stripe_connect.concurrency import RUN_LOCK, LockedStateManager, Window, list_windows
 from tap_stripe_connect.errors import (
     StripeAPIError,
     StripeAuthError,
@@ -41,6 +41,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_stripe_connect.resources import Resource
+    from tap_stripe_connect.tap import TapStripeConnect
 
 PAGE_SIZE = 100  # Stripe's maximum `limit`.
 # Stripe's `Date` header has one-second resolution: step back one second so that a
@@ -145,6 +146,10 @@ class StripeStream(RESTStream[str | None]):
     """A Stripe list endpoint described by a `Resource`."""
 
     resource: t.ClassVar[Resource]
+
+    @property
+    def stripe_tap(self) -> TapStripeConnect:
+        return t.cast("TapStripeConnect", self._tap)
     # Stripe objects carry no update time; `updated` is the Stripe time from which the
     # record is known current (see README, "How incremental sync works").
     replication_key = "updated"
@@ -159,7 +164,7 @@ class StripeStream(RESTStream[str | None]):
     def http_headers(self) -> dict[str, str]:
         headers = {
             "Stripe-Version": str(self.config.get("api_version", "2024-06-20")),
-            "User-Agent": f"tap-stripe-connect/{self._tap.plugin_version}",
+            "User-Agent": f"tap-stripe-connect/{self.stripe_tap.plugin_version}",
         }
         if account := self.config.get("account_id"):
             headers["Stripe-Account"] = str(account)
@@ -167,11 +172,11 @@ class StripeStream(RESTStream[str | None]):
 
     @property
     def authenticator(self) -> t.Any:
-        return self._tap.authenticator
+        return self.stripe_tap.authenticator
 
     @property
     def requests_session(self) -> requests.Session:
-        return t.cast("requests.Session", self._tap.requests_session)
+        return t.cast("requests.Session", self.stripe_tap.requests_session)
 
     @property
     def timeout(self) -> int:
@@ -218,12 +223,12 @@ class StripeStream(RESTStream[str | None]):
         return params
 
     def config_start_timestamp(self) -> int | None:
-        return t.cast("int | None", self._tap.start_timestamp)
+        return t.cast("int | None", self.stripe_tap.start_timestamp)
 
     # -- responses, errors and retries ----------------------------------------------
 
     def validate_response(self, response: requests.Response) -> None:
-        self._tap.clock.observe(response)
+        self.stripe_tap.clock.observe(response)
         should_retry = response.headers.get("Stripe-Should-Retry")
         status = response.status_code
         if status < 300:
@@ -237,7 +242,7 @@ class StripeStream(RESTStream[str | None]):
                 ) from exc
             return
         if status == 429:
-            self._tap.limiter.on_throttled()
+            self.stripe_tap.limiter.on_throttled()
         if should_retry == "false":
             raise self.fatal_error(response)
         if should_retry == "true" or status in {409, 429} or status >= 500:
@@ -325,7 +330,7 @@ class StripeStream(RESTStream[str | None]):
         return call
 
     def backoff_handler(self, details: t.Any) -> None:
-        self._tap.count_retry(self.name)
+        self.stripe_tap.count_retry(self.name)
         exc = details.get("exception")
         self.logger.warning(
             "Retrying stream '%s' in %.1fs (try %d): %s",
@@ -355,7 +360,8 @@ class StripeStream(RESTStream[str | None]):
         """Times as RFC 3339, plus the fields the tap adds to every record."""
         record = self.shaper.shape(record)
         record["updated"] = unix_to_rfc3339(updated) if updated is not None else None
-        record["account_id"] = (context or {}).get("account_id") or self._tap.account_id
+        record["account_id"] = (context or {}).get("account_id") or self.stripe_tap.account_id
+        record["_sdc_deleted_at"] = None
         return record
 
     @property
@@ -384,7 +390,7 @@ class StripeStream(RESTStream[str | None]):
         records carry `updated` = the Stripe time at which the read began, which is also
         where the next incremental sync picks up.
         """
-        started = self._tap.clock.now()
+        started = self.stripe_tap.clock.now()
         if not self.resource.created_filter:
             batches: Iterable[list[dict]] = pages_of(self.request_records(context))
         else:
@@ -395,16 +401,39 @@ class StripeStream(RESTStream[str | None]):
             batches = list_windows(
                 lambda window: self.request_records({**(context or {}), "window": window}),
                 Window(lower, upper),
-                self._tap.window_workers,
-                may_split=lambda: not self._tap.limiter.saturated(endpoint),
+                self.stripe_tap.window_workers,
+                may_split=lambda: not self.stripe_tap.limiter.saturated(endpoint),
             )
         for batch in batches:
             if started is None:  # no response had been seen before this read began
-                started = self._tap.clock.now()
+                started = self.stripe_tap.clock.now()
+            if self._stream_version is None:
+                self.use_table_version(int(started or 0) * 1000)
             self.prefetch_children(batch)
             for obj in batch:
                 yield self.shape(obj, started, context)
+        if self._stream_version is not None:
+            self.activate_table_version(context)
         self.mark_synced(context, started)
+
+    def use_table_version(self, version: int | None) -> None:
+        """Tag this stream's (and its children's) records with a table version."""
+        for stream in (self, *self.descendent_streams):
+            stream._stream_version = version
+
+    def activate_table_version(self, context: Context | None) -> None:
+        """After a complete listing: rows the listing did not contain are gone from Stripe.
+
+        Deletions older than Stripe's 30 days of events (or before a first sync) leave no
+        event; an ACTIVATE_VERSION message lets targets drop the rows of earlier versions.
+        It is written only once every record of the listing has been written.
+        """
+        version = self._stream_version
+        for stream in (self, *self.descendent_streams):
+            if stream.selected and getattr(stream, "schema_written", True):
+                stream._write_activate_version_message(t.cast("int", version))
+        with RUN_LOCK:
+            self.get_context_state(context)["table_version"] = version
 
     def prefetch_children(self, parents: list[dict]) -> None:
         """Start fetching child lists that overflow their parent's embedded page."""
@@ -417,7 +446,7 @@ class StripeStream(RESTStream[str | None]):
     def mark_synced(self, context: Context | None, started: int | None) -> None:
         """Move the bookmark to the start of this read, also when nothing changed."""
         if started is None:
-            started = self._tap.clock.now()
+            started = self.stripe_tap.clock.now()
         if started is None or not self.selected:
             return
         self.state_manager.increment_state(
@@ -440,13 +469,16 @@ class StripeStream(RESTStream[str | None]):
         eventually consistent: an event can appear a little after its `created` time.
         """
         since = bookmark - int(self.config.get("event_lag_seconds", 60))
+        # Changes belong to the table version of the last complete listing.
+        self.use_table_version(self.get_context_state(context).get("table_version"))
         started: int | None = None
         seen: set[str] = set()
         start_date = self.config_start_timestamp()
         for event in self.request_records({**(context or {}), "events_since": since}):
             if started is None:
-                started = self._tap.clock.now()
+                started = self.stripe_tap.clock.now()
                 if self.events_expired(since, started):
+                    self.use_table_version(None)
                     yield from self.list_all(context)
                     return
             obj = event["data"]["object"]
@@ -458,8 +490,9 @@ class StripeStream(RESTStream[str | None]):
                 continue
             yield self.record_from_event(event, context)
         if started is None:
-            started = self._tap.clock.now()
+            started = self.stripe_tap.clock.now()
             if self.events_expired(since, started):
+                self.use_table_version(None)
                 yield from self.list_all(context)
                 return
         self.mark_synced(context, started)
@@ -483,7 +516,8 @@ class StripeStream(RESTStream[str | None]):
             # Payloads are rendered in the API version of the event's day; fetch the
             # object again so every record has the pinned shape.
             fetched = self.retrieve(obj["id"], context)
-            if fetched is None:
+            # Stripe answers 404, or 200 with `deleted: true`, for an object deleted since.
+            if fetched is None or fetched.get("deleted"):
                 deleted_at = event["created"]
             else:
                 obj = fetched
@@ -502,13 +536,6 @@ class StripeStream(RESTStream[str | None]):
     @property
     def api_version(self) -> str:
         return str(self.config.get("api_version", "2024-06-20"))
-
-    def generate_child_contexts(
-        self, record: dict, context: Context | None
-    ) -> Iterable[Context | None]:
-        # A deleted object has no children left to read.
-        if record.get("_sdc_deleted_at") is None:
-            yield from super().generate_child_contexts(record, context)
 
     # Records are shaped in `get_records`; they already match the schema.
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:

@@ -60,9 +60,7 @@ class LockedStateManager(StreamStateManager):
     """The SDK's state manager; each operation on the shared dict holds the run lock."""
 
     get_context_state = _locked(StreamStateManager.get_context_state)
-    write_starting_replication_value = _locked(
-        StreamStateManager.write_starting_replication_value
-    )
+    write_starting_replication_value = _locked(StreamStateManager.write_starting_replication_value)
     write_replication_key_signpost = _locked(StreamStateManager.write_replication_key_signpost)
     increment_state = _locked(StreamStateManager.increment_state)
     finalize_state = _locked(StreamStateManager.finalize_state)
@@ -158,6 +156,7 @@ def list_windows(
 
     def next_window() -> Window | None:
         with lock:
+            window: Window | None
             if pending:
                 window = pending.pop()
             elif active and may_split():

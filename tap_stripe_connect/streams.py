@@ -38,12 +38,20 @@ class StripeChildStream(StripeStream):
         # Kept out of the context, which the SDK copies into logs and metrics.
         self.embedded: dict[str, dict] = {}
         self.rest: dict[str, Future] = {}
+        self.schema_written = False
+
+    def _write_schema_message(self) -> None:
+        # The SDK syncs a child once per parent and would repeat its SCHEMA each time;
+        # once per run is what targets need.
+        if not self.schema_written:
+            super()._write_schema_message()
+            self.schema_written = True
 
     def prefetch(self, parent: dict) -> None:
         """Fetch, in the background, the items past the parent's embedded page."""
         embedded = parent.get(self.resource.embedded_in or "") or {}
         if embedded.get("has_more") and parent.get("_sdc_deleted_at") is None:
-            self.rest[parent["id"]] = self._tap.background.submit(
+            self.rest[parent["id"]] = self.stripe_tap.background.submit(
                 lambda: list(self.request_records(self.paging_context(parent["id"], embedded)))
             )
 
@@ -60,8 +68,15 @@ class StripeChildStream(StripeStream):
         parent_id = context["parent_id"]
         embedded = self.embedded.pop(parent_id, None) or {}
         rest = self.rest.pop(parent_id, None)
+        deleted_at = context.get("parent_deleted_at")
         for item in embedded.get("data") or []:
-            yield self.shape(item, None, context)
+            record = self.shape(item, None, context)
+            if deleted_at:
+                # Stripe sends no event for the lines of a deleted draft invoice.
+                record["_sdc_deleted_at"] = deleted_at
+            yield record
+        if deleted_at:
+            return
         if rest is not None:
             remaining: Iterable[dict] = rest.result()
         elif embedded and not embedded.get("has_more"):
@@ -75,6 +90,8 @@ class StripeChildStream(StripeStream):
 def _get_child_context(self: StripeStream, record: dict, context: Context | None) -> dict:
     """What a child needs from its parent: the id and the embedded first page."""
     child_context: dict = {"parent_id": record["id"]}
+    if record.get("_sdc_deleted_at"):
+        child_context["parent_deleted_at"] = record["_sdc_deleted_at"]
     for child in self.child_streams:
         if isinstance(child, StripeChildStream) and child.selected and child.resource.embedded_in:
             child.embedded[record["id"]] = record.get(child.resource.embedded_in) or {}
@@ -116,8 +133,13 @@ class AccountProbe(StripeStream):
 
     name = "account"
     path = "/v1/account"
-    resource = Resource(name="account", object="account", path="/v1/account",
-                        created_filter=False, permission="Account")
+    resource = Resource(
+        name="account",
+        object="account",
+        path="/v1/account",
+        created_filter=False,
+        permission="Account",
+    )
     schema: t.ClassVar[dict] = {"type": "object", "properties": {"id": {"type": "string"}}}
     replication_key = None  # type: ignore[assignment]
 

@@ -45,7 +45,9 @@ class TapRun:
 
     @property
     def error_line(self) -> str:
-        lines = [ln for ln in self.stderr.splitlines() if ln.startswith("tap-stripe-connect: error:")]
+        lines = [
+            ln for ln in self.stderr.splitlines() if ln.startswith("tap-stripe-connect: error:")
+        ]
         return lines[-1] if lines else ""
 
 
@@ -69,9 +71,7 @@ def run_tap(
             path = tmp_path / name
             path.write_text(json.dumps(content))
             argv += [flag, str(path)]
-    child_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT_")
-    }
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT_")}
     child_env.update(env or {})
     proc = subprocess.run(
         argv,
@@ -85,7 +85,7 @@ def run_tap(
     )
     messages = []
     for line in proc.stdout.splitlines():
-        if line.startswith("{"):
+        if line.startswith('{"type"'):
             messages.append(json.loads(line))
     return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
 

@@ -141,4 +141,6 @@ def test_unreachable_api_url_names_the_setting(tmp_path):
         "max_retry_seconds": 2,
     }
     run = run_tap(config=config, tmp_path=tmp_path)
-    assert_one_clear_line(run, must_mention=["'api_url'", f"127.0.0.1:{port}"], secret="unreachable55")
+    assert_one_clear_line(
+        run, must_mention=["'api_url'", f"127.0.0.1:{port}"], secret="unreachable55"
+    )

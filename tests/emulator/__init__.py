@@ -1,0 +1,27 @@
+"""A local Stripe API emulator for tests and benchmarks (not shipped in the wheel).
+
+    from tests.emulator import Emulator
+
+    with Emulator(objects=200, seed=7) as emu:
+        requests.get(f"{emu.url}/v1/charges", headers={"Authorization": f"Bearer {emu.api_key}"})
+
+See `server.py` (HTTP behaviour, faults, rate limits), `store.py` (data, mutations,
+events) and `generate.py` (deterministic Stripe-shaped objects, API version 2024-06-20).
+Run it as a separate process with `python -m tests.emulator --port 12111`.
+"""
+
+from tests.emulator.generate import API_VERSION, DEFAULT_CLOCK
+from tests.emulator.server import DEFAULT_KEY, Emulator, RequestRecord
+from tests.emulator.store import EVENT_RETENTION, STREAMS, ApiError, Store
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_CLOCK",
+    "DEFAULT_KEY",
+    "EVENT_RETENTION",
+    "STREAMS",
+    "ApiError",
+    "Emulator",
+    "RequestRecord",
+    "Store",
+]

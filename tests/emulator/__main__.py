@@ -1,0 +1,72 @@
+"""`python -m tests.emulator`: serve the Stripe emulator until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from tests.emulator.generate import DEFAULT_CLOCK
+from tests.emulator.server import Emulator
+
+
+def _pair(text: str) -> tuple[float, float]:
+    mean, _, jitter = text.partition(",")
+    return float(mean), float(jitter or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.emulator",
+                                     description="Local Stripe API v1 emulator.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=12111, help="0 picks a free port")
+    parser.add_argument("--objects", type=int, default=50, help="objects per core stream")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--clock", type=int, default=DEFAULT_CLOCK,
+                        help="start time, Unix seconds (default 2026-01-01T00:00:00Z)")
+    parser.add_argument("--freeze-clock", action="store_true",
+                        help="do not let the emulator clock follow wall time")
+    parser.add_argument("--latency", type=_pair, default=(0.0, 0.0), metavar="MEAN,JITTER",
+                        help="per-response latency in ms, e.g. 100,30")
+    parser.add_argument("--rate-limit", type=float, default=None,
+                        help="requests/s per key and account")
+    parser.add_argument("--endpoint-rate-limit", type=float, default=None,
+                        help="requests/s per key, account and endpoint")
+    parser.add_argument("--fail-rate", type=float, default=0.0,
+                        help="probability of a random 500/503")
+    parser.add_argument("--api-key", action="append", default=None,
+                        help="accepted secret key with full access (repeatable)")
+    args = parser.parse_args(argv)
+
+    emulator = Emulator(
+        objects=args.objects, seed=args.seed, clock=args.clock, freeze_clock=args.freeze_clock,
+        latency=args.latency, rate_limit=args.rate_limit,
+        endpoint_rate_limit=args.endpoint_rate_limit, fail_rate=args.fail_rate,
+        api_keys=dict.fromkeys(args.api_key) if args.api_key else None,
+        host=args.host, port=args.port,
+    )
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    emulator.start()
+    print(f"Stripe emulator listening on {emulator.url} (key {emulator.api_key})", flush=True)
+    try:
+        while not stopping.wait(0.2):
+            pass
+    finally:
+        started = time.monotonic()
+        emulator.stop()
+        print(f"Stripe emulator stopped ({emulator.request_count()} requests, "
+              f"{time.monotonic() - started:.2f}s to stop)", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
