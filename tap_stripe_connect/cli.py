@@ -9,6 +9,7 @@ import typing as t
 import click
 from singer_sdk.exceptions import ConfigValidationError
 
+from tap_stripe_connect.connect import connect
 from tap_stripe_connect.errors import TapError, redact
 from tap_stripe_connect.tap import TapStripeConnect
 
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     _install_redaction()
     args = sys.argv[1:] if argv is None else argv
     try:
-        code = TapStripeConnect.cli.main(args=args, prog_name=PROG, standalone_mode=False)
+        if args[:1] == ["connect"]:
+            code = connect(args[1:])
+        else:
+            code = TapStripeConnect.cli.main(args=args, prog_name=PROG, standalone_mode=False)
     except TapError as exc:
         fail(str(exc))
     except ConfigValidationError as exc:

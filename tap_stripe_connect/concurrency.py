@@ -24,7 +24,7 @@ from singer_sdk.helpers._state import StateWriter
 from singer_sdk.streams._state import StreamStateManager
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
 # One lock for stdout and the shared state of a run.
 RUN_LOCK = threading.RLock()
@@ -33,9 +33,14 @@ RUN_LOCK = threading.RLock()
 class LockedWriter(MsgSpecWriter):
     """singer-sdk's msgspec writer, one message at a time across threads."""
 
+    #: Called with every message once it is written (the run's progress counts records).
+    observer: Callable[[t.Any], None] | None = None
+
     def write_message(self, message: t.Any) -> None:
         with RUN_LOCK:
             super().write_message(message)
+            if self.observer is not None:
+                self.observer(message)
 
 
 class LockedStateWriter(StateWriter):
@@ -86,6 +91,7 @@ class Window:
         self.first: int | None = None  # `created` of the first (newest) object accepted
         self.cursor: int | None = None  # `created` of the last (oldest) object accepted
         self.count = 0
+        self.finished = False  # read to its lower bound: nothing is left to give away
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -118,7 +124,7 @@ class Window:
     def split(self) -> Window | None:
         """Give away the older half (in time) of what is still to read."""
         with self._lock:
-            if self.cursor is None or self.remaining() < self.MIN_SPLIT:
+            if self.finished or self.cursor is None or self.remaining() < self.MIN_SPLIT:
                 return None
             middle = self.lower + (self.cursor + 1 - self.lower) // 2
             if middle <= self.lower:
@@ -127,20 +133,39 @@ class Window:
             self.lower = middle
             return older
 
+    def finish(self) -> tuple[int, int]:
+        """Stop splits once paging is over; the range this window read in full."""
+        with self._lock:
+            self.finished = True
+            return self.lower, self.upper
+
+
+class Batch(list):
+    """Objects of one window, newest first.
+
+    `covers`, when set, is a `created` range [lower, upper) every object of which is in
+    this batch or in an earlier batch of the same window: once the consumer has written
+    this batch, that range is done (see `checkpoints.py`).
+    """
+
+    covers: tuple[int, int] | None = None
+
 
 _DONE = object()
 
 
 def list_windows(
     read: Callable[[Window], Iterable[dict]],
-    first: Window,
+    first: Window | Sequence[Window],
     workers: int,
     *,
     may_split: Callable[[], bool] = lambda: True,
     batch_size: int = 100,
     queue_size: int = 8,
 ) -> Iterator[list[dict]]:
-    """Read `first` with up to `workers` threads; yield batches of objects as they come.
+    """Read `first` (one window or several) with up to `workers` threads; yield batches.
+
+    Batches (`Batch`) come as they are read; each says which `created` range it completes.
 
     `read(window)` pages one window newest first; objects it yields that the window does
     not accept (taken by a split) end that window's paging. Idle workers split a window
@@ -150,7 +175,7 @@ def list_windows(
     """
     out: queue.Queue = queue.Queue(maxsize=queue_size)
     lock = threading.Lock()
-    pending: list[Window] = [first]
+    pending: list[Window] = [first] if isinstance(first, Window) else list(reversed(first))
     active: list[Window] = []
     stop = threading.Event()
 
@@ -190,21 +215,32 @@ def list_windows(
                     if idle():
                         continue
                     break
-                batch: list[dict] = []
+                batch = Batch()
+                complete = True
                 for obj in read(window):
-                    accepted = window.accept(int(obj["created"]))
-                    if stop.is_set() or accepted is False:
+                    created = int(obj["created"])
+                    accepted = window.accept(created)
+                    if stop.is_set():
+                        complete = False
+                        break
+                    if accepted is False:
                         break
                     if accepted is None:
                         continue
                     batch.append(obj)
                     if len(batch) >= batch_size:
+                        # Newest first: everything created after this object has been read.
+                        if created + 1 < window.upper:
+                            batch.covers = (created + 1, window.upper)
                         put(batch)
-                        batch = []
-                if batch:
-                    put(batch)
+                        batch = Batch()
                 with lock:
+                    done = window.finish()
                     active.remove(window)
+                if complete:
+                    batch.covers = done
+                if batch or batch.covers:
+                    put(batch)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             put(exc)
         finally:

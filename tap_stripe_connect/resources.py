@@ -34,7 +34,8 @@ class Resource:
     #: that holds the first (at most 10) children.
     parent: str | None = None
     embedded_in: str | None = None
-    primary_key: tuple[str, ...] = ("id",)
+    #: `account_id` is part of every key: ids such as plan `gold` repeat across accounts.
+    primary_key: tuple[str, ...] = ("account_id", "id")
     #: OAuth scope/permission name Stripe uses for restricted keys.
     permission: str = field(default="")
 

@@ -47,18 +47,24 @@ class StripeChildStream(StripeStream):
             super()._write_schema_message()
             self.schema_written = True
 
-    def prefetch(self, parent: dict) -> None:
+    def prefetch(self, parent: dict, account_id: str | None = None) -> None:
         """Fetch, in the background, the items past the parent's embedded page."""
         embedded = parent.get(self.resource.embedded_in or "") or {}
         if embedded.get("has_more") and parent.get("_sdc_deleted_at") is None:
             self.rest[parent["id"]] = self.stripe_tap.background.submit(
-                lambda: list(self.request_records(self.paging_context(parent["id"], embedded)))
+                lambda: list(
+                    self.request_records(
+                        self.paging_context(parent["id"], embedded, account_id)
+                    )
+                )
             )
 
     @staticmethod
-    def paging_context(parent_id: str, embedded: dict) -> dict:
+    def paging_context(parent_id: str, embedded: dict, account_id: str | None) -> dict:
         items = embedded.get("data") or []
         context: dict = {"parent_id": parent_id}
+        if account_id:
+            context["account_id"] = account_id
         if items:
             context["after"] = items[-1]["id"]
         return context
@@ -82,7 +88,9 @@ class StripeChildStream(StripeStream):
         elif embedded and not embedded.get("has_more"):
             return
         else:
-            remaining = self.request_records(self.paging_context(parent_id, embedded))
+            remaining = self.request_records(
+                self.paging_context(parent_id, embedded, context.get("account_id"))
+            )
         for item in remaining:
             yield self.shape(item, None, context)
 
@@ -125,23 +133,23 @@ def stream_classes() -> list[type]:
     return list(classes.values())
 
 
-class AccountProbe(StripeStream):
-    """`GET /v1/account`: the account behind the credential, and Stripe's clock.
+class ProbeStream(StripeStream):
+    """A request outside the catalog: `GET /v1/account`, `GET /v1/accounts`.
 
-    Not a catalog stream; the tap reads it once before syncing.
+    It goes through the same client (auth, limiter, retries, errors) as every stream.
     """
 
-    name = "account"
-    path = "/v1/account"
-    resource = Resource(
-        name="account",
-        object="account",
-        path="/v1/account",
-        created_filter=False,
-        permission="Account",
-    )
     schema: t.ClassVar[dict] = {"type": "object", "properties": {"id": {"type": "string"}}}
     replication_key = None  # type: ignore[assignment]
 
+    def __init__(self, tap: t.Any, path: str) -> None:
+        self.resource = Resource(
+            name=path.rsplit("/", 1)[-1], object="account", path=path, created_filter=False,
+            permission="Connect" if path.endswith("accounts") else "Account",
+        )
+        super().__init__(tap=tap, name=self.resource.name, path=path)
+
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
-        return {}
+        if self.path == "/v1/account":
+            return {}
+        return super().get_url_params(context, next_page_token)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
+import re
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -13,12 +13,25 @@ from datetime import datetime, timezone
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
-from tap_stripe_connect.auth import StripeKeyAuthenticator, is_live_key, secrets_in
+from tap_stripe_connect.auth import (
+    StripeKeyAuthenticator,
+    StripeOAuthAuthenticator,
+    build_authenticator,
+    is_live_key,
+    secrets_in,
+)
 from tap_stripe_connect.client import StripeClock, StripeSession
 from tap_stripe_connect.concurrency import LockedStateWriter, LockedWriter
-from tap_stripe_connect.errors import ConfigError, StripePermissionError, register_secrets
+from tap_stripe_connect.errors import (
+    ConfigError,
+    StripePermissionError,
+    TapError,
+    register_secrets,
+)
 from tap_stripe_connect.limiter import RateLimiter, endpoint_of
-from tap_stripe_connect.streams import AccountProbe, stream_classes
+from tap_stripe_connect.progress import DEFAULT_INTERVAL as DEFAULT_PROGRESS_INTERVAL
+from tap_stripe_connect.progress import Progress
+from tap_stripe_connect.streams import ProbeStream, stream_classes
 
 if t.TYPE_CHECKING:
     import requests
@@ -96,6 +109,58 @@ class TapStripeConnect(Tap):
             ),
         ),
         th.Property(
+            "account_ids",
+            th.ArrayType(th.StringType),
+            title="Account IDs",
+            description=(
+                "Platforms: connected accounts (acct_...) to sync with the platform's key, "
+                'each as its own partition; ["*"] syncs every connected account.'
+            ),
+        ),
+        th.Property(
+            "client_id",
+            th.StringType,
+            title="Client ID",
+            description="Stripe Connect: the platform's OAuth client id (ca_...).",
+        ),
+        th.Property(
+            "client_secret",
+            th.StringType,
+            secret=True,
+            title="Client secret",
+            description="Stripe Connect: the platform's secret key, used to refresh tokens.",
+        ),
+        th.Property(
+            "refresh_token",
+            th.StringType,
+            secret=True,
+            title="Refresh token",
+            description="Stripe Connect: the connected account's refresh token.",
+        ),
+        th.Property(
+            "access_token",
+            th.StringType,
+            secret=True,
+            title="Access token",
+            description="Stripe Connect: a ready access token of the connected account.",
+        ),
+        th.Property(
+            "credentials_file",
+            th.StringType,
+            title="Credentials file",
+            description=(
+                "Stripe Connect: JSON file written by `tap-stripe-connect connect`; a refresh "
+                "token Stripe rotates is saved back here (mode 0600)."
+            ),
+        ),
+        th.Property(
+            "oauth_url",
+            th.StringType,
+            default="https://connect.stripe.com",
+            title="OAuth URL",
+            description="Stripe Connect's OAuth base URL (change it only to use an emulator).",
+        ),
+        th.Property(
             "event_lag_seconds",
             th.IntegerType,
             default=60,
@@ -154,6 +219,16 @@ class TapStripeConnect(Tap):
             title="Max requests per second per endpoint",
             description="Budget for each endpoint, such as GET /v1/charges (Stripe allows 25).",
         ),
+        th.Property(
+            "progress_interval_seconds",
+            th.NumberType,
+            default=DEFAULT_PROGRESS_INTERVAL,
+            title="Progress interval seconds",
+            description=(
+                "Seconds between progress lines (per stream: records so far, records/s, "
+                "requests, retries). 0 turns them off; the summary table at the end stays."
+            ),
+        ),
     ).to_dict()
 
     message_writer_class = LockedWriter
@@ -167,6 +242,8 @@ class TapStripeConnect(Tap):
         self._count_lock = threading.Lock()
         self._locked_state_writer = LockedStateWriter(self.message_writer)
         self.account: dict | None = None
+        self.failed_accounts: dict[str, str] = {}
+        self._limiters: dict[str | None, RateLimiter] = {}
 
     def discover_streams(self) -> list:
         return [cls(tap=self) for cls in stream_classes()]
@@ -176,8 +253,8 @@ class TapStripeConnect(Tap):
         return parse_start_date(self.config.get("start_date"))
 
     @functools.cached_property
-    def authenticator(self) -> StripeKeyAuthenticator:
-        return StripeKeyAuthenticator(self.config)
+    def authenticator(self) -> StripeKeyAuthenticator | StripeOAuthAuthenticator:
+        return build_authenticator(self.config)
 
     @functools.cached_property
     def requests_session(self) -> StripeSession:
@@ -185,9 +262,29 @@ class TapStripeConnect(Tap):
 
     @property
     def account_id(self) -> str | None:
-        """The account records come from: the setting, else the key's own account."""
-        configured = self.config.get("account_id")
-        return str(configured) if configured else (self.account or {}).get("id")
+        """The account records come from, unless a partition names one."""
+        if configured := self.config.get("account_id"):
+            return str(configured)
+        oauth_account = getattr(self.authenticator, "account_id", None)
+        return oauth_account or (self.account or {}).get("id")
+
+    @functools.cached_property
+    def connected_accounts(self) -> list[str] | None:
+        """The partitions of a platform sync: `account_ids`, with "*" for all of them."""
+        wanted = self.config.get("account_ids")
+        if not wanted:
+            return None
+        if "*" in wanted:
+            listed = [a["id"] for a in ProbeStream(self, "/v1/accounts").request_records(None)]
+            extra = [a for a in wanted if a != "*" and a not in listed]
+            return listed + extra
+        return list(dict.fromkeys(wanted))
+
+    def report_account_failure(self, account_id: str, error: Exception) -> None:
+        """One account failed: the others go on; the run fails at the end."""
+        with self._count_lock:
+            self.failed_accounts.setdefault(account_id, str(error))
+        self.logger.error("Account %s failed and is skipped: %s", account_id, error)
 
     @property
     def max_workers(self) -> int:
@@ -198,14 +295,28 @@ class TapStripeConnect(Tap):
         """Workers for one stream's `created` windows, sharing `max_workers` across streams."""
         return max(1, self.max_workers // max(1, getattr(self, "parallel_streams", 1)))
 
-    @functools.cached_property
+    @property
     def limiter(self) -> RateLimiter:
-        api_key = str(self.config.get("api_key") or "")
-        default_rate = LIVE_RATE if is_live_key(api_key) else TEST_RATE
-        return RateLimiter(
-            float(self.config.get("max_requests_per_second") or default_rate),
-            float(self.config.get("max_requests_per_second_per_endpoint") or ENDPOINT_RATE),
-        )
+        """The limiter of the credential's own account."""
+        return self.limiter_for(None)
+
+    def limiter_for(self, account_id: str | None) -> RateLimiter:
+        """Stripe's budgets are per account: each connected account has its own."""
+        with self._count_lock:
+            limiter = self._limiters.get(account_id)
+            if limiter is None:
+                live = is_live_key(str(self.config.get("api_key") or "")) or bool(
+                    (self.account or {}).get("livemode")
+                )
+                limiter = self._limiters[account_id] = RateLimiter(
+                    float(self.config.get("max_requests_per_second") or (
+                        LIVE_RATE if live else TEST_RATE
+                    )),
+                    float(
+                        self.config.get("max_requests_per_second_per_endpoint") or ENDPOINT_RATE
+                    ),
+                )
+            return limiter
 
     @functools.cached_property
     def in_flight(self) -> threading.Semaphore:
@@ -222,22 +333,48 @@ class TapStripeConnect(Tap):
 
     def _before_send(self, request: requests.PreparedRequest) -> None:
         path = (request.path_url or "").split("?")[0]
-        self.limiter.acquire(endpoint_of(request.method or "GET", path))
+        self.limiter_for(request.headers.get("Stripe-Account")).acquire(
+            endpoint_of(request.method or "GET", path)
+        )
         with self._count_lock:
             self.requests_by_endpoint[endpoint_of(request.method or "GET", path)] += 1
+        self.progress.observe_request(request.method or "GET", request.url or "")
 
     def prime_clock(self) -> None:
-        """Learn Stripe's time (and the account) from one cheap request."""
-        with contextlib.suppress(StripePermissionError):
-            self.account = next(iter(AccountProbe(tap=self).request_records(None)), None)
+        """Learn Stripe's time and the account behind the credential from one request."""
+        try:
+            self.account = next(iter(ProbeStream(self, "/v1/account").request_records(None)))
+        except StripePermissionError as exc:
+            # Restricted keys often may not read the account; Stripe names it in the error.
+            found = re.search(r"on account '(acct_[A-Za-z0-9]+)'", str(exc))
+            self.account = {"id": found.group(1)} if found else None
 
     def count_retry(self, stream_name: str) -> None:
         with self._count_lock:
             self.retries_by_stream[stream_name] += 1
+        self.progress.observe_retry(stream_name)
+
+    @functools.cached_property
+    def progress(self) -> Progress:
+        """Progress lines while the run lasts and the summary table at its end."""
+        progress = Progress(self.logger, self.config.get("progress_interval_seconds"))
+        if isinstance(self.message_writer, LockedWriter):
+            self.message_writer.observer = progress.observe_message
+        return progress
 
     # The SDK marks `sync_all` final and syncs streams one at a time; running them in
     # parallel is the point of this override (see concurrency.py).
     def sync_all(self) -> None:  # type: ignore[misc]
+        """Sync, with progress lines while it runs and a summary table at the end."""
+        self.progress.start()
+        failed = True
+        try:
+            self._sync_all()
+            failed = False
+        finally:
+            self.progress.stop(failed=failed)
+
+    def _sync_all(self) -> None:
         """Sync the selected streams, several at once, through one writer.
 
         The SDK's `sync_all` runs streams one after another; this runs the same steps
@@ -252,6 +389,11 @@ class TapStripeConnect(Tap):
         if self.state:
             self.state_writer.write_state(self.state)
         self.prime_clock()
+        if not self.connected_accounts and not self.account_id:
+            raise ConfigError(
+                "Could not tell which Stripe account the credential belongs to (it may not "
+                "read the account): set setting 'account_id' to its id (acct_...)."
+            )
         streams = [
             stream
             for stream in self.streams.values()
@@ -268,10 +410,19 @@ class TapStripeConnect(Tap):
             self.background.shutdown(wait=False, cancel_futures=True)
         for stream in self.streams.values():
             stream.log_sync_costs()
+        if self.failed_accounts:
+            names = "; ".join(f"{a}: {why}" for a, why in self.failed_accounts.items())
+            raise TapError(
+                f"{len(self.failed_accounts)} account(s) failed and were skipped (the others "
+                f"completed and their state was kept): {names}"
+            )
 
     def _sync_stream(self, stream: Stream) -> None:
+        self.progress.stream_started(stream.name)
         stream.sync()
         stream.finalize_state_progress_markers()
+        for done in (stream, *stream.descendent_streams):
+            self.progress.stream_finished(done.name)
 
 
 if __name__ == "__main__":

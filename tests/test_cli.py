@@ -33,7 +33,7 @@ def test_discover_lists_the_core_streams_with_id_keys(tmp_path):
     streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
     for name in (*CORE, "invoice_line_items", "subscription_items"):
         assert name in streams
-        assert streams[name]["key_properties"] == ["id"]
+        assert streams[name]["key_properties"] == ["account_id", "id"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,362 @@
+"""Stripe Connect in front of several emulated accounts: OAuth, `/v1/accounts`, routing.
+
+`ConnectPlatform` runs one HTTP server that plays `connect.stripe.com` (authorise, token
+exchange and refresh, deauthorisation) and `api.stripe.com` for a platform with connected
+accounts. Each connected account is its own `Emulator` with its own data; API requests
+are routed to it by `Stripe-Account` (platform key) or by its OAuth access token, and
+answered with that emulator's status, headers and body.
+
+    with ConnectPlatform(accounts=3) as platform:
+        platform.url, platform.platform_key, platform.client_id
+        platform.account_ids            # ["acct_...", ...]
+        platform.accounts[acct_id]      # the Emulator holding that account's data
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import secrets
+import threading
+import time
+import typing as t
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import requests
+
+from tests.emulator.server import Emulator, mask_key
+
+PLATFORM_KEY = "sk_test_platform_emulator"
+CLIENT_ID = "ca_emulator0000000000000001"
+_FORWARDED = ("Request-Id", "Date", "Stripe-Version", "Stripe-Should-Retry", "Content-Type")
+
+
+@dataclass
+class Grant:
+    account_id: str
+    access_token: str
+    refresh_token: str
+    issued: float
+    revoked: bool = False
+    expired: bool = False
+
+
+class ConnectPlatform:
+    """A platform, its OAuth endpoints and its connected accounts."""
+
+    def __init__(
+        self,
+        accounts: int = 3,
+        objects: int = 30,
+        seed: int = 100,
+        *,
+        token_ttl: float | None = None,
+        rotate_refresh_tokens: bool = True,
+    ) -> None:
+        self.accounts: dict[str, Emulator] = {}
+        for index in range(accounts):
+            emulator = Emulator(objects=objects, seed=seed + index)
+            self.accounts[emulator.account_id] = emulator
+        self.account_ids = list(self.accounts)
+        self.platform_key = PLATFORM_KEY
+        self.client_id = CLIENT_ID
+        #: Seconds an access token lives; None: until revoked (Stripe's default).
+        self.token_ttl = token_ttl
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.deauthorized: set[str] = set()
+        #: When set, access tokens expire once this many more API requests were served.
+        self.expire_after: int | None = None
+        self.token_requests: list[dict[str, str]] = []
+        self.api_requests: list[tuple[str, str, str | None]] = []
+        self._codes: dict[str, tuple[str, str]] = {}  # code -> (account, redirect_uri)
+        self._grants: dict[str, Grant] = {}  # by access token
+        self._refresh: dict[str, Grant] = {}  # by refresh token
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> ConnectPlatform:
+        for emulator in self.accounts.values():
+            emulator.start()
+        platform = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: t.Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                platform._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                platform._handle(self, "POST")
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for emulator in self.accounts.values():
+            emulator.stop()
+
+    def __enter__(self) -> ConnectPlatform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- test controls ---------------------------------------------------------------
+
+    def deauthorize(self, account_id: str) -> None:
+        """The account disconnects the platform: its tokens and platform access end."""
+        with self._lock:
+            self.deauthorized.add(account_id)
+            for grant in self._grants.values():
+                if grant.account_id == account_id:
+                    grant.revoked = True
+
+    def expire_tokens(self) -> None:
+        """Every access token issued so far expires now (refresh tokens stay valid)."""
+        with self._lock:
+            for grant in self._grants.values():
+                grant.expired = True
+
+    def issue_refresh_token(self, account_id: str) -> str:
+        """A refresh token as if `account_id` had connected through OAuth."""
+        with self._lock:
+            return self._grant(account_id).refresh_token
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        split = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length).decode() if length else ""
+        if split.path == "/oauth/authorize" and method == "GET":
+            self._authorize(handler, parse_qs(split.query))
+        elif split.path == "/oauth/token" and method == "POST":
+            form = {k: v[-1] for k, v in parse_qs(body).items()}
+            self._reply(handler, *self._token(form))
+        elif split.path == "/oauth/deauthorize" and method == "POST":
+            form = {k: v[-1] for k, v in parse_qs(body).items()}
+            self.deauthorize(form.get("stripe_user_id", ""))
+            self._reply(handler, 200, {"stripe_user_id": form.get("stripe_user_id")})
+        elif split.path.startswith("/v1/"):
+            self._api(handler, method, split.path, split.query)
+        else:
+            self._reply(
+                handler,
+                404,
+                {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL"}},
+            )
+
+    def _authorize(self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
+        """The consent screen, answered at once: `deny=1` declines, `account=` chooses."""
+        arg = {k: v[-1] for k, v in query.items()}
+        redirect = arg.get("redirect_uri", "")
+        if arg.get("client_id") != self.client_id or not redirect:
+            self._reply(
+                handler,
+                400,
+                {"error": "invalid_request", "error_description": "Unknown client_id or redirect"},
+            )
+            return
+        params = {"state": arg.get("state", "")}
+        if arg.get("deny"):
+            params.update(error="access_denied", error_description="The user denied your request")
+        else:
+            account = arg.get("account") or self.account_ids[0]
+            code = "ac_" + secrets.token_hex(12)
+            with self._lock:
+                self._codes[code] = (account, redirect)
+            params.update(code=code, scope=arg.get("scope", "read_only"))
+        location = f"{redirect}{'&' if '?' in redirect else '?'}{urlencode(params)}"
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    def _grant(self, account_id: str) -> Grant:
+        grant = Grant(
+            account_id,
+            access_token="sk_test_oauth" + secrets.token_hex(12),
+            refresh_token="rt_" + secrets.token_hex(16),
+            issued=time.monotonic(),
+        )
+        self._grants[grant.access_token] = grant
+        self._refresh[grant.refresh_token] = grant
+        return grant
+
+    def _token(self, form: dict[str, str]) -> tuple[int, dict]:
+        self.token_requests.append({k: v for k, v in form.items() if k == "grant_type"})
+        if form.get("client_secret") != self.platform_key:
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "No such API key: "
+                + mask_key(form.get("client_secret") or "sk_test_none"),
+            }
+        with self._lock:
+            if form.get("grant_type") == "authorization_code":
+                found = self._codes.pop(form.get("code", ""), None)
+                if found is None:
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Authorization code does not exist: "
+                        + form.get("code", "")[:6]
+                        + "...",
+                    }
+                grant = self._grant(found[0])
+            elif form.get("grant_type") == "refresh_token":
+                old = self._refresh.get(form.get("refresh_token", ""))
+                if old is None or old.revoked or old.account_id in self.deauthorized:
+                    return 400, {
+                        "error": "invalid_grant",
+                        "error_description": "Refresh token is invalid or revoked",
+                    }
+                grant = self._grant(old.account_id)
+                if not self.rotate_refresh_tokens:
+                    self._refresh.pop(grant.refresh_token)
+                    grant.refresh_token = old.refresh_token
+                    self._refresh[old.refresh_token] = grant
+                else:
+                    self._refresh.pop(old.refresh_token)
+            else:
+                return 400, {
+                    "error": "unsupported_grant_type",
+                    "error_description": "grant_type must be authorization_code or refresh_token",
+                }
+        return 200, {
+            "access_token": grant.access_token,
+            "refresh_token": grant.refresh_token,
+            "stripe_user_id": grant.account_id,
+            "scope": "read_only",
+            "livemode": False,
+            "token_type": "bearer",
+            "stripe_publishable_key": "pk_test_" + grant.account_id[-10:],
+        }
+
+    def _api(self, handler: BaseHTTPRequestHandler, method: str, path: str, query: str) -> None:
+        auth = handler.headers.get("Authorization") or ""
+        token = auth.partition(" ")[2].strip()
+        header_account = handler.headers.get("Stripe-Account")
+        self.api_requests.append((method, path, header_account))
+        with self._lock:
+            if self.expire_after is not None:
+                self.expire_after -= 1
+                if self.expire_after < 0:
+                    self.expire_after = None
+                    for issued in self._grants.values():
+                        issued.expired = True
+            grant = self._grants.get(token)
+            if token == self.platform_key:
+                account = header_account
+                if account is None and path == "/v1/accounts":
+                    self._reply(handler, 200, self._account_list())
+                    return
+                if account is None:
+                    account = self.account_ids[0] if path != "/v1/account" else None
+                    if account is None:
+                        self._reply(
+                            handler,
+                            200,
+                            {
+                                "id": "acct_platform0emulator",
+                                "object": "account",
+                                "livemode": False,
+                            },
+                        )
+                        return
+                if account in self.deauthorized or account not in self.accounts:
+                    self._reply(
+                        handler,
+                        403,
+                        {
+                            "error": {
+                                "type": "invalid_request_error",
+                                "code": "account_invalid",
+                                "message": f"The provided key '{mask_key(token)}' does not have "
+                                f"access to account '{account}' (or that account does not exist). "
+                                "Application access may have been revoked.",
+                            }
+                        },
+                    )
+                    return
+            elif grant is not None and not grant.revoked:
+                if grant.expired or (
+                    self.token_ttl is not None and time.monotonic() - grant.issued > self.token_ttl
+                ):
+                    self._reply(
+                        handler,
+                        401,
+                        {
+                            "error": {
+                                "type": "invalid_request_error",
+                                "code": "api_key_expired",
+                                "message": f"Expired API Key provided: {mask_key(token)}",
+                            }
+                        },
+                    )
+                    return
+                account = grant.account_id
+            else:
+                self._reply(
+                    handler,
+                    401,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": f"Invalid API Key provided: {mask_key(token or 'sk_none')}",
+                        }
+                    },
+                )
+                return
+        target = self.accounts[account]
+        headers = {
+            k: v
+            for k, v in handler.headers.items()
+            if k.lower() not in ("host", "authorization", "stripe-account", "content-length")
+        }
+        headers["Authorization"] = f"Bearer {target.api_key}"
+        url = f"{target.url}{path}{'?' + query if query else ''}"
+        response = requests.request(method, url, headers=headers, timeout=60)
+        handler.send_response(response.status_code)
+        for name in _FORWARDED:
+            if name in response.headers:
+                handler.send_header(name, response.headers[name])
+        handler.send_header("Content-Length", str(len(response.content)))
+        handler.end_headers()
+        handler.wfile.write(response.content)
+
+    def _account_list(self) -> dict:
+        data = [
+            {**emulator.store.account, "id": account_id}
+            for account_id, emulator in self.accounts.items()
+        ]
+        return {"object": "list", "url": "/v1/accounts", "has_more": False, "data": data}
+
+    def _reply(self, handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+        payload = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Request-Id", "req_connect" + secrets.token_hex(6))
+        # One clock for the whole platform: the connected accounts' emulated time.
+        platform_time = self.accounts[self.account_ids[0]].clock if self.accounts else None
+        handler.send_header("Date", email.utils.formatdate(platform_time, usegmt=True))
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
