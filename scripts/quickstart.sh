@@ -1,39 +1,122 @@
 #!/usr/bin/env bash
-# Quick start: install the tap and Meltano inside this checkout, then run the main job.
-# With TAP_STRIPE_CONNECT_API_KEY set it reads that Stripe account; without it, it starts
-# the local Stripe emulator with generated data and reads from there (and says so).
+# Quick start: install the tap and Meltano inside this checkout, then load Stripe into a
+# local DuckDB file with `meltano run tap-stripe-connect target-duckdb` and print the row
+# count of every table.
+#
+# With TAP_STRIPE_CONNECT_API_KEY set it reads that Stripe account into warehouse.duckdb
+# (run it again and it syncs incrementally from the state Meltano kept). Without it, it
+# starts the local Stripe emulator with generated data and loads that into
+# warehouse-emulator.duckdb instead, afresh on every run, and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
-[ -x .venv-meltano/bin/meltano ] || {
-  "$PYTHON" -m venv .venv-meltano
-  .venv-meltano/bin/python -m pip install --quiet 'meltano>=4,<5'
-}
-MELTANO=.venv-meltano/bin/meltano
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
+started=$SECONDS
+
+# Run a command quietly; show its output only when it fails.
+quiet() {
+  local log status=0
+  log="$(mktemp)"
+  "$@" >"$log" 2>&1 || status=$?
+  if [ "$status" != 0 ]; then cat "$log" >&2; echo "failed: $*" >&2; fi
+  rm -f "$log"
+  return "$status"
+}
+
+echo "==> Installing the tap into .venv"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+quiet .venv/bin/python -m pip install --upgrade pip
+quiet .venv/bin/python -m pip install -e .
+
+echo "==> Installing Meltano (.venv-meltano) with tap-stripe-connect and target-duckdb (.meltano)"
+bash scripts/install_meltano.sh tap-stripe-connect target-duckdb
+MELTANO=.venv-meltano/bin/meltano
 
 EMULATOR_PID=""
-cleanup() { [ -n "$EMULATOR_PID" ] && kill "$EMULATOR_PID" 2>/dev/null || true; }
+EMULATOR_LOG=""
+cleanup() {
+  if [ -n "$EMULATOR_PID" ]; then kill "$EMULATOR_PID" 2>/dev/null || true; fi
+  if [ -n "$EMULATOR_LOG" ]; then rm -f "$EMULATOR_LOG"; fi
+}
 trap cleanup EXIT
 
+RUN_ARGS=()
 if [ -z "${TAP_STRIPE_CONNECT_API_KEY:-}" ]; then
-  PORT="${EMULATOR_PORT:-12111}"
-  echo "TAP_STRIPE_CONNECT_API_KEY is not set: using the local Stripe emulator on port $PORT with generated data."
-  .venv/bin/python -m tests.emulator --port "$PORT" --objects "${EMULATOR_OBJECTS:-500}" --seed 7 &
+  OBJECTS="${EMULATOR_OBJECTS:-500}"
+  echo "==> TAP_STRIPE_CONNECT_API_KEY is not set: reading the LOCAL STRIPE EMULATOR with" \
+       "generated data ($OBJECTS objects per stream), not a Stripe account."
+  echo "    Set TAP_STRIPE_CONNECT_API_KEY=sk_test_... (or rk_...) to load your own account."
+  EMULATOR_LOG="$(mktemp)"
+  .venv/bin/python -m tests.emulator --port 0 --objects "$OBJECTS" --seed 7 >"$EMULATOR_LOG" 2>&1 &
   EMULATOR_PID=$!
-  for _ in $(seq 50); do
-    .venv/bin/python -c "import socket,sys; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null && break
-    sleep 0.2
+  url=""
+  for _ in $(seq 100); do
+    url="$(sed -n 's/^Stripe emulator listening on \(http[^ ]*\).*/\1/p' "$EMULATOR_LOG")"
+    [ -n "$url" ] && break
+    kill -0 "$EMULATOR_PID" 2>/dev/null || { cat "$EMULATOR_LOG" >&2; exit 1; }
+    sleep 0.1
   done
+  [ -n "$url" ] || { echo "The emulator did not start:" >&2; cat "$EMULATOR_LOG" >&2; exit 1; }
   export TAP_STRIPE_CONNECT_API_KEY=sk_test_emulator
-  export TAP_STRIPE_CONNECT_API_URL="http://127.0.0.1:$PORT"
+  export TAP_STRIPE_CONNECT_API_URL="$url"
+  # Select the tap's streams the emulator serves (Meltano's `select` extra).
+  selection="$(.venv/bin/python - "$url" <<'EOF'
+import json
+import sys
+import urllib.request
+
+from tap_stripe_connect.resources import RESOURCES
+
+with urllib.request.urlopen(sys.argv[1] + "/_emulator/state") as response:
+    served = json.load(response)["result"]["counts"]
+streams = [r.name for r in RESOURCES if r.name in served]
+left_out = [r.name for r in RESOURCES if r.name not in served]
+print(json.dumps([f"{name}.*" for name in streams]))
+if left_out:
+    print(f"{len(streams)} streams; the emulator does not serve {', '.join(left_out)}")
+else:
+    print(f"all {len(streams)} streams")
+EOF
+)"
+  export TAP_STRIPE_CONNECT__SELECT="${selection%%$'\n'*}"
+  echo "    Streams: ${selection#*$'\n'}"
+  # Generated data: its own file and state, loaded afresh each time.
+  export TARGET_DUCKDB_PATH="$PWD/warehouse-emulator.duckdb"
+  rm -f "$TARGET_DUCKDB_PATH" "$TARGET_DUCKDB_PATH.wal"
+  RUN_ARGS=(--state-id-suffix emulator --full-refresh --force)
+else
+  export TARGET_DUCKDB_PATH="${TARGET_DUCKDB_PATH:-$PWD/warehouse.duckdb}"
 fi
 
-$MELTANO install --clean >/dev/null
-$MELTANO run tap-stripe-connect target-jsonl
-echo "Records per stream (output/*.jsonl):"
-wc -l output/*.jsonl
+RUN_LOG=.meltano/quickstart-run.log
+echo "==> meltano run tap-stripe-connect target-duckdb ${RUN_ARGS[*]:-}"
+echo "    (the whole log is in $RUN_LOG; singer-sdk's METRIC lines and per-parent child"
+echo "    sync lines are left out below)"
+set +e
+$MELTANO run "${RUN_ARGS[@]}" tap-stripe-connect target-duckdb 2>&1 | tee "$RUN_LOG" \
+  | grep --line-buffered -v -E " METRIC |Beginning sync of '[a-z_]+' .* with context keys"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" != 0 ]; then
+  echo "meltano run failed (exit $status); the whole log is in $RUN_LOG" >&2
+  exit "$status"
+fi
+
+echo "==> Rows per table in $TARGET_DUCKDB_PATH (schema stripe):"
+.meltano/loaders/target-duckdb/venv/bin/python - "$TARGET_DUCKDB_PATH" <<'EOF'
+import sys
+
+import duckdb
+
+con = duckdb.connect(sys.argv[1], read_only=True)
+tables = [row[0] for row in con.execute(
+    "SELECT table_name FROM information_schema.tables "
+    "WHERE table_schema = 'stripe' ORDER BY table_name"
+).fetchall()]
+width = max([len(t) for t in tables] + [5])
+for table in tables:
+    count = con.execute(f'SELECT count(*) FROM stripe."{table}"').fetchone()[0]
+    print(f"  {table:<{width}}  {count:>10,}")
+EOF
+echo "==> Done in $((SECONDS - started))s. Query it with DuckDB, e.g.:"
+echo "    .meltano/loaders/target-duckdb/venv/bin/python -c \"import duckdb; print(duckdb.connect('$TARGET_DUCKDB_PATH').sql('SELECT id, amount, status FROM stripe.charges LIMIT 5'))\""

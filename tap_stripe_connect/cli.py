@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import typing as t
 
@@ -10,29 +9,11 @@ import click
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_stripe_connect.connect import connect
-from tap_stripe_connect.errors import TapError, redact
+from tap_stripe_connect.errors import TapError, install_redaction, redact
+from tap_stripe_connect.inputs import check_input_files
 from tap_stripe_connect.tap import TapStripeConnect
 
 PROG = "tap-stripe-connect"
-
-
-class RedactingFilter(logging.Filter):
-    """Last line of defence: no log line carries a configured secret or key."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-def _install_redaction() -> None:
-    redacting = RedactingFilter()
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redacting)
-    for name in (PROG, "singer_sdk"):
-        logging.getLogger(name).addFilter(redacting)
 
 
 def fail(message: str) -> t.NoReturn:
@@ -43,12 +24,14 @@ def fail(message: str) -> t.NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the tap; any error a user can act on ends as one line and exit code 1."""
-    _install_redaction()
+    install_redaction()
     args = sys.argv[1:] if argv is None else argv
     try:
         if args[:1] == ["connect"]:
             code = connect(args[1:])
         else:
+            # Unreadable input files end here, not in a traceback from the SDK.
+            check_input_files(args)
             code = TapStripeConnect.cli.main(args=args, prog_name=PROG, standalone_mode=False)
     except TapError as exc:
         fail(str(exc))

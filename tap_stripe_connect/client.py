@@ -9,6 +9,7 @@ from __future__ import annotations
 import decimal
 import email.utils
 import functools
+import itertools
 import threading
 import time
 import typing as t
@@ -17,8 +18,12 @@ from datetime import datetime, timezone
 import backoff
 import msgspec
 import requests
+import singer_sdk.singerlib as singer
 from singer_sdk.exceptions import RetriableAPIError
-from singer_sdk.helpers._typing import TypeConformanceLevel
+from singer_sdk.helpers._catalog import pop_deselected_record_properties
+from singer_sdk.helpers._typing import conform_record_data_types
+from singer_sdk.helpers._util import utc_now
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams import RESTStream
 
@@ -35,8 +40,9 @@ from tap_stripe_connect.errors import (
     request_label,
     stripe_error,
 )
-from tap_stripe_connect.limiter import endpoint_of
-from tap_stripe_connect.records import RecordShaper
+from tap_stripe_connect.limiter import RateLimiter, endpoint_of
+from tap_stripe_connect.records import RecordShaper, format_unix
+from tap_stripe_connect.resources import CREATED, EVENTS, FULL_TABLE, RESOURCES_BY_NAME
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -129,6 +135,37 @@ def parsed_body(response: requests.Response) -> dict[str, t.Any]:
     return t.cast("dict[str, t.Any]", body)
 
 
+def body_problem(
+    body: t.Any, *, listing: bool = True, events: bool = False, created: bool = False
+) -> str | None:
+    """What keeps a parsed 2xx body from being a Stripe object or list, or None.
+
+    Records, paging and bookmarks rely on these fields; anything else passes as it is.
+    """
+    if not isinstance(body, dict):
+        return f"{type(body).__name__} instead of an object"
+    if body.get("object") != "list":
+        return "an object that is not a list" if listing else None
+    data = body.get("data")
+    if not isinstance(data, list):
+        return "a list whose 'data' is not an array"
+    if not isinstance(body.get("has_more", False), bool):
+        return "a list whose 'has_more' is not true or false"
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            return f"item {index} of the list has no id"
+        stamp = item.get("created")
+        if (created or events) and (not isinstance(stamp, int) or isinstance(stamp, bool)):
+            return f"item {index} of the list has no integer 'created'"
+        if events:
+            payload = item.get("data")
+            if not isinstance(item.get("type"), str) or not (
+                isinstance(payload, dict) and isinstance(payload.get("object"), dict)
+            ):
+                return f"event {index} of the list has no 'type' or 'data.object'"
+    return None
+
+
 def pages_of(objects: Iterable[dict], size: int = PAGE_SIZE) -> Iterator[list[dict]]:
     batch: list[dict] = []
     for obj in objects:
@@ -141,7 +178,7 @@ def pages_of(objects: Iterable[dict], size: int = PAGE_SIZE) -> Iterator[list[di
 
 
 def unix_to_rfc3339(value: int) -> str:
-    return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_unix(int(value))  # cached: every record of a listing has the same `updated`
 
 
 def rfc3339_to_unix(value: str) -> int:
@@ -173,11 +210,22 @@ class StripeStream(RESTStream[str | None]):
     def http_headers(self) -> dict[str, str]:
         headers = {
             "Stripe-Version": str(self.config.get("api_version", "2024-06-20")),
-            "User-Agent": f"tap-stripe-connect/{self.stripe_tap.plugin_version}",
+            "User-Agent": self.user_agent,
         }
         if account := self.config.get("account_id"):
             headers["Stripe-Account"] = str(account)
         return headers
+
+    def account_limiter(self, context: Context | None) -> RateLimiter:
+        """The limiter this stream's requests go through: the one of their `Stripe-Account`."""
+        account = (context or {}).get("account_id") or self.config.get("account_id")
+        return self.stripe_tap.limiter_for(str(account) if account else None)
+
+    @functools.cached_property
+    def user_agent(self) -> str:
+        # Once per stream: the SDK looks the version up in the package metadata on every
+        # call, ~1 ms, which was ~3% of a sync's CPU when done for every request.
+        return f"tap-stripe-connect/{self.stripe_tap.plugin_version}"
 
     def get_http_request(self, *, page: PageContext) -> HTTPRequest:
         request = super().get_http_request(page=page)
@@ -189,7 +237,10 @@ class StripeStream(RESTStream[str | None]):
     @property
     def partitions(self) -> list[dict] | None:
         accounts = self.stripe_tap.connected_accounts
-        return [{"account_id": account} for account in accounts] if accounts else None
+        # The platform's list of its connected accounts is read once, not per account.
+        if not accounts or self.resource.object == "account":
+            return None
+        return [{"account_id": account} for account in accounts]
 
     @property
     def authenticator(self) -> t.Any:
@@ -210,17 +261,17 @@ class StripeStream(RESTStream[str | None]):
         context = context or {}
         if "events_since" in context:
             return f"{self.url_base}/v1/events"
-        path = self.resource.path.replace("{parent_id}", str(context.get("parent_id")))
-        if "retrieve" in context:
-            path = f"{path}/{context['retrieve']}"
-        return self.url_base + path
+        path = self.resource.retrieve_path if "retrieve" in context else self.resource.path
+        path = path.replace("{parent_id}", str(context.get("parent_id")))
+        return self.url_base + path.replace("{id}", str(context.get("retrieve")))
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         """Query parameters for the three kinds of read: list, events, retrieve."""
         context = context or {}
         params: dict[str, t.Any] = {}
         if "retrieve" not in context:
-            params["limit"] = PAGE_SIZE
+            # `probe`: one object is enough (see `probe`).
+            params["limit"] = 1 if context.get("probe") else PAGE_SIZE
             if next_page_token or context.get("after"):
                 params["starting_after"] = next_page_token or context["after"]
         if "events_since" in context:
@@ -234,7 +285,10 @@ class StripeStream(RESTStream[str | None]):
             return params
         for key, value in self.resource.list_params:
             params[key] = value.replace("{parent_id}", str(context.get("parent_id")))
-        if self.resource.created_filter:
+        if variant := context.get("variant"):
+            params[variant[0]] = variant[1]
+        # `unbounded`: every object, whatever `start_date` (the parents of `list_per`).
+        if self.resource.created_filter and not context.get("unbounded"):
             window = context.get("window")
             bounds = (getattr(window, "lower", None), self.config_start_timestamp())
             if lower := [x for x in bounds if x is not None]:
@@ -254,13 +308,27 @@ class StripeStream(RESTStream[str | None]):
         status = response.status_code
         if status < 300:
             try:
-                parsed_body(response)
+                body = parsed_body(response)
             except ValueError as exc:
                 # A body cut short or not JSON at all: the request itself was fine.
                 raise RetriableAPIError(
                     f"Stripe sent an unreadable response body ({request_label(response)})",
                     response,
                 ) from exc
+            path, _, query = (response.request.path_url or "").partition("?")
+            problem = body_problem(
+                body,
+                # List requests, and only they, carry `limit` (see `get_url_params`).
+                listing="limit=" in query,
+                events=path == "/v1/events",
+                created=self.resource.created_filter and path == self.resource.path,
+            )
+            if problem:
+                # JSON, but not a Stripe object: a proxy's page, or a body cut short.
+                label = request_label(response)
+                raise RetriableAPIError(
+                    f"Stripe sent a malformed response body: {problem} ({label})", response
+                )
             return
         if status == 401 and stripe_error(response).get("code") == "api_key_expired":
             used = (response.request.headers.get("Authorization") or "")[len("Bearer ") :]
@@ -351,6 +419,7 @@ class StripeStream(RESTStream[str | None]):
             max_tries=self.backoff_max_tries,
             max_time=float(self.config.get("max_retry_seconds", 300)),
             on_backoff=self.backoff_handler,
+            on_giveup=_note_giveup,
             jitter=self.backoff_jitter,
             logger=None,
         )(func)
@@ -361,16 +430,43 @@ class StripeStream(RESTStream[str | None]):
                 return t.cast("requests.Response", retrying(*args, **kwargs))
             except RetriableAPIError as exc:
                 raise TapError(
-                    f"Giving up on stream '{self.name}' after retries: {exc}. Stripe may be "
-                    "having trouble; run the tap again later (progress so far is in STATE)."
+                    f"Giving up on stream '{self.name}' after {_tries(exc)}: {exc}. Stripe "
+                    "may be having trouble; run the tap again later (progress so far is in "
+                    "STATE; settings 'max_retries' and 'max_retry_seconds' bound the retries)."
                 ) from None
             except requests.exceptions.RequestException as exc:
-                raise TapError(
-                    f"Could not reach Stripe at {self.url_base} (setting 'api_url') for stream "
-                    f"'{self.name}': {type(exc).__name__}. Check the URL and the network."
-                ) from None
+                raise TapError(self.network_error_message(exc, args)) from None
 
         return call
+
+    def network_error_message(self, exc: requests.RequestException, args: tuple) -> str:
+        """One line for a request that got no usable response, naming the request."""
+        request: t.Any = next((a for a in args if isinstance(a, requests.PreparedRequest)), None)
+        request = request or exc.request
+        method = getattr(request, "method", None) or "GET"
+        path = (getattr(request, "path_url", None) or "").split("?")[0]
+        tries = _tries(exc)
+        if exc.response is not None:
+            return (
+                f"Giving up on stream '{self.name}' after {tries}: the connection broke while "
+                f"Stripe was sending the response ({request_label(exc.response)}; "
+                f"{type(exc).__name__}). Check the network and run the tap again (progress "
+                "so far is in STATE)."
+            )
+        if isinstance(exc, requests.exceptions.Timeout) and not isinstance(
+            exc, requests.exceptions.ConnectTimeout
+        ):
+            return (
+                f"Giving up on stream '{self.name}' after {tries}: Stripe did not answer "
+                f"{method} {path} within {self.timeout}s (setting 'request_timeout'; no "
+                "response, so no Request-Id). Run the tap again later (progress so far is "
+                "in STATE)."
+            )
+        return (
+            f"Could not reach Stripe at {self.url_base} (setting 'api_url') for stream "
+            f"'{self.name}' ({method} {path}, {tries}): {type(exc).__name__}. Check the URL "
+            "and the network."
+        )
 
     def backoff_handler(self, details: t.Any) -> None:
         self.stripe_tap.count_retry(self.name)
@@ -405,7 +501,10 @@ class StripeStream(RESTStream[str | None]):
         # and the SDK writes the parent after its children, so the fields added below
         # would otherwise show up inside the parent record.
         record = self.shaper.shape(dict(record))
-        record["updated"] = unix_to_rfc3339(updated) if updated is not None else None
+        # `updated`: the Stripe time from which the record is known current. An object with
+        # its own (`product.updated`, when it last changed) keeps Stripe's value.
+        if record.get("updated") is None:
+            record["updated"] = unix_to_rfc3339(updated) if updated is not None else None
         record["account_id"] = (context or {}).get("account_id") or self.stripe_tap.account_id
         record["_sdc_deleted_at"] = None
         return record
@@ -429,8 +528,11 @@ class StripeStream(RESTStream[str | None]):
         # and never pass the start of the read (see `list_all`).
         return None
 
-    def list_all(self, context: Context | None) -> Iterator[dict]:
-        """Every object created at or after `start_date`, each once.
+    def list_all(self, context: Context | None, since: int | None = None) -> Iterator[dict]:
+        """Every object created at or after `start_date` (and `since`), each once.
+
+        `since` makes a partial listing, which carries no table version: the incremental
+        sync of CREATED streams, whose objects never change once written.
 
         The `created` range is read by several workers at once (see `concurrency.py`);
         records carry `updated` = the Stripe time at which the read began, which is also
@@ -442,26 +544,42 @@ class StripeStream(RESTStream[str | None]):
         if resumed is not None:
             started = resumed.started
             self.use_table_version(resumed.table_version)
-        if not self.resource.created_filter:
-            batches: Iterable[list[dict]] = pages_of(self.request_records(context))
+        if self.resource.list_per:
+            batches: Iterable[list[dict]] = self.per_parent_batches(context)
+        elif not self.resource.created_filter:
+            batches = pages_of(self.request_records(context))
         else:
-            lower = self.config_start_timestamp() or 0
+            lower = max(self.config_start_timestamp() or 0, since or 0)
             # Objects created after the read began reach the next sync through events.
             upper = (started or FAR_FUTURE) + DATE_RESOLUTION + 1
             endpoint = endpoint_of("GET", self.resource.path)
             ranges = gaps(lower, upper, resumed.done) if resumed else [(lower, upper)]
-            batches = list_windows(
-                lambda window: self.request_records({**(context or {}), "window": window}),
-                [Window(a, b) for a, b in ranges],
-                self.stripe_tap.window_workers,
-                may_split=lambda: not self.stripe_tap.limiter.saturated(endpoint),
+            # Stripe lists some objects only when asked for them (archived prices): the
+            # `created` range is then read once per entry of `list_variants`.
+            batches = itertools.chain.from_iterable(
+                list_windows(
+                    functools.partial(self.window_records, context, variant),
+                    [Window(a, b) for a, b in ranges],
+                    self.stripe_tap.window_workers,
+                    may_split=lambda: not (
+                        self.stripe_tap.stream_may_start
+                        or self.account_limiter(context).saturated(endpoint)
+                        or self.stripe_tap.cpu_load.busy()
+                    ),
+                )
+                for variant in self.resource.list_variants or (None,)
             )
         for batch in batches:
             if started is None:  # no response had been seen before this read began
                 started = self.stripe_tap.clock.now()
             # A table version covers the whole table, so it cannot serve a table that
-            # holds several accounts' partitions.
-            if self._stream_version is None and not self.stripe_tap.connected_accounts:
+            # holds several accounts' partitions, nor CREATED streams: their listings
+            # after the first are partial, and `events` keeps what Stripe dropped.
+            if (
+                self._stream_version is None
+                and not self.stripe_tap.connected_accounts
+                and self.resource.sync != CREATED
+            ):
                 self.use_table_version(int(started or 0) * 1000)
             self.prefetch_children(batch, context)
             for obj in batch:
@@ -469,13 +587,14 @@ class StripeStream(RESTStream[str | None]):
             # Resumed after the batch's last yield: its records (and their children's)
             # are written, so the `created` range it completes can go into STATE.
             covers = getattr(batch, "covers", None)
-            if covers is not None and started is not None:
+            # (Variants read the same `created` ranges: no range is done before the last.)
+            if covers is not None and started is not None and not self.resource.list_variants:
                 self.checkpoint(context, started, covers)
         if self._stream_version is not None:
             self.activate_table_version(context)
         self.finish_listing(context, started)
         self.mark_synced(context, started)
-        if resumed is not None and self.resource.event_types:
+        if resumed is not None and self.resource.sync == EVENTS and started is not None:
             # Objects that changed while the killed run was down, read now rather than
             # by the next run: the bookmark is still the start of the listing.
             yield from self.changes_since(started, context)
@@ -493,7 +612,7 @@ class StripeStream(RESTStream[str | None]):
         # Events must still reach back to the listing's start (Stripe keeps 30 days),
         # with a day to spare for the rest of the listing.
         too_old = (
-            bool(self.resource.event_types)
+            self.resource.sync == EVENTS
             and now is not None
             and listing.started - lag < now - EVENT_RETENTION + 86400
         )
@@ -536,8 +655,8 @@ class StripeStream(RESTStream[str | None]):
         with RUN_LOCK:
             state = self.get_context_state(context)
             had_listing = state.pop(LISTING, None) is not None
-            if had_listing and started is not None and self.selected:
-                state["replication_key"] = "updated"
+            if had_listing and started is not None and self.selected and self.replication_key:
+                state["replication_key"] = self.replication_key
                 state["replication_key_value"] = unix_to_rfc3339(started)
 
     def use_table_version(self, version: int | None) -> None:
@@ -572,7 +691,7 @@ class StripeStream(RESTStream[str | None]):
         """Move the bookmark to the start of this read, also when nothing changed."""
         if started is None:
             started = self.stripe_tap.clock.now()
-        if started is None or not self.selected:
+        if started is None or not self.selected or self.replication_key is None:
             return
         self.state_manager.increment_state(
             {"updated": unix_to_rfc3339(started)},
@@ -597,8 +716,13 @@ class StripeStream(RESTStream[str | None]):
     def records_of(self, context: Context | None) -> Iterable[dict]:
         """One account's records: a full listing, or the changes since the bookmark."""
         bookmark = self.get_context_state(context).get("replication_key_value")
-        if bookmark is None or not self.resource.event_types:
+        if bookmark is None or self.resource.sync == FULL_TABLE:
             yield from self.list_all(context)
+        elif self.resource.sync == CREATED:
+            # Objects that never change: those created since the bookmark, less the lag
+            # (a new object can appear in the list a little after its `created` time).
+            lag = int(self.config.get("event_lag_seconds", 60))
+            yield from self.list_all(context, since=rfc3339_to_unix(bookmark) - lag)
         else:
             yield from self.changes_since(rfc3339_to_unix(bookmark), context)
 
@@ -621,21 +745,34 @@ class StripeStream(RESTStream[str | None]):
                     self.use_table_version(None)
                     yield from self.list_all(context)
                     return
-            obj = event["data"]["object"]
+            object_id = self.changed_object_id(event["data"]["object"])
             # Events are newest first: the first one seen for an object is its latest state.
-            if obj.get("id") is None or obj["id"] in seen:
+            if object_id is None or object_id in seen:
                 continue
-            seen.add(obj["id"])
-            if start_date is not None and int(obj.get("created") or start_date) < start_date:
-                continue
-            yield self.record_from_event(event, context)
+            seen.add(object_id)
+            record = self.record_from_event(event, object_id, context)
+            created = record.get("created")
+            if start_date is None or created is None or rfc3339_to_unix(created) >= start_date:
+                yield record
         if started is None:
             started = self.stripe_tap.clock.now()
             if self.events_expired(since, started):
                 self.use_table_version(None)
                 yield from self.list_all(context)
                 return
+        if not self.resource.creation_event:
+            yield from self.created_since(since, started, seen, context)
         self.mark_synced(context, started)
+
+    def created_since(
+        self, since: int, started: int | None, seen: set[str], context: Context | None
+    ) -> Iterator[dict]:
+        """Objects created since `since` that no event announced (no creation event)."""
+        upper = (started or FAR_FUTURE) + DATE_RESOLUTION + 1
+        for obj in self.request_records({**(context or {}), "window": Window(since, upper)}):
+            if obj["id"] not in seen:
+                seen.add(obj["id"])
+                yield self.shape(obj, started, context)
 
     def events_expired(self, since: int, now: int | None) -> bool:
         """Whether events since `since` may already be gone (Stripe keeps 30 days)."""
@@ -649,15 +786,34 @@ class StripeStream(RESTStream[str | None]):
         )
         return True
 
-    def record_from_event(self, event: dict, context: Context | None) -> dict:
+    def changed_object_id(self, obj: dict) -> str | None:
+        """The id of the object of this stream that an event's payload changed.
+
+        Some events carry another object that names ours in a field of the same name:
+        `charge.dispute.created` carries the dispute, whose `charge` is the charge.
+        """
+        if obj.get("object") == self.resource.object:
+            return t.cast("str | None", obj.get("id"))
+        related = obj.get(self.resource.object)
+        return related if isinstance(related, str) else None
+
+    def record_from_event(self, event: dict, object_id: str, context: Context | None) -> dict:
         obj = event["data"]["object"]
-        deleted_at = event["created"] if event["type"] in self.resource.delete_events else None
-        if deleted_at is None and event.get("api_version") != self.api_version:
-            # Payloads are rendered in the API version of the event's day; fetch the
-            # object again so every record has the pinned shape.
-            fetched = self.retrieve(obj["id"], context)
+        gone = event["type"] in self.resource.delete_events or self.left_parent(obj)
+        deleted_at = event["created"] if gone else None
+        # Event payloads are never expanded: a stream that expands fields fetches the
+        # object again, so records from lists and from events have one shape.
+        stale = (
+            obj.get("id") != object_id
+            or event.get("api_version") != self.api_version
+            or bool(self.resource.expand)
+        )
+        if deleted_at is None and stale:
+            # Payloads are rendered in the API version of the event's day, and related
+            # events carry another object: fetch ours so every record has one shape.
+            fetched = self.retrieve(object_id, context)
             # Stripe answers 404, or 200 with `deleted: true`, for an object deleted since.
-            if fetched is None or fetched.get("deleted"):
+            if fetched is None or fetched.get("deleted") or self.left_parent(fetched):
                 deleted_at = event["created"]
             else:
                 obj = fetched
@@ -673,6 +829,48 @@ class StripeStream(RESTStream[str | None]):
         except StripeNotFoundError:
             return None
 
+    def window_records(
+        self, context: Context | None, variant: tuple[str, str] | None, window: Window
+    ) -> Iterable[dict]:
+        """One `created` window of a listing (of one of its `list_variants`)."""
+        return self.request_records({**(context or {}), "window": window, "variant": variant})
+
+    def probe(self, context: Context | None = None) -> dict | None:
+        """The list's first object, from one request with `limit=1`.
+
+        The permission check before a sync (see `permissions.py`) reads each stream so;
+        a credential that may not read it raises StripePermissionError.
+        """
+        return next(iter(self.request_records({**(context or {}), "probe": True})), None)
+
+    def per_parent_batches(self, context: Context | None) -> Iterator[list[dict]]:
+        """A `list_per` listing: the list of every object of the parent stream.
+
+        Parent ids are paged from the parent's list (whatever `start_date`: the objects'
+        own `created` decides); the lists of each page of 100 parents are read in the
+        background, in parallel.
+        """
+        parents = t.cast("StripeStream", self.stripe_tap.streams[str(self.resource.list_per)])
+        start = self.config_start_timestamp() or 0
+        for page in pages_of(parents.request_records({**(context or {}), "unbounded": True})):
+            lists = [
+                self.stripe_tap.background.submit(self.list_of_parent, parent["id"], context)
+                for parent in page
+            ]
+            yield [obj for f in lists for obj in f.result() if obj["created"] >= start]
+
+    def list_of_parent(self, parent_id: str, context: Context | None) -> list[dict]:
+        try:
+            return list(self.request_records({**(context or {}), "parent_id": parent_id}))
+        except StripeNotFoundError:  # the parent was deleted since it was listed
+            return []
+
+    def left_parent(self, obj: dict) -> bool:
+        """For a `list_per` stream: the object belongs to no parent any more (detached)."""
+        if not self.resource.list_per:
+            return False
+        return not obj.get(RESOURCES_BY_NAME[self.resource.list_per].object)
+
     @property
     def api_version(self) -> str:
         return str(self.config.get("api_version", "2024-06-20"))
@@ -685,6 +883,51 @@ class StripeStream(RESTStream[str | None]):
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         return row
+
+    @functools.cached_property
+    def every_property_selected(self) -> bool:
+        """Whether the catalog selects every property (the mask is fixed for a run)."""
+        return all(selected for breadcrumb, selected in self.mask.items() if breadcrumb)
+
+    def _generate_record_messages(
+        self, record: dict
+    ) -> t.Generator[singer.RecordMessage, None, None]:
+        """The SDK's own (singer-sdk 0.54), less a walk that has nothing to do.
+
+        `pop_deselected_record_properties` visits every nested dict of every record to
+        drop deselected properties: as much CPU as parsing the record. With the usual
+        catalog, where every property is selected, it never drops anything.
+        """
+        if not self.every_property_selected:
+            pop_deselected_record_properties(record, self.schema, self.mask)
+        record = conform_record_data_types(
+            stream_name=self.name,
+            record=record,
+            schema=self.effective_schema,
+            level=self.TYPE_CONFORMANCE_LEVEL,
+            logger=self.logger,
+        )
+        for stream_map in self.stream_maps:
+            mapped_record = stream_map.transform(record)
+            if mapped_record is not None:
+                yield singer.RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped_record,
+                    version=self._stream_version,
+                    time_extracted=utc_now(),
+                )
+
+
+def _note_giveup(details: t.Any) -> None:
+    """Keep the number of tries and the time spent on the exception that ended them."""
+    exc = details.get("exception")
+    if exc is not None:
+        exc.tap_retry = (details.get("tries") or 0, details.get("elapsed") or 0.0)
+
+
+def _tries(exc: BaseException) -> str:
+    tries, elapsed = getattr(exc, "tap_retry", (1, 0.0))
+    return f"{tries} tr{'y' if tries == 1 else 'ies'} in {elapsed:.1f}s"
 
 
 class StripeSession(requests.Session):
@@ -704,6 +947,21 @@ class StripeSession(requests.Session):
         self._in_flight = in_flight
 
     def send(self, request: requests.PreparedRequest, **kwargs: t.Any) -> requests.Response:  # type: ignore[override]
+        stream = kwargs.pop("stream", self.stream)
         with self._in_flight:
             self._before_send(request)
-            return super().send(request, **kwargs)
+            response = super().send(request, stream=True, **kwargs)
+            # Headers are in, the body not yet read: the sooner a response, the sooner its
+            # place in the rate budget is free again (see limiter.py).
+            if (grant := getattr(request, "limiter_grant", None)) is not None:
+                grant.responded()
+            if not stream:
+                # Read the body here, not inside requests, so that a connection broken
+                # mid-body still names the response (and its Request-Id) in the error.
+                try:
+                    _ = response.content
+                except requests.RequestException as exc:
+                    exc.response, exc.request = response, request
+                    response.close()
+                    raise
+            return response

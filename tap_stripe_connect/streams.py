@@ -8,7 +8,7 @@ from concurrent.futures import Future
 from importlib import resources as importlib_resources
 
 from tap_stripe_connect.client import StripeStream
-from tap_stripe_connect.resources import RESOURCES, Resource
+from tap_stripe_connect.resources import FULL_TABLE, RESOURCES, RESOURCES_BY_NAME, Resource
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -47,6 +47,15 @@ class StripeChildStream(StripeStream):
             super()._write_schema_message()
             self.schema_written = True
 
+    def shape(self, record: dict, updated: int | None, context: Context | None) -> dict:
+        record = super().shape(record, updated, context)
+        # Every child names its parent (`line_item.invoice`); Stripe's credit note lines
+        # do not, so the tap adds the field the schema has for it.
+        parent = RESOURCES_BY_NAME[t.cast("str", self.resource.parent)].object
+        if record.get(parent) is None:
+            record[parent] = (context or {}).get("parent_id")
+        return record
+
     def prefetch(self, parent: dict, account_id: str | None = None) -> None:
         """Fetch, in the background, the items past the parent's embedded page."""
         embedded = parent.get(self.resource.embedded_in or "") or {}
@@ -76,7 +85,9 @@ class StripeChildStream(StripeStream):
         rest = self.rest.pop(parent_id, None)
         deleted_at = context.get("parent_deleted_at")
         for item in embedded.get("data") or []:
-            record = self.shape(item, None, context)
+            # A copy: the item is also in the parent's record, written after its children,
+            # which must not gain the child's own fields (`updated`, `account_id`, ...).
+            record = self.shape(dict(item), None, context)
             if deleted_at:
                 # Stripe sends no event for the lines of a deleted draft invoice.
                 record["_sdc_deleted_at"] = deleted_at
@@ -118,7 +129,11 @@ def stream_class(resource: Resource, parent: type[StripeStream] | None = None) -
         "primary_keys": list(resource.primary_key),
         "schema": load_schema(resource.name),
         "get_child_context": _get_child_context,
+        "selected_by_default": resource.selected_by_default,
     }
+    if resource.sync == FULL_TABLE:
+        # Listed whole on every run: no bookmark, and FULL_TABLE in the catalog.
+        attrs["replication_key"] = None
     if parent is not None:
         attrs["parent_stream_type"] = parent
     return type(f"{resource.name.title().replace('_', '')}Stream", (base,), attrs)
@@ -142,14 +157,20 @@ class ProbeStream(StripeStream):
     schema: t.ClassVar[dict] = {"type": "object", "properties": {"id": {"type": "string"}}}
     replication_key = None  # type: ignore[assignment]
 
-    def __init__(self, tap: t.Any, path: str) -> None:
-        self.resource = Resource(
-            name=path.rsplit("/", 1)[-1], object="account", path=path, created_filter=False,
-            permission="Connect" if path.endswith("accounts") else "Account",
-        )
-        super().__init__(tap=tap, name=self.resource.name, path=path)
-
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         if self.path == "/v1/account":
             return {}
         return super().get_url_params(context, next_page_token)
+
+
+def probe(tap: t.Any, path: str) -> ProbeStream:
+    """A one-off reader of `path` (the account, or a platform's connected accounts)."""
+    resource = Resource(
+        name=path.rsplit("/", 1)[-1],
+        object="account",
+        path=path,
+        created_filter=False,
+        permission="Connect" if path.endswith("accounts") else "Account",
+    )
+    cls = type("ProbeStream", (ProbeStream,), {"resource": resource, "name": resource.name})
+    return t.cast("ProbeStream", cls(tap=tap, path=path))

@@ -83,11 +83,42 @@ def run_tap(
         stdin=subprocess.DEVNULL,
         check=False,
     )
+    record_output(config, env, proc.stdout, proc.stderr)
     messages = []
     for line in proc.stdout.splitlines():
         if line.startswith('{"type"'):
             messages.append(json.loads(line))
     return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
+
+
+# -- no secret in any output -------------------------------------------------------------------
+
+#: (secrets configured for a run, everything it wrote) for every run of the session.
+CAPTURED: list[tuple[frozenset[str], str]] = []
+SECRET_SETTINGS = ("api_key", "client_secret", "refresh_token", "access_token")
+
+
+def record_output(config: dict | None, env: dict | None, *outputs: str) -> None:
+    """Keep a run's stdout (STATE included) and stderr for the `no_secret_leaks` check."""
+    secrets = {str((config or {}).get(name) or "") for name in SECRET_SETTINGS}
+    secrets |= {
+        str(value)
+        for name, value in (env or {}).items()
+        if name.upper().endswith(tuple(s.upper() for s in SECRET_SETTINGS))
+    }
+    CAPTURED.append((frozenset(s for s in secrets if len(s) >= 8), "\n".join(outputs)))
+
+
+@pytest.fixture(autouse=True)
+def no_secret_leaks():
+    """After each test: no secret configured for any of its runs is in any of their output."""
+    start = len(CAPTURED)
+    yield
+    runs = CAPTURED[start:]
+    secrets = set().union(*(s for s, _ in runs)) if runs else set()
+    for index, (_, output) in enumerate(runs):
+        leaked = sorted(len(s) for s in secrets if s in output)
+        assert not leaked, f"run {index} of this test printed a configured secret"
 
 
 @pytest.fixture(scope="module")

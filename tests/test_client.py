@@ -20,6 +20,8 @@ DATE = "Thu, 01 Jan 2026 00:00:00 GMT"
 def make_tap(**config):
     # One worker: these tests script the exact sequence of responses.
     base = {"api_key": KEY, "api_url": API, "max_retry_seconds": 5, "max_workers": 1}
+    # The account is known, so the client reads no `/v1/account` first.
+    base["account_id"] = "acct_unit"
     base.update(config)
     return TapStripeConnect(config=base, validate_config=True)
 
@@ -201,3 +203,31 @@ def test_connection_errors_end_with_the_api_url_setting(requests_mock):
     requests_mock.get(f"{API}/v1/charges", exc=requests.exceptions.ConnectionError("refused"))
     with pytest.raises(TapError, match=r"Could not reach Stripe at .*setting 'api_url'"):
         records(make_tap(max_retries=1))
+
+
+def test_a_dispute_event_refetches_the_charge_it_names(requests_mock):
+    dispute_event = {
+        "id": "evt_2",
+        "object": "event",
+        "type": "charge.dispute.created",
+        "created": 1_767_225_000,
+        "api_version": "2024-06-20",
+        "data": {"object": {"id": "dp_1", "object": "dispute", "charge": "ch_9"}},
+    }
+    requests_mock.get(
+        f"{API}/v1/events",
+        [ok({"object": "list", "has_more": False, "url": "/v1/events", "data": [dispute_event]})],
+    )
+    charge = {"id": "ch_9", "object": "charge", "created": 1_700_000_000, "disputed": True}
+    requests_mock.get(f"{API}/v1/charges/ch_9", [ok(charge)])
+    tap = make_tap()
+    stream = tap.streams["charges"]
+    state = stream.get_context_state(None)
+    state["replication_key"] = "updated"
+    state["replication_key_value"] = "2025-12-31T00:00:00Z"
+    (record,) = records(tap)
+    assert record["id"] == "ch_9"
+    assert record["disputed"] is True
+    assert record["updated"] == "2025-12-31T23:50:00Z"  # the event time
+    events_request = requests_mock.request_history[0]
+    assert "charge.dispute.created" in events_request.qs["types[]"]

@@ -6,7 +6,10 @@
         requests.get(f"{emu.url}/v1/charges", headers={"Authorization": f"Bearer {emu.api_key}"})
 
 See `server.py` (HTTP behaviour, faults, rate limits), `store.py` (data, mutations,
-events) and `generate.py` (deterministic Stripe-shaped objects, API version 2024-06-20).
+events), `generate.py` (deterministic Stripe-shaped objects, API version 2024-06-20) and
+`billing.py` (the streams beyond charges, customers, invoices and subscriptions).
+Every stream of the tap is served; `emu.update(stream, id, changes)`, `emu.create(stream,
+...)` and `emu.delete(stream, id)` work for any of them, with the events Stripe sends.
 Run it as a separate process with `python -m tests.emulator --port 12111`.
 """
 

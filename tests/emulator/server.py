@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.emulator.billing import KINDS
 from tests.emulator.generate import API_VERSION, BASE62, DEFAULT_CLOCK
 from tests.emulator.store import STREAMS, ApiError, Store, dumps, no_such
 
@@ -102,6 +103,8 @@ LIST_PARAMS: dict[str, dict[str, str]] = {
                "delivery_success": "str"},
     "invoice_line_items": COMMON,
     "subscription_items": {**COMMON, "subscription": "str"},
+    # The streams of billing.py: each lists its own filters.
+    **{name: kind.list_params for name, kind in KINDS.items()},
 }
 RETRIEVE_PARAMS = {"expand": "array"}
 RANGE_OPS = ("gt", "gte", "lt", "lte")
@@ -185,6 +188,14 @@ def _in_range(value: Any, ops: dict[str, int]) -> bool:
 
 def _field_is(name: str, value: object) -> Callable[[dict], bool]:
     return lambda obj: obj.get(name) == value
+
+
+def _field_or_id_is(name: str, value: object) -> Callable[[dict], bool]:
+    def matches(obj: dict) -> bool:
+        field = obj.get(name)
+        return field == value or (isinstance(field, dict) and field.get("id") == value)
+
+    return matches
 
 
 def _field_in_range(name: str, ops: dict[str, int]) -> Callable[[dict], bool]:
@@ -347,7 +358,24 @@ _ROUTES: list[tuple[re.Pattern[str], str, str]] = [
         for name in ("charges", "customers", "invoices", "subscriptions", "subscription_items",
                      "events")
     ),
+    # The streams of billing.py: their lists of a parent's children, then list and retrieve.
+    (re.compile(r"/v1/credit_notes/([^/]+)/lines"), "credit_note_line_items",
+     "GET /v1/credit_notes/:id/lines"),
+    (re.compile(r"/v1/customers/([^/]+)/payment_methods"), "payment_methods",
+     "GET /v1/customers/:id/payment_methods"),
+    *(
+        route
+        for name, kind in KINDS.items() if kind.parent is None
+        for route in (
+            (re.compile(re.escape(kind.retrieve_path)), name, f"GET {kind.retrieve_path}"),
+            (re.compile(re.escape(kind.retrieve_path) + r"/([^/]+)"), name,
+             f"GET {kind.retrieve_path}/:id"),
+        )
+    ),
 ]
+#: Lists of one parent's children (the path's id is the parent's, not the object's).
+_PARENT_LISTS = frozenset({"GET /v1/invoices/:id/lines", "GET /v1/credit_notes/:id/lines",
+                           "GET /v1/customers/:id/payment_methods"})
 
 
 def _route(method: str, path: str) -> tuple[str, str, tuple[str, ...]]:
@@ -473,8 +501,9 @@ class Emulator:
     def events(self) -> list[dict]:
         return self.store.objects("events")
 
-    def update(self, stream: str, obj_id: str, changes: dict) -> dict:
-        return self.store.update(stream, obj_id, changes)
+    def update(self, stream: str, obj_id: str, changes: dict,
+               event_type: str | None = None) -> dict:
+        return self.store.update(stream, obj_id, changes, event_type)
 
     def create(self, stream: str, **fields: Any) -> dict:
         return self.store.create(stream, **fields)
@@ -727,7 +756,7 @@ class Emulator:
         if stream == "account":
             parse_params(query, RETRIEVE_PARAMS)
             return 200, dumps(self.store.account)
-        if stream == "invoice_line_items" or (not ids):
+        if endpoint in _PARENT_LISTS or not ids:
             return 200, self._list(stream, path, query, ids[0] if ids else None)
         params = parse_params(query, RETRIEVE_PARAMS)
         fields = self._expand_fields(params, prefix="")
@@ -751,7 +780,17 @@ class Emulator:
         params = parse_params(query, LIST_PARAMS[stream])
         limit = params.get("limit", 10)
         after, before = params.get("starting_after"), params.get("ending_before")
-        if stream in ("invoice_line_items", "subscription_items"):
+        if stream == "payment_methods":
+            # A customer's payment methods (`GET /v1/payment_methods` without a customer
+            # lists Treasury payment methods: there are none here).
+            customer = parent_id or params.pop("customer", None)
+            if customer is not None and customer not in store.collections["customers"].by_id:
+                raise no_such(STREAMS["customers"], customer, "customer")
+            objs, has_more = store.list_page(
+                stream, limit=limit, starting_after=after, ending_before=before,
+                subset=self._subset(stream, params), within=("customer", customer),
+            ) if customer is not None else ([], False)
+        elif stream in ("invoice_line_items", "subscription_items", "credit_note_line_items"):
             if stream == "subscription_items":
                 parent_id = params.get("subscription")
                 if not parent_id:
@@ -815,6 +854,8 @@ class Emulator:
             name.append(("status", params["status"]))
         elif stream == "events":
             self._event_filters(params, checks, name)
+        elif stream in KINDS:
+            self._kind_filters(stream, params, checks, name)
         if not checks:
             return None
 
@@ -822,6 +863,31 @@ class Emulator:
             return all(check(obj) for check in checks)
 
         return tuple(name), matches
+
+    @staticmethod
+    def _kind_filters(stream: str, params: dict[str, Any], checks: list, name: list) -> None:
+        """Filters of the streams of billing.py: ranges, booleans, equality (or the id of an
+        embedded object, as `promotion_code.coupon`)."""
+        if stream == "prices" and "active" not in params:
+            # "Returns a list of your active prices": archived ones need `active=false`.
+            checks.append(_field_is("active", True))
+            name.append(("active", "default"))
+        for param, kind in KINDS[stream].params.items():
+            if param not in params or param in EQUALITY_FILTERS:
+                continue
+            value = params[param]
+            if kind == "range":
+                checks.append(_field_in_range(param, value))
+                name.append((param, tuple(sorted(value.items()))))
+                continue
+            if param in ("active", "inclusive"):
+                if value not in ("true", "false"):
+                    raise ApiError(400, f"Invalid boolean: {value}", param=param,
+                                   code="parameter_invalid_boolean")
+                checks.append(_field_is(param, value == "true"))
+            else:
+                checks.append(_field_or_id_is(param, value))
+            name.append((param, value))
 
     @staticmethod
     def _event_filters(params: dict[str, Any], checks: list, name: list) -> None:

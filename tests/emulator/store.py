@@ -19,6 +19,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tests.emulator.billing import (
+    COUNTED,
+    KINDS,
+    TOP_LEVEL,
+    BillingStore,
+    Builder,
+    default_counts,
+)
 from tests.emulator.generate import (
     API_VERSION,
     BASE62,
@@ -60,6 +68,11 @@ STREAMS: dict[str, StreamInfo] = {
         StreamInfo("events", "event", "rak_event_read", None),
     )
 }
+# The streams beyond the core four (see billing.py).
+STREAMS.update(
+    (name, StreamInfo(name, kind.object, kind.permission, kind.event_prefix))
+    for name, kind in KINDS.items()
+)
 
 #: Top-level fields `expand[]` can replace with the object they name, per stream.
 EXPANDABLE: dict[str, dict[str, str]] = {
@@ -116,9 +129,14 @@ def copy(value: Any) -> Any:
 
 
 class Collection:
-    """One stream's live objects, sorted ascending by `(created, id)`."""
+    """One stream's live objects, sorted ascending by `(created, id)`.
 
-    def __init__(self) -> None:
+    `time_field` names the time objects sort by when it is not `created` (`invoiceitem`
+    has `date`).
+    """
+
+    def __init__(self, time_field: str = "created") -> None:
+        self.time_field = time_field
         self.by_id: dict[str, dict] = {}
         self.keys: list[Key] = []
         self.version = 0
@@ -127,19 +145,19 @@ class Collection:
     def load(self, objects: Iterable[dict]) -> None:
         for obj in objects:
             self.by_id[obj["id"]] = obj
-        self.keys = sorted((obj["created"], obj["id"]) for obj in self.by_id.values())
+        self.keys = sorted((obj[self.time_field], obj["id"]) for obj in self.by_id.values())
         self.version += 1
 
     def put(self, obj: dict) -> None:
         """Insert or replace (an object's `created` never changes)."""
         if obj["id"] not in self.by_id:
-            insort(self.keys, (obj["created"], obj["id"]))
+            insort(self.keys, (obj[self.time_field], obj["id"]))
         self.by_id[obj["id"]] = obj
         self.version += 1
 
     def remove(self, obj_id: str) -> dict:
         obj = self.by_id.pop(obj_id)
-        key = (obj["created"], obj_id)
+        key = (obj[self.time_field], obj_id)
         del self.keys[bisect_left(self.keys, key)]
         self.version += 1
         return obj
@@ -208,8 +226,12 @@ def _base62(n: int, width: int) -> str:
     return "".join(reversed(out))
 
 
-class Store:
-    """Objects, events and the clock of one emulated Stripe account."""
+class Store(BillingStore):
+    """Objects, events and the clock of one emulated Stripe account.
+
+    `objects`: objects per core stream (the streams of billing.py get a few each, see
+    `billing.default_counts`), or a count per stream (core or `billing.COUNTED`).
+    """
 
     def __init__(
         self,
@@ -232,11 +254,13 @@ class Store:
         self._json: dict[str, tuple[dict, bytes]] = {}
         if isinstance(objects, int):
             counts = dict.fromkeys(CORE_STREAMS, objects)
+            extra = default_counts(objects)
         else:
-            unknown = set(objects) - set(CORE_STREAMS)
+            unknown = set(objects) - set(CORE_STREAMS) - set(COUNTED)
             if unknown:
                 raise ValueError(f"objects: unknown streams {sorted(unknown)}")
             counts = {name: int(objects.get(name, 0)) for name in CORE_STREAMS}
+            extra = {name: int(objects.get(name, 0)) for name in COUNTED}
         if isinstance(lines_per_invoice, int):
             lines_per_invoice = _constant(lines_per_invoice)
         if isinstance(items_per_subscription, int):
@@ -258,6 +282,7 @@ class Store:
             #: Deleted customers (retrieve returns a `deleted: true` stub) and invoices.
             self.deleted: dict[str, tuple[str, dict]] = {}
             self._invoice_seq: dict[str, int] = {}
+            self._generate_billing(extra, Collection)
             self._initial_events()
         finally:
             if gc_was_enabled:
@@ -317,13 +342,17 @@ class Store:
     def _created_type(stream: str, obj: dict) -> str:
         if stream == "charges":
             return f"charge.{obj['status']}"
+        if stream in KINDS:  # None: Stripe sends no event when one is created
+            return KINDS[stream].created  # type: ignore[return-value]
         return f"{STREAMS[stream].event_prefix}.created"
 
     def _initial_events(self) -> None:
         """A creation event for every object created in the 30 days before the clock."""
         floor = self.start_clock - EVENT_RETENTION
         pending = []
-        for order, stream in enumerate(CORE_STREAMS):
+        for order, stream in enumerate((*CORE_STREAMS, *TOP_LEVEL)):
+            if stream in KINDS and not KINDS[stream].created:
+                continue
             coll = self.collections[stream]
             start = bisect_left(coll.keys, (floor, ""))
             for created, obj_id in coll.keys[start:]:
@@ -370,7 +399,7 @@ class Store:
             obj = deleted[1]
         if stream == "events" and obj["created"] < self.event_floor():
             raise no_such(info, obj_id, param, status=400)
-        return obj["created"], obj_id
+        return obj[self.collections[stream].time_field], obj_id
 
     def list_page(
         self,
@@ -381,11 +410,18 @@ class Store:
         starting_after: str | None = None,
         ending_before: str | None = None,
         subset: tuple[Any, Callable[[dict], bool]] | None = None,
+        within: tuple[str, Any] | None = None,
     ) -> tuple[list[dict], bool]:
-        """One page of a top-level list, newest first, and `has_more`."""
+        """One page of a top-level list, newest first, and `has_more`.
+
+        `within`: only objects whose field (`customer`) has this value (an index).
+        """
         with self.lock:
             coll = self.collection(stream)
             keys = coll.keys if subset is None else coll.subset(*subset)
+            if within is not None:
+                keys = [key for key in self.within(stream, *within)
+                        if subset is None or subset[1](coll.by_id[key[1]])]
             floor = self.event_floor() if stream == "events" else None
             after = self.cursor_key(stream, starting_after, "starting_after") \
                 if starting_after else None
@@ -411,6 +447,10 @@ class Store:
                 children = self.lines.get(parent_id)
                 if children is None or parent_id not in self.collections["invoices"].by_id:
                     raise no_such(STREAMS["invoices"], parent_id, "invoice")
+            elif stream == "credit_note_line_items":
+                children = self.cn_lines.get(parent_id)
+                if children is None:
+                    raise no_such(STREAMS["credit_notes"], parent_id, "credit_note")
             else:
                 children = self.items.get(parent_id)
                 if children is None:
@@ -450,12 +490,18 @@ class Store:
             if stream == "customers" and deleted and deleted[0] == "customers":
                 # Stripe answers 200 with a stub for a deleted customer.
                 return {"id": obj_id, "object": "customer", "deleted": True}
+            if stream == "payment_methods" and deleted and deleted[0] == stream:
+                return deleted[1]  # detached: it exists, `customer` null
             raise no_such(info, obj_id, "id")
 
     def expand(self, stream: str, obj: dict, fields: Iterable[str]) -> dict:
         """`obj` with the named reference fields replaced by the objects they name."""
         refs = EXPANDABLE.get(stream, {})
         out = None
+        if stream in KINDS and KINDS[stream].includable:
+            fields = list(fields)
+            included = self.with_includes(stream, obj, fields)
+            out = None if included is obj else included
         for name in fields:
             target = refs.get(name)
             value = obj.get(name)
@@ -480,6 +526,16 @@ class Store:
                 subs = self.collections["subscriptions"]
                 parts = [item for _c, sub_id in reversed(subs.keys)
                          for item in self.items[sub_id]]
+            elif stream == "credit_note_line_items":
+                notes = self.collections["credit_notes"]
+                parts = [line for _c, note_id in reversed(notes.keys)
+                         for line in self.cn_lines[note_id]]
+            elif stream in KINDS and KINDS[stream].includable:
+                # Includable fields (`tiers`) as `expand[]` returns them.
+                coll = self.collection(stream)
+                return copy([self.with_includes(stream, coll.by_id[obj_id],
+                                                KINDS[stream].includable)
+                             for _c, obj_id in reversed(coll.keys)])
             else:
                 coll = self.collection(stream)
                 keys = coll.keys
@@ -504,6 +560,9 @@ class Store:
             counts["subscription_items"] = sum(
                 len(self.items[s]) for s in self.collections["subscriptions"].by_id
             )
+            counts["credit_note_line_items"] = sum(
+                len(self.cn_lines[n]) for n in self.collections["credit_notes"].by_id
+            )
             return counts
 
     # -- mutations -----------------------------------------------------------------------
@@ -521,10 +580,18 @@ class Store:
     def _previous(old: dict, new: dict) -> dict:
         return {k: old.get(k) for k in new if old.get(k) != new[k]}
 
-    def update(self, stream: str, obj_id: str, changes: dict) -> dict:
-        """Shallow-merge `changes`; emits `<object>.updated` with `previous_attributes`."""
+    def update(self, stream: str, obj_id: str, changes: dict,
+               event_type: str | None = None) -> dict:
+        """Shallow-merge `changes`; emits `<object>.updated` with `previous_attributes`.
+
+        Any top-level stream. `event_type` names the event instead (`payout.paid`); for a
+        stream where Stripe has no `.updated` event (payment intents, checkout sessions,
+        invoice items) a plain update sends none, as Stripe's does.
+        """
         changes = copy(changes)
         with self.lock:
+            if stream in KINDS:
+                return copy(self._billing_update(stream, obj_id, changes, event_type))
             coll, old = self._core(stream, obj_id)
             fixed = {"id", "object", "created", "lines", "items"} & set(changes)
             if fixed:
@@ -535,7 +602,8 @@ class Store:
                 return copy(old)
             new = {**old, **changes}
             coll.put(new)
-            self._event(f"{STREAMS[stream].event_prefix}.updated", new, at, previous)
+            self._event(event_type or f"{STREAMS[stream].event_prefix}.updated", new, at,
+                        previous)
             return copy(new)
 
     def _live_customer(self, customer_id: Any) -> dict | None:
@@ -556,8 +624,11 @@ class Store:
         """A new object created now; emits its creation event (`charge.succeeded`, ...)."""
         fields = copy(fields)
         with self.lock:
+            if stream in KINDS:
+                return copy(self._billing_create(stream, self._tick(), fields))
             if stream not in CORE_STREAMS:
-                raise ValueError(f"stream must be one of {list(CORE_STREAMS)}, not {stream!r}")
+                raise ValueError(f"stream must be one of {list(CORE_STREAMS)} or "
+                                 f"{list(KINDS)}, not {stream!r}")
             at = self._tick()
             gen = self.gen
             if stream == "customers":
@@ -570,6 +641,9 @@ class Store:
                                  invoice=fields.pop("invoice", None),
                                  status=fields.pop("status", "succeeded"), history=False,
                                  **fields)
+                if obj["balance_transaction"]:  # the charge's money reaches the balance
+                    self.collections["balance_transactions"].put(
+                        Builder(gen).charge_transaction(obj))
             elif stream == "subscriptions":
                 customer = (self._live_customer(fields.pop("customer"))
                             if "customer" in fields else self._any_customer())
@@ -624,6 +698,8 @@ class Store:
         `customer.subscription.deleted`) unless `cancel_subscriptions` is False.
         """
         with self.lock:
+            if stream in KINDS:
+                return copy(self._billing_delete(stream, obj_id))
             coll, obj = self._core(stream, obj_id)
             if stream not in ("customers", "invoices"):
                 raise ValueError(f"Stripe cannot delete {stream}; only customers and draft "
@@ -640,6 +716,11 @@ class Store:
                         "canceled", "incomplete_expired"
                     ):
                         self._cancel(sub, at)
+            if stream == "customers":
+                # Its payment methods leave with it; Stripe documents no event for that.
+                for key in list(self.within("payment_methods", "customer", obj_id)):
+                    method = self.collections["payment_methods"].remove(key[1])
+                    self.deleted[key[1]] = ("payment_methods", {**method, "customer": None})
             coll.remove(obj_id)
             self.deleted[obj_id] = (stream, obj)
             gone = {**obj, "deleted": True}

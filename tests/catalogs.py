@@ -1,0 +1,37 @@
+"""Catalogs for CLI runs that select some streams (and leave some fields out)."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+from tap_stripe_connect.resources import RESOURCES
+from tests.conftest import emulator_config, run_tap
+from tests.emulator import STREAMS
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.emulator import Emulator
+
+#: The tap's streams the emulator serves (its own event log aside).
+EMULATOR_STREAMS = tuple(r.name for r in RESOURCES if r.name in STREAMS and r.name != "events")
+
+
+def catalog_selecting(
+    emu: Emulator, tmp_path: Path, streams: t.Mapping[str, t.Iterable[str]]
+) -> dict:
+    """The discovered catalog with only `streams` selected, less the fields each names."""
+    discovered = run_tap("--discover", config=emulator_config(emu), tmp_path=tmp_path)
+    assert discovered.returncode == 0, discovered.stderr[-3000:]
+    catalog = json.loads(discovered.stdout)
+    for stream in catalog["streams"]:
+        wanted = stream["tap_stream_id"] in streams
+        left_out = set(streams.get(stream["tap_stream_id"], ()))
+        for entry in stream["metadata"]:
+            breadcrumb = entry["breadcrumb"]
+            if not breadcrumb:
+                entry["metadata"]["selected"] = wanted
+            elif wanted and breadcrumb[-1] in left_out:
+                entry["metadata"]["selected"] = False
+    return catalog

@@ -1,0 +1,271 @@
+"""Concurrent listing and the per-record fast path (issue 7).
+
+`list_windows` reads each object exactly once however windows split; its queue bounds
+memory; a full sync with 8 workers survives a burst of 429s; records are written as
+before with the SDK's per-record walks skipped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import decimal
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from singer_sdk.singerlib import RecordMessage
+
+from tap_stripe_connect.concurrency import CpuLoad, LockedWriter, Window, list_windows
+from tests.conftest import ROOT, TapRun, emulator_config, run_tap
+from tests.emulator import Emulator
+
+CORE = ("charges", "customers", "invoices", "subscriptions")
+
+
+def stripe_like(objects: list[dict], delay: float = 0.0, windows: list | None = None):
+    """A `read(window)` that pages like Stripe's list with `created[gte]`/`created[lt]`.
+
+    Newest first by (created, id), 100 per page, `starting_after` the last one; every
+    page asks with the window's bounds as they are then (a split raises `lower` while
+    the window is being read), as `StripeStream.get_url_params` does.
+    """
+    keys = sorted((o["created"], o["id"]) for o in objects)
+    by_id = {o["id"]: o for o in objects}
+
+    def read(window: Window):
+        if windows is not None:
+            windows.append(window)
+        after = None
+        while True:
+            time.sleep(delay)
+            lo = bisect.bisect_left(keys, (window.lower, ""))
+            hi = bisect.bisect_left(keys, (window.upper, ""))
+            if after is not None:
+                hi = min(hi, bisect.bisect_left(keys, after))
+            page = keys[max(lo, hi - 100):hi][::-1]
+            for _, object_id in page:
+                yield by_id[object_id]
+            if hi - 100 <= lo:
+                return
+            after = page[-1]
+
+    return read
+
+
+def dataset(kind: str, size: int, seed: int = 5) -> list[dict]:
+    rng = random.Random(seed)
+    if kind == "spread":
+        times = [rng.randrange(1_600_000_000, 1_700_000_000) for _ in range(size)]
+    elif kind == "bunched":
+        # Most objects in two bursts, a third of them created in the same second.
+        times = [1_650_000_000] * (size // 3)
+        times += [1_650_000_000 + rng.randrange(-50, 50) for _ in range(size // 3)]
+        times += [rng.randrange(1_600_000_000, 1_700_000_000) for _ in range(size - len(times))]
+    else:  # "ties": 40 distinct seconds, so every split point falls on a tie
+        seconds = sorted(rng.randrange(1_600_000_000, 1_700_000_000) for _ in range(40))
+        times = [rng.choice(seconds) for _ in range(size)]
+    return [{"id": f"ch_{i:08d}", "created": t} for i, t in enumerate(times)]
+
+
+@pytest.mark.parametrize("kind", ["spread", "bunched", "ties"])
+@pytest.mark.parametrize("workers", [1, 2, 8])
+def test_every_object_exactly_once(kind, workers, monkeypatch):
+    monkeypatch.setattr(Window, "MIN_SPLIT", 150)  # split often
+    objects = dataset(kind, 3000)
+    windows: list[Window] = []
+    read = stripe_like(objects, delay=0.02, windows=windows)  # latency: the consumer waits
+    seen = collections.Counter(
+        obj["id"]
+        for batch in list_windows(read, Window(1_500_000_000, 1_800_000_000), workers)
+        for obj in batch
+    )
+    assert set(seen) == {o["id"] for o in objects}
+    assert max(seen.values()) == 1
+    if workers == 8 and kind == "spread":
+        assert len(windows) > 2  # the windows did split
+
+
+def test_only_the_window_range_is_read():
+    objects = dataset("spread", 2000)
+    lower, upper = 1_620_000_000, 1_680_000_000
+    got = [
+        o["id"]
+        for batch in list_windows(stripe_like(objects), Window(lower, upper), 4)
+        for o in batch
+    ]
+    assert sorted(got) == sorted(o["id"] for o in objects if lower <= o["created"] < upper)
+
+
+def test_no_split_while_the_budget_is_full():
+    objects = dataset("spread", 3000)
+    windows: list[Window] = []
+    read = stripe_like(objects, delay=0.02, windows=windows)
+    batches = list(list_windows(read, Window(0, 2**33), 8, may_split=lambda: False))
+    assert sum(map(len, batches)) == 3000
+    assert len(windows) == 1
+
+
+def test_a_slow_consumer_holds_the_workers_back():
+    """Workers stop reading when `queue_size` batches wait: memory stays bounded."""
+    objects = dataset("spread", 3000)
+    windows: list[Window] = []
+    inner = stripe_like(objects, windows=windows)
+    lock = threading.Lock()
+    read_ahead = {"read": 0, "consumed": 0, "most": 0}
+
+    def read(window: Window):
+        for obj in inner(window):
+            with lock:
+                read_ahead["read"] += 1
+                ahead = read_ahead["read"] - read_ahead["consumed"]
+                read_ahead["most"] = max(read_ahead["most"], ahead)
+            yield obj
+
+    workers, batch_size, queue_size = 4, 10, 2
+    for batch in list_windows(read, Window(0, 2**33), workers, batch_size=batch_size,
+                              queue_size=queue_size):
+        time.sleep(0.002)  # a consumer much slower than the workers
+        with lock:
+            read_ahead["consumed"] += len(batch)
+    assert read_ahead["consumed"] == 3000
+    # In the queue, one full batch blocked in each worker, the consumer's own batch.
+    assert read_ahead["most"] <= (queue_size + workers + 1) * batch_size
+    # More windows would not help a consumer that is the slower side: none was split.
+    assert len(windows) == 1
+
+
+def test_an_error_in_a_worker_reaches_the_consumer():
+    def read(window: Window):
+        yield {"id": "ch_1", "created": window.upper - 1}
+        raise RuntimeError("Stripe went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        for _ in list_windows(read, Window(0, 10), 4):
+            pass
+
+
+def test_cpu_load():
+    now, used = [0.0], [0.0]
+    load = CpuLoad(0.5, clock=lambda: now[0], cpu=lambda: used[0])
+    assert not load.busy()
+    now[0], used[0] = 1.0, 0.95  # a CPU kept busy
+    assert load.busy()
+    now[0], used[0] = 1.2, 1.0  # within the span: the last figure stands
+    assert load.busy()
+    now[0], used[0] = 2.0, 1.3  # mostly waiting
+    assert not load.busy()
+
+
+# -- a full sync -------------------------------------------------------------------------
+
+
+def core_catalog(config: dict, tmp_path, selected=CORE, deselect: dict | None = None) -> dict:
+    catalog = json.loads(run_tap("--discover", config=config, tmp_path=tmp_path).stdout)
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            breadcrumb = metadata["breadcrumb"]
+            if breadcrumb == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] in selected
+            elif breadcrumb[-1] in (deselect or {}).get(entry["tap_stream_id"], ()):
+                metadata["metadata"]["selected"] = False
+    return catalog
+
+
+def test_a_burst_of_429s_with_8_workers_loses_and_repeats_nothing(tmp_path):
+    # Latency, so that windows split and several requests are in flight when the 429s
+    # come; more retries than the default, so that the 30 may hit one request in a row.
+    with Emulator(objects=1500, seed=13, latency=(40, 10)) as emu:
+        config = emulator_config(emu, max_workers=8, max_retry_seconds=120, max_retries=30,
+                                 max_requests_per_second=200,
+                                 max_requests_per_second_per_endpoint=100)
+        catalog = core_catalog(config, tmp_path)
+        injected = threading.Event()
+
+        def inject_mid_sync() -> None:
+            deadline = time.monotonic() + 60
+            while emu.request_count() < 30 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            emu.inject(429, count=30)
+            injected.set()
+
+        injector = threading.Thread(target=inject_mid_sync, daemon=True)
+        injector.start()
+        run = run_cli_with_short_backoff(config, catalog, tmp_path)
+        injector.join(5)
+        throttled = [r for r in emu.requests if r.status == 429]
+        expected = {name: {o["id"] for o in emu.objects(name)} for name in CORE}
+    assert injected.is_set()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(throttled) == 30
+    for name in CORE:
+        emitted = collections.Counter(r["id"] for r in run.records(name))
+        assert set(emitted) == expected[name], name
+        assert max(emitted.values()) == 1, f"{name}: an object was written twice"
+    assert "Retrying" in run.stderr
+
+
+# The CLI as `run_tap` runs it, with retries 0.05 s apart instead of 0.5 s, 1 s, 2 s, ...:
+# 30 429s over the few requests in flight would otherwise take a minute of waiting.
+SHORT_BACKOFF = """
+import sys
+import backoff
+from tap_stripe_connect.client import StripeStream
+StripeStream.backoff_wait_generator = lambda self: backoff.constant(interval=0.05)
+from tap_stripe_connect.cli import main
+main(sys.argv[1:])
+"""
+
+
+def run_cli_with_short_backoff(config: dict, catalog: dict, tmp_path) -> TapRun:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    proc = subprocess.run(
+        [sys.executable, "-c", SHORT_BACKOFF, "--config", str(tmp_path / "config.json"),
+         "--catalog", str(tmp_path / "catalog.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    messages = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith('{"type"')]
+    return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
+
+
+def test_records_as_before_with_the_fast_path(tmp_path):
+    """No conformance pass, no deselection walk: records still match the catalog.
+
+    A deselected property is still dropped; the embedded `lines` of an invoice do not
+    pick up the fields the child stream adds to its own records.
+    """
+    with Emulator(objects=60, seed=17) as emu:
+        config = emulator_config(emu)
+        catalog = core_catalog(config, tmp_path, selected=("customers", "invoices",
+                                                            "invoice_line_items"),
+                               deselect={"customers": ("email",)})
+        run = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    customers = run.records("customers")
+    assert customers
+    assert all("email" not in c and "name" in c for c in customers)
+    invoices = run.records("invoices")
+    assert invoices
+    assert run.records("invoice_line_items")
+    for invoice in invoices:
+        assert invoice["created"].endswith("Z")  # times as RFC 3339
+        for line in invoice["lines"]["data"]:
+            assert not {"updated", "account_id", "_sdc_deleted_at"} & set(line)
+    assert "not found in catalog schema" not in run.stderr
+
+
+def test_decimals_and_times_are_written_as_json():
+    message = RecordMessage(
+        stream="charges",
+        record={"amount": 100, "rate": decimal.Decimal("1.10"), "created": "2026-01-01T00:00:00Z"},
+    )
+    line = bytes(LockedWriter().serialize_message(message))
+    record = json.loads(line)["record"]
+    assert b'"rate":1.10' in line
+    assert record["created"] == "2026-01-01T00:00:00Z"

@@ -1,0 +1,369 @@
+"""Random JSON shapes and values through parsing, shaping and schema conformance.
+
+Whatever Stripe (or a proxy in front of it) answers, the tap either turns it into records
+that serialise, or stops with a clear error (`TapError`, or `RetriableAPIError` naming the
+request, which the retry loop turns into one). Hypothesis runs derandomized with a bounded
+number of examples, so every run tries the same inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import functools
+import json
+import logging
+import re
+import time
+import typing as t
+
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from requests.structures import CaseInsensitiveDict
+from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.helpers._typing import TypeConformanceLevel, conform_record_data_types
+
+from tap_stripe_connect.checkpoints import Listing, StateError, gaps, merge
+from tap_stripe_connect.concurrency import Window, list_windows
+from tap_stripe_connect.errors import StripeAPIError, TapError
+from tap_stripe_connect.inputs import check_state, config_problems
+from tap_stripe_connect.records import RecordShaper
+from tap_stripe_connect.tap import TapStripeConnect
+
+CORE = ("charges", "customers", "invoices", "subscriptions")
+KEY = "sk_test_propertiesK3y_9t7Rq"
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+PROPERTY_SETTINGS = settings(
+    derandomize=True,
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**66), max_value=2**66)
+    | st.integers(min_value=0, max_value=2_000_000_000)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+@functools.cache
+def tap() -> TapStripeConnect:
+    return TapStripeConnect(config={"api_key": KEY, "account_id": "acct_property"}, validate_config=True)
+
+
+def objects_for(stream: str, *, well_formed: bool = False) -> st.SearchStrategy[dict]:
+    """Dicts shaped loosely like the stream's objects: its field names, any values.
+
+    `well_formed` ones have the string `id` and integer `created` every Stripe object has.
+    """
+    names = sorted(tap().streams[stream].schema["properties"])
+    ids = st.text(min_size=1, max_size=10)
+    times = st.integers(min_value=0, max_value=2_000_000_000)
+    fields = dict.fromkeys([n for n in names if n not in ("id", "created")][:40], json_values)
+    if well_formed:
+        return st.fixed_dictionaries({"id": ids, "created": times}, optional=fields)
+    return st.fixed_dictionaries(
+        {}, optional={"id": ids | json_values, "created": times | json_values, **fields}
+    )
+
+
+def shaped_or_error(stream, obj: dict, updated: t.Any) -> tuple[dict | None, TapError | None]:
+    try:
+        return stream.shape(obj, updated, None), None
+    except TapError as exc:
+        return None, exc
+
+
+def response(body: bytes, path: str = "/v1/charges") -> requests.Response:
+    request = requests.Request("GET", f"https://api.stripe.com{path}?limit=100").prepare()
+    result = requests.Response()
+    result.status_code = 200
+    result.reason = "OK"
+    result._content = body
+    result.request = request
+    result.url = request.url or ""
+    result.headers = CaseInsensitiveDict(
+        {"Request-Id": "req_property", "Date": "Thu, 01 Jan 2026 00:00:00 GMT"}
+    )
+    result.elapsed = datetime.timedelta(milliseconds=5)
+    return result
+
+
+def raised(call: t.Callable[[], t.Any], *errors: type[Exception]) -> Exception | None:
+    """The error `call()` raised among `errors`, or None; any other error fails the test."""
+    try:
+        call()
+    except errors as exc:
+        return exc
+    return None
+
+
+def write(stream, record: dict) -> None:
+    """Through the SDK's record path (conformance, maps) and the writer's serialiser."""
+    for message in stream._generate_record_messages(copy.deepcopy(record)):
+        line = tap().message_writer.serialize_message(message)
+        assert json.loads(bytes(line))["record"]["id"] == record["id"]
+    conform_record_data_types(
+        stream_name=stream.name,
+        record=copy.deepcopy(record),
+        schema=stream.schema,
+        level=TypeConformanceLevel.RECURSIVE,
+        logger=logging.getLogger("properties"),
+    )
+
+
+# -- shaping -----------------------------------------------------------------------------------
+
+
+def times_of(stream: str) -> st.SearchStrategy[dict]:
+    """Any number (or other value) in every top-level date-time field of the stream."""
+    schema = tap().streams[stream].schema["properties"]
+    names = sorted(n for n, p in schema.items() if p.get("format") == "date-time")
+    numbers = st.integers() | st.floats() | st.decimals() | json_values
+    return st.fixed_dictionaries({}, optional=dict.fromkeys(names, numbers))
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.sampled_from(CORE).flatmap(lambda s: st.tuples(st.just(s), (objects_for(s) | times_of(s))))
+)
+def test_shaping_any_object_gives_rfc3339_times_or_a_clear_error(case):
+    stream_name, obj = case
+    schema = tap().streams[stream_name].schema
+    before = copy.deepcopy(obj)
+    error = raised(lambda: RecordShaper(schema).shape(obj), TapError)
+    if error is not None:
+        assert "Unix time" in str(error)
+        return
+    for name, prop in schema["properties"].items():
+        value = before.get(name)
+        if prop.get("format") == "date-time" and type(value) is int:
+            assert RFC3339.fullmatch(obj[name]), (name, obj[name])
+
+
+# -- responses to records ----------------------------------------------------------------------
+
+
+def list_bodies(stream: str) -> st.SearchStrategy[bytes]:
+    envelopes = st.fixed_dictionaries(
+        {"object": st.just("list") | json_values},
+        optional={
+            "data": st.lists(objects_for(stream), max_size=5) | json_values,
+            "has_more": st.booleans() | json_values,
+            "url": st.text(max_size=10),
+        },
+    )
+    well_formed = st.fixed_dictionaries(
+        {
+            "object": st.just("list"),
+            "data": st.lists(objects_for(stream, well_formed=True), max_size=4),
+            "has_more": st.booleans(),
+        }
+    )
+    as_json = (well_formed | envelopes | json_values).map(lambda v: json.dumps(v).encode())
+    return as_json | st.binary(max_size=40) | as_json.map(lambda b: b[: len(b) // 2])
+
+
+@PROPERTY_SETTINGS
+@given(st.sampled_from(CORE).flatmap(lambda s: st.tuples(st.just(s), list_bodies(s))))
+def test_any_list_body_becomes_records_or_a_clear_error_naming_the_request(case):
+    stream_name, body = case
+    stream = tap().streams[stream_name]
+    resp = response(body, f"/v1/{stream_name}")
+    error = raised(lambda: stream.validate_response(resp), RetriableAPIError, TapError)
+    if error is not None:
+        assert f"GET /v1/{stream_name}, Request-Id req_property" in str(error)
+        return
+    records = list(stream.parse_response(resp))
+    paginator = stream.get_new_paginator()
+    if paginator.has_more(resp):
+        error = raised(lambda: paginator.get_next(resp), StripeAPIError)  # a cursor twice
+        assert error is None or "Request-Id req_property" in str(error)
+    for record in records:
+        assert isinstance(record, dict)
+        assert isinstance(record["id"], str)
+        int(record["created"])  # what the `created` windows sort and split on
+        shaped, error = shaped_or_error(stream, record, 1_767_225_600)
+        if shaped is not None:
+            write(stream, shaped)
+        else:
+            assert "Unix time" in str(error)
+
+
+event_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(min_size=1, max_size=8) | json_values,
+        "type": st.sampled_from(["charge.updated", "customer.deleted"]) | json_values,
+        "created": st.integers(min_value=0, max_value=2_000_000_000) | json_values,
+        "api_version": st.just("2024-06-20"),
+        "data": st.fixed_dictionaries(
+            {},
+            optional={
+                "object": objects_for("charges", well_formed=True).map(
+                    lambda o: {**o, "object": "charge"}
+                )
+                | objects_for("charges")
+                | json_values
+            },
+        )
+        | json_values,
+    },
+)
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.fixed_dictionaries(
+        {"object": st.just("list"), "data": st.lists(event_objects, max_size=4)},
+        optional={"has_more": st.booleans()},
+    ).map(lambda v: json.dumps(v).encode())
+)
+def test_any_event_list_is_read_or_refused_with_a_clear_error(body):
+    stream = tap().streams["charges"]
+    resp = response(body, "/v1/events")
+    error = raised(lambda: stream.validate_response(resp), RetriableAPIError)
+    if error is not None:
+        assert "GET /v1/events, Request-Id req_property" in str(error)
+        return
+    for event in stream.parse_response(resp):
+        payload = event["data"]["object"]
+        assert isinstance(payload, dict)
+        if stream.changed_object_id(payload) is None:
+            continue
+        shaped, _ = shaped_or_error(stream, payload, event["created"])
+        if shaped is not None and isinstance(shaped.get("id"), str):
+            write(stream, shaped)
+
+
+# -- settings, STATE and listings --------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(st.dictionaries(st.sampled_from(["max_retries", "api_key", "start_date", "x"]), json_values))
+def test_any_settings_give_phrases_not_crashes_and_never_echo_the_key(config):
+    schema = TapStripeConnect.config_jsonschema
+    problems = config_problems(config, schema)
+    assert all(isinstance(p, str) and "\n" not in p for p in problems)
+    key = config.get("api_key")
+    if isinstance(key, str) and len(key) >= 8:
+        assert not any(key in p for p in problems)
+
+
+@PROPERTY_SETTINGS
+@given(
+    json_values
+    | st.fixed_dictionaries(
+        {"bookmarks": st.dictionaries(st.sampled_from(CORE), json_values, max_size=3)}
+    )
+    | st.fixed_dictionaries(
+        {
+            "bookmarks": st.fixed_dictionaries(
+                {
+                    "charges": st.dictionaries(
+                        st.sampled_from(
+                            ["listing", "partitions", "replication_key_value", "table_version"]
+                        ),
+                        json_values,
+                    )
+                }
+            )
+        }
+    )
+)
+def test_any_state_is_accepted_or_refused_in_one_line(state):
+    error = raised(lambda: check_state(state), StateError)
+    if error is not None:
+        assert "\n" not in str(error)
+        assert str(error).startswith(("STATE entry", "The STATE"))
+
+
+ranges = st.lists(
+    st.tuples(st.integers(0, 1000), st.integers(0, 1000)).map(sorted).map(tuple), max_size=8
+)
+
+
+@PROPERTY_SETTINGS
+@given(ranges, st.integers(0, 1000), st.integers(0, 1000))
+def test_done_ranges_and_gaps_cover_the_listing_exactly_once(done, lower, upper):
+    merged = merge(done)
+    assert all(a < b for a, b in merged)
+    assert all(merged[i][1] < merged[i + 1][0] for i in range(len(merged) - 1))
+    missing = gaps(lower, upper, done)
+    for point in range(lower, upper):
+        in_done = any(a <= point < b for a, b in done)
+        in_gap = any(a <= point < b for a, b in missing)
+        assert in_done != in_gap, point
+    listing = Listing(started=5, table_version=None)
+    for a, b in done:
+        listing.complete(a, b)
+    assert Listing.from_state(json.loads(json.dumps(listing.to_state()))).done == merged
+
+
+# -- windows: what a batch says is done is done --------------------------------------------------
+
+
+def paged_reader(objects: list[dict], page_size: int) -> t.Callable[[Window], t.Iterator[dict]]:
+    """Stripe's list over `objects`: newest first, `created[gte]` read at every page."""
+    ordered = sorted(objects, key=lambda o: (o["created"], o["id"]), reverse=True)
+
+    def read(window: Window) -> t.Iterator[dict]:
+        after: tuple[int, str] | None = None
+        while True:
+            page = [
+                o
+                for o in ordered
+                if window.lower <= o["created"] < window.upper
+                and (after is None or (o["created"], o["id"]) < after)
+            ][:page_size]
+            yield from page
+            if len(page) < page_size:
+                return
+            after = (page[-1]["created"], page[-1]["id"])
+            time.sleep(0.001)  # a request's time, during which idle workers may split
+
+    return read
+
+
+@settings(PROPERTY_SETTINGS, max_examples=25)
+@given(
+    st.lists(st.integers(0, 5_000), min_size=0, max_size=900)
+    | st.lists(st.integers(0, 5_000), min_size=400, max_size=900),
+    st.lists(st.tuples(st.integers(0, 5_000), st.integers(0, 5_000)).map(sorted), max_size=3),
+    st.integers(1, 4),
+)
+def test_a_batch_covers_only_ranges_whose_objects_were_all_yielded(stamps, done, workers):
+    objects = [{"id": f"o{i}", "created": c} for i, c in enumerate(stamps)]
+    lower, upper = 0, 5_001
+    windows = [Window(a, b) for a, b in gaps(lower, upper, [tuple(d) for d in done])]
+    seen: set[str] = set()
+    covered: list[tuple[int, int]] = []
+    original, Window.MIN_SPLIT = Window.MIN_SPLIT, 10  # split small windows too
+    try:
+        batches = list_windows(paged_reader(objects, 7), windows, workers, batch_size=5)
+        for batch in batches:
+            seen.update(o["id"] for o in batch)
+            if batch.covers is not None:
+                a, b = batch.covers
+                missing = [o for o in objects if a <= o["created"] < b and o["id"] not in seen]
+                assert not missing, (batch.covers, missing[:3])
+                covered.append(batch.covers)
+    finally:
+        Window.MIN_SPLIT = original
+    expected = merge([tuple(d) for d in done])
+    assert merge([*covered, *expected]) == ([(lower, upper)] if upper > lower else [])
+    wanted = {o["id"] for o in objects if not any(a <= o["created"] < b for a, b in expected)}
+    assert seen == wanted
