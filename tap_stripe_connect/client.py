@@ -735,16 +735,18 @@ class StripeStream(RESTStream[str | None]):
         since = bookmark - int(self.config.get("event_lag_seconds", 60))
         # Changes belong to the table version of the last complete listing.
         self.use_table_version(self.get_context_state(context).get("table_version"))
-        started: int | None = None
         seen: set[str] = set()
         start_date = self.config_start_timestamp()
-        for event in self.request_records({**(context or {}), "events_since": since}):
-            if started is None:
-                started = self.stripe_tap.clock.now()
-                if self.events_expired(since, started):
-                    self.use_table_version(None)
-                    yield from self.list_all(context)
-                    return
+        events = iter(self.request_records({**(context or {}), "events_since": since}))
+        # The first page tells Stripe's time, which says whether events since `since` are
+        # still kept.
+        first = next(events, None)
+        started = self.stripe_tap.clock.now()
+        if self.events_expired(since, started):
+            self.use_table_version(None)
+            yield from self.list_all(context)
+            return
+        for event in itertools.chain([first] if first is not None else [], events):
             object_id = self.changed_object_id(event["data"]["object"])
             # Events are newest first: the first one seen for an object is its latest state.
             if object_id is None or object_id in seen:
@@ -754,12 +756,6 @@ class StripeStream(RESTStream[str | None]):
             created = record.get("created")
             if start_date is None or created is None or rfc3339_to_unix(created) >= start_date:
                 yield record
-        if started is None:
-            started = self.stripe_tap.clock.now()
-            if self.events_expired(since, started):
-                self.use_table_version(None)
-                yield from self.list_all(context)
-                return
         if not self.resource.creation_event:
             yield from self.created_since(since, started, seen, context)
         self.mark_synced(context, started)

@@ -60,23 +60,22 @@ _TYPE_NAMES = {
 }
 
 
+# Checked in order: bool before int, since a bool is an int in Python.
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "an object"),
+)
+
+
 def kind(value: t.Any) -> str:
     """What a JSON value is, in words, without showing it."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return "a value"
+    return next((name for cls, name in _KINDS if isinstance(value, cls)), "a value")
 
 
 def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:

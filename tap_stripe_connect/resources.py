@@ -69,328 +69,152 @@ class Resource:
         return (self.retrieve or self.path) + "/{id}"
 
 
-def _events(prefix: str, *names: str) -> tuple[str, ...]:
-    return tuple(f"{prefix}.{n}" for n in names)
+def _events(prefix: str, names: str) -> tuple[str, ...]:
+    """`_events("coupon", "created deleted")` -> ("coupon.created", "coupon.deleted")."""
+    return tuple(f"{prefix}.{name}" for name in names.split())
 
 
+# One entry per stream; fields left out take the defaults above.
+# fmt: off
 RESOURCES: tuple[Resource, ...] = (
     Resource(
-        name="charges",
-        object="charge",
-        path="/v1/charges",
+        "charges", "charge", "/v1/charges", permission="Charges",
         # Dispute and refund events carry those objects; they change the charge they name.
-        event_types=_events(
-            "charge",
-            "captured",
-            "expired",
-            "failed",
-            "pending",
-            "refunded",
-            "succeeded",
-            "updated",
-            "dispute.created",
-            "dispute.updated",
-            "dispute.closed",
-            "dispute.funds_reinstated",
-            "dispute.funds_withdrawn",
-            "refund.updated",
-        ),
-        permission="Charges",
+        event_types=_events("charge", "captured expired failed pending refunded succeeded "
+                            "updated dispute.created dispute.updated dispute.closed "
+                            "dispute.funds_reinstated dispute.funds_withdrawn refund.updated"),
     ),
     Resource(
-        name="customers",
-        object="customer",
-        path="/v1/customers",
-        event_types=_events("customer", "created", "updated", "deleted"),
+        "customers", "customer", "/v1/customers", permission="Customers",
+        event_types=_events("customer", "created updated deleted"),
         delete_events=("customer.deleted",),
-        permission="Customers",
     ),
     Resource(
-        name="invoices",
-        object="invoice",
-        path="/v1/invoices",
+        "invoices", "invoice", "/v1/invoices", permission="Invoices",
         # `invoice.upcoming` carries no id and is deliberately absent.
-        event_types=_events(
-            "invoice",
-            "created",
-            "deleted",
-            "finalization_failed",
-            "finalized",
-            "marked_uncollectible",
-            "overdue",
-            "paid",
-            "payment_action_required",
-            "payment_failed",
-            "payment_succeeded",
-            "sent",
-            "updated",
-            "voided",
-            "will_be_due",
-        ),
+        event_types=_events("invoice", "created deleted finalization_failed finalized "
+                            "marked_uncollectible overdue paid payment_action_required "
+                            "payment_failed payment_succeeded sent updated voided will_be_due"),
         delete_events=("invoice.deleted",),
-        permission="Invoices",
     ),
     Resource(
-        name="subscriptions",
-        object="subscription",
-        path="/v1/subscriptions",
+        "subscriptions", "subscription", "/v1/subscriptions", permission="Subscriptions",
         # Without status=all Stripe hides cancelled subscriptions from the list.
         list_params=(("status", "all"),),
         # `customer.subscription.deleted` is a cancellation: the object still exists.
-        event_types=_events(
-            "customer.subscription",
-            "created",
-            "deleted",
-            "paused",
-            "pending_update_applied",
-            "pending_update_expired",
-            "resumed",
-            "trial_will_end",
-            "updated",
-        ),
-        permission="Subscriptions",
+        event_types=_events("customer.subscription", "created deleted paused "
+                            "pending_update_applied pending_update_expired resumed "
+                            "trial_will_end updated"),
     ),
     Resource(
-        name="invoice_line_items",
-        object="line_item",
-        path="/v1/invoices/{parent_id}/lines",
-        created_filter=False,
-        parent="invoices",
-        embedded_in="lines",
-        permission="Invoices",
-        sync=PARENT,
+        "invoice_line_items", "line_item", "/v1/invoices/{parent_id}/lines", sync=PARENT,
+        parent="invoices", embedded_in="lines", created_filter=False, permission="Invoices",
     ),
     Resource(
-        name="subscription_items",
-        object="subscription_item",
-        path="/v1/subscription_items",
-        created_filter=False,
-        list_params=(("subscription", "{parent_id}"),),
-        parent="subscriptions",
-        embedded_in="items",
-        permission="Subscriptions",
-        sync=PARENT,
+        "subscription_items", "subscription_item", "/v1/subscription_items", sync=PARENT,
+        parent="subscriptions", embedded_in="items", created_filter=False,
+        list_params=(("subscription", "{parent_id}"),), permission="Subscriptions",
     ),
     Resource(
-        name="invoice_items",
-        object="invoiceitem",
-        path="/v1/invoiceitems",
+        "invoice_items", "invoiceitem", "/v1/invoiceitems", permission="Invoices",
         # Invoice items carry `date`, not `created`: listed whole, without `created` windows
-        # (and without `start_date`).
-        created_filter=False,
-        # Stripe has `invoiceitem.created`/`deleted` but no event when an item is updated or
-        # pulled into an invoice (its `invoice` changes): only a full listing stays exact.
-        sync=FULL_TABLE,
-        permission="Invoices",
+        # (and without `start_date`). Stripe has `invoiceitem.created`/`deleted` but no event
+        # when an item is updated or pulled into an invoice: only a full listing stays exact.
+        created_filter=False, sync=FULL_TABLE,
     ),
     Resource(
-        name="payment_intents",
-        object="payment_intent",
-        path="/v1/payment_intents",
-        event_types=_events(
-            "payment_intent",
-            "amount_capturable_updated",
-            "canceled",
-            "created",
-            "partially_funded",
-            "payment_failed",
-            "processing",
-            "requires_action",
-            "succeeded",
-        ),
-        permission="PaymentIntents",
+        "payment_intents", "payment_intent", "/v1/payment_intents", permission="PaymentIntents",
+        event_types=_events("payment_intent", "amount_capturable_updated canceled created "
+                            "partially_funded payment_failed processing requires_action succeeded"),
     ),
     Resource(
-        name="setup_intents",
-        object="setup_intent",
-        path="/v1/setup_intents",
-        event_types=_events(
-            "setup_intent", "canceled", "created", "requires_action", "setup_failed", "succeeded"
-        ),
-        permission="SetupIntents",
+        "setup_intents", "setup_intent", "/v1/setup_intents", permission="SetupIntents",
+        event_types=_events("setup_intent",
+                            "canceled created requires_action setup_failed succeeded"),
     ),
     Resource(
-        name="payment_methods",
-        object="payment_method",
         # `GET /v1/payment_methods` lists Treasury payment methods only; a customer's are
         # listed per customer, one request each, hence not selected by default.
-        path="/v1/customers/{parent_id}/payment_methods",
-        created_filter=False,
-        list_per="customers",
-        retrieve="/v1/payment_methods",
+        "payment_methods", "payment_method", "/v1/customers/{parent_id}/payment_methods",
+        created_filter=False, list_per="customers", retrieve="/v1/payment_methods",
+        selected_by_default=False, permission="PaymentMethods",
         # A detached payment method has left the customer: the stream holds attached ones.
-        event_types=_events(
-            "payment_method", "attached", "automatically_updated", "detached", "updated"
-        ),
+        event_types=_events("payment_method", "attached automatically_updated detached updated"),
         delete_events=("payment_method.detached",),
-        permission="PaymentMethods",
-        selected_by_default=False,
     ),
     Resource(
-        name="refunds",
-        object="refund",
-        path="/v1/refunds",
+        "refunds", "refund", "/v1/refunds", permission="Refunds",
         event_types=("charge.refund.updated", "refund.created", "refund.updated"),
-        permission="Refunds",
     ),
     Resource(
-        name="disputes",
-        object="dispute",
-        path="/v1/disputes",
-        event_types=_events(
-            "charge.dispute", "closed", "created", "funds_reinstated", "funds_withdrawn", "updated"
-        ),
-        permission="Disputes",
+        "disputes", "dispute", "/v1/disputes", permission="Disputes",
+        event_types=_events("charge.dispute",
+                            "closed created funds_reinstated funds_withdrawn updated"),
     ),
+    # No events; a transaction is written once (see README for `status`).
+    Resource("balance_transactions", "balance_transaction", "/v1/balance_transactions",
+             sync=CREATED, permission="Balance"),
     Resource(
-        name="balance_transactions",
-        object="balance_transaction",
-        path="/v1/balance_transactions",
-        # No events; a transaction is written once (see README for `status`).
-        sync=CREATED,
-        permission="Balance",
+        "payouts", "payout", "/v1/payouts", permission="Payouts",
+        event_types=_events("payout",
+                            "canceled created failed paid reconciliation_completed updated"),
     ),
+    Resource("transfers", "transfer", "/v1/transfers", permission="Transfers",
+             event_types=_events("transfer", "created reversed updated")),
+    # `application_fee.refund.updated` carries a fee refund, not the fee.
+    Resource("application_fees", "application_fee", "/v1/application_fees",
+             permission="Application fees",
+             event_types=_events("application_fee", "created refunded")),
+    Resource("products", "product", "/v1/products", permission="Products",
+             event_types=_events("product", "created deleted updated"),
+             delete_events=("product.deleted",)),
     Resource(
-        name="payouts",
-        object="payout",
-        path="/v1/payouts",
-        event_types=_events(
-            "payout", "canceled", "created", "failed", "paid", "reconciliation_completed", "updated"
-        ),
-        permission="Payouts",
-    ),
-    Resource(
-        name="transfers",
-        object="transfer",
-        path="/v1/transfers",
-        event_types=_events("transfer", "created", "reversed", "updated"),
-        permission="Transfers",
-    ),
-    Resource(
-        name="application_fees",
-        object="application_fee",
-        path="/v1/application_fees",
-        # `application_fee.refund.updated` carries a fee refund, not the fee.
-        event_types=_events("application_fee", "created", "refunded"),
-        permission="Application fees",
-    ),
-    Resource(
-        name="products",
-        object="product",
-        path="/v1/products",
-        event_types=_events("product", "created", "deleted", "updated"),
-        delete_events=("product.deleted",),
-        permission="Products",
-    ),
-    Resource(
-        name="prices",
-        object="price",
-        path="/v1/prices",
-        event_types=_events("price", "created", "deleted", "updated"),
+        "prices", "price", "/v1/prices", permission="Prices",
+        event_types=_events("price", "created deleted updated"),
         delete_events=("price.deleted",),
         # Without `active`, Stripe lists active prices only (archived ones on request).
         list_variants=(("active", "true"), ("active", "false")),
         # Stripe returns `tiers` only when asked; events never carry it, so an event's
         # price is fetched again (see `StripeStream.record_from_event`).
         expand=("tiers",),
-        permission="Prices",
     ),
+    Resource("plans", "plan", "/v1/plans", permission="Prices", expand=("tiers",),
+             event_types=_events("plan", "created deleted updated"),
+             delete_events=("plan.deleted",)),
+    Resource("coupons", "coupon", "/v1/coupons", permission="Coupons",
+             event_types=_events("coupon", "created deleted updated"),
+             delete_events=("coupon.deleted",)),
+    Resource("promotion_codes", "promotion_code", "/v1/promotion_codes",
+             permission="Promotion codes",
+             event_types=_events("promotion_code", "created updated")),
+    Resource("credit_notes", "credit_note", "/v1/credit_notes", permission="Credit notes",
+             event_types=_events("credit_note", "created updated voided")),
     Resource(
-        name="plans",
-        object="plan",
-        path="/v1/plans",
-        event_types=_events("plan", "created", "deleted", "updated"),
-        delete_events=("plan.deleted",),
-        expand=("tiers",),
-        permission="Prices",
-    ),
-    Resource(
-        name="coupons",
-        object="coupon",
-        path="/v1/coupons",
-        event_types=_events("coupon", "created", "deleted", "updated"),
-        delete_events=("coupon.deleted",),
-        permission="Coupons",
-    ),
-    Resource(
-        name="promotion_codes",
-        object="promotion_code",
-        path="/v1/promotion_codes",
-        event_types=_events("promotion_code", "created", "updated"),
-        permission="Promotion codes",
-    ),
-    Resource(
-        name="credit_notes",
-        object="credit_note",
-        path="/v1/credit_notes",
-        event_types=_events("credit_note", "created", "updated", "voided"),
+        "credit_note_line_items", "credit_note_line_item", "/v1/credit_notes/{parent_id}/lines",
+        sync=PARENT, parent="credit_notes", embedded_in="lines", created_filter=False,
         permission="Credit notes",
     ),
+    Resource("tax_rates", "tax_rate", "/v1/tax_rates", permission="Tax rates",
+             event_types=_events("tax_rate", "created updated")),
     Resource(
-        name="credit_note_line_items",
-        object="credit_note_line_item",
-        path="/v1/credit_notes/{parent_id}/lines",
-        created_filter=False,
-        parent="credit_notes",
-        embedded_in="lines",
-        permission="Credit notes",
-        sync=PARENT,
+        "checkout_sessions", "checkout.session", "/v1/checkout/sessions",
+        permission="Checkout Sessions", creation_event=False,
+        event_types=_events("checkout.session",
+                            "async_payment_failed async_payment_succeeded completed expired"),
     ),
     Resource(
-        name="tax_rates",
-        object="tax_rate",
-        path="/v1/tax_rates",
-        event_types=_events("tax_rate", "created", "updated"),
-        permission="Tax rates",
-    ),
-    Resource(
-        name="checkout_sessions",
-        object="checkout.session",
-        path="/v1/checkout/sessions",
-        event_types=_events(
-            "checkout.session",
-            "async_payment_failed",
-            "async_payment_succeeded",
-            "completed",
-            "expired",
-        ),
-        creation_event=False,
-        permission="Checkout Sessions",
-    ),
-    Resource(
-        name="subscription_schedules",
-        object="subscription_schedule",
-        path="/v1/subscription_schedules",
-        event_types=_events(
-            "subscription_schedule",
-            "aborted",
-            "canceled",
-            "completed",
-            "created",
-            "expiring",
-            "released",
-            "updated",
-        ),
+        "subscription_schedules", "subscription_schedule", "/v1/subscription_schedules",
         permission="Subscriptions",
+        event_types=_events("subscription_schedule",
+                            "aborted canceled completed created expiring released updated"),
     ),
-    Resource(
-        name="events",
-        object="event",
-        path="/v1/events",
-        # Events never change; Stripe drops them after 30 days, the warehouse keeps them.
-        sync=CREATED,
-        permission="Events",
-    ),
-    Resource(
-        name="accounts",
-        object="account",
-        path="/v1/accounts",
-        # Connected accounts of a platform. Only `account.updated` exists: no event when one
-        # is created, rejected or disconnected, so a full listing each run stays exact.
-        sync=FULL_TABLE,
-        permission="Connect",
-    ),
+    # Events never change; Stripe drops them after 30 days, the warehouse keeps them.
+    Resource("events", "event", "/v1/events", sync=CREATED, permission="Events"),
+    # Connected accounts of a platform. Only `account.updated` exists: no event when one is
+    # created, rejected or disconnected, so a full listing each run stays exact.
+    Resource("accounts", "account", "/v1/accounts", sync=FULL_TABLE, permission="Connect"),
 )
+# fmt: on
 
 RESOURCES_BY_NAME: dict[str, Resource] = {r.name: r for r in RESOURCES}
 
