@@ -608,11 +608,13 @@ class Emulator:
             traceback.print_exc()
             error = default_error(500, "", self.account_id)
             status, payload = 500, dumps(error.body())
-        self._send(h, ex, status, payload)
+        # Recorded before the response leaves, so a client that has its answer always
+        # finds the request in the log.
         record = RequestRecord(method, ex.path, ex.query, dict(h.headers.items()), status,
                                arrived, ex.fault_tag, ex.request_id, time.monotonic() - started)
         with self._records_lock:
             self._records.append(record)
+        self._send(h, ex, status, payload)
 
     def _respond(self, h: _Handler, ex: _Exchange) -> tuple[int, bytes]:
         """Status and body for one `/v1` request; sets `ex.extra`/`ex.mode`/`ex.fault_tag`."""
