@@ -60,8 +60,7 @@ class Scenario:
     @property
     def ceiling(self) -> float | None:
         """Objects/s the emulator's limits allow (100 objects per request)."""
-        rates = [r for r in (self.rate, self.endpoint_rate and self.endpoint_rate * len(CORE))
-                 if r]
+        rates = [r for r in (self.rate, self.endpoint_rate and self.endpoint_rate * len(CORE)) if r]
         return min(rates) * 100 if rates else None
 
 
@@ -80,8 +79,21 @@ class EmulatorProcess:
     """`python -m tests.emulator` in its own process, controlled over HTTP."""
 
     def __init__(self, objects: int, seed: int, scenario: Scenario) -> None:
-        argv = [PYTHON, "-m", "tests.emulator", "--port", "0", "--objects", str(objects),
-                "--seed", str(seed), "--api-key", TEST_KEY, "--api-key", LIVE_KEY]
+        argv = [
+            PYTHON,
+            "-m",
+            "tests.emulator",
+            "--port",
+            "0",
+            "--objects",
+            str(objects),
+            "--seed",
+            str(seed),
+            "--api-key",
+            TEST_KEY,
+            "--api-key",
+            LIVE_KEY,
+        ]
         mean, jitter = scenario.latency
         if mean or jitter:
             argv += ["--latency", f"{mean:g},{jitter:g}"]
@@ -90,8 +102,9 @@ class EmulatorProcess:
         if scenario.endpoint_rate:
             argv += ["--endpoint-rate-limit", f"{scenario.endpoint_rate:g}"]
         self.scenario = scenario
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         match = re.search(r"listening on (http://\S+)", line)
         if not match:
@@ -103,8 +116,8 @@ class EmulatorProcess:
         method = "POST" if body is not None else "GET"
         data = json.dumps(body).encode() if body is not None else None
         # The emulator's own http:// URL, read from its first line of output.
-        request = urllib.request.Request(f"{self.url}/_emulator/{action}", data=data,  # noqa: S310
-                                         method=method)
+        url = f"{self.url}/_emulator/{action}"
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
         with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
             return json.loads(response.read())["result"]
 
@@ -116,8 +129,10 @@ class EmulatorProcess:
         bare_loop(self.url, TEST_KEY, os.devnull)
         mean, jitter = self.scenario.latency
         self.control("set_latency", {"mean_ms": mean, "jitter_ms": jitter})
-        self.control("set_rate_limit", {"global_rps": self.scenario.rate,
-                                        "endpoint_rps": self.scenario.endpoint_rate})
+        self.control(
+            "set_rate_limit",
+            {"global_rps": self.scenario.rate, "endpoint_rps": self.scenario.endpoint_rate},
+        )
         self.control("clear_requests", {})
 
     def cpu(self) -> float:
@@ -208,8 +223,9 @@ def measure(label: str, argv: list[str], env: dict | None = None) -> Run:
     """Run `argv`; count RECORD lines on its stdout; time it; take its peak RSS."""
     started = time.monotonic()
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors,
-                                stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL, env=env
+        )
         first: list[float] = []
         count = 0
         last = b""
@@ -221,7 +237,7 @@ def measure(label: str, argv: list[str], env: dict | None = None) -> Run:
             # A RECORD marker may straddle two chunks: count on the joined edge too.
             joined = last + chunk
             count += joined.count(RECORD) - last.count(RECORD)
-            last = joined[-(len(RECORD) - 1):]
+            last = joined[-(len(RECORD) - 1) :]
         _, status, usage = os.wait4(proc.pid, 0)
         ended = time.monotonic()
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -229,9 +245,16 @@ def measure(label: str, argv: list[str], env: dict | None = None) -> Run:
         tail = errors.read()[-3000:].decode("utf-8", "replace")
     if label.startswith("R1"):  # the bare loop prints its own count
         count = int(tail.strip().splitlines()[-1]) if proc.returncode == 0 else 0
-    return Run(label, count, ended - (first[0] if first else started), ended - started,
-               usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime,
-               stderr_tail=tail)
+    return Run(
+        label,
+        count,
+        ended - (first[0] if first else started),
+        ended - started,
+        usage.ru_maxrss / 1024,
+        proc.returncode,
+        usage.ru_utime + usage.ru_stime,
+        stderr_tail=tail,
+    )
 
 
 def request_stats(emu: EmulatorProcess, run: Run) -> None:
@@ -267,8 +290,12 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
 
 def catalog_for(workdir: Path, config_path: Path) -> Path:
     """Discover, then select the four core streams and deselect every other stream."""
-    found = subprocess.run([PYTHON, "-m", "tap_stripe_connect", "--config", str(config_path),
-                            "--discover"], cwd=ROOT, capture_output=True, check=True)
+    found = subprocess.run(
+        [PYTHON, "-m", "tap_stripe_connect", "--config", str(config_path), "--discover"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
     catalog = json.loads(found.stdout)
     for entry in catalog["streams"]:
         for metadata in entry["metadata"]:
@@ -279,21 +306,40 @@ def catalog_for(workdir: Path, config_path: Path) -> Path:
     return path
 
 
-def tap_argv(workdir: Path, emu: EmulatorProcess, extra: dict, name: str,
-             profile: Path | None = None) -> list[str]:
-    config = {"api_key": emu.scenario.key, "api_url": emu.url, **emu.scenario.tap_config,
-              **extra}
+def tap_argv(
+    workdir: Path, emu: EmulatorProcess, extra: dict, name: str, profile: Path | None = None
+) -> list[str]:
+    config = {"api_key": emu.scenario.key, "api_url": emu.url, **emu.scenario.tap_config, **extra}
     config_path = workdir / f"config-{name}.json"
     config_path.write_text(json.dumps(config))
     catalog = workdir / "catalog.json"
     if not catalog.exists():
         catalog_for(workdir, config_path)
-    argv = [PYTHON, "-m", "tap_stripe_connect", "--config", str(config_path),
-            "--catalog", str(catalog)]
+    argv = [
+        PYTHON,
+        "-m",
+        "tap_stripe_connect",
+        "--config",
+        str(config_path),
+        "--catalog",
+        str(catalog),
+    ]
     if profile is not None:
         spy = Path(PYTHON).with_name("py-spy")
-        argv = [str(spy), "record", "--format", "raw", "--rate", "250", "--gil",
-                "--nonblocking", "--output", str(profile), "--", *argv]
+        argv = [
+            str(spy),
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "--gil",
+            "--nonblocking",
+            "--output",
+            str(profile),
+            "--",
+            *argv,
+        ]
     return argv
 
 
@@ -319,8 +365,11 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> list[Run
         runs.append(run)
         expected = args.objects * len(CORE)
         if run.returncode or run.records != expected:
-            print(f"!! {run.label}: exit {run.returncode}, {run.records} of {expected} "
-                  f"records\n{run.stderr_tail}", file=sys.stderr)
+            print(
+                f"!! {run.label}: exit {run.returncode}, {run.records} of {expected} "
+                f"records\n{run.stderr_tail}",
+                file=sys.stderr,
+            )
     return runs
 
 
@@ -333,8 +382,11 @@ def print_profile(path: Path, top: int = 25) -> None:
         if not stack:
             continue
         frame = re.sub(r":\d+\)$", ")", stack.split(";")[-1])
-        frame = re.sub(r"\(/.*?site-packages/|\(/.*?/lib/python3\.\d+/|\(" + re.escape(
-            str(ROOT)) + "/", "(", frame)
+        frame = re.sub(
+            r"\(/.*?site-packages/|\(/.*?/lib/python3\.\d+/|\(" + re.escape(str(ROOT)) + "/",
+            "(",
+            frame,
+        )
         own[frame] += int(count)
         total += int(count)
     print(f"\nprofile {path.name}: self time, {total} samples holding the GIL")
@@ -348,31 +400,37 @@ def print_profile(path: Path, top: int = 25) -> None:
 def print_table(runs: list[Run], objects: int) -> None:
     by_label = {r.label: r for r in runs}
     r1 = by_label.get("R1 bare loop")
-    header = (f"{'scenario':<18} {'objects':>8} {'s':>7} {'wall s':>7} {'objects/s':>10} "
-              f"{'% ceiling':>9} {'requests':>8} {'req/100':>7} {'failed':>6} {'429s':>5} "
-              f"{'max/s':>5} {'max/s/ep':>8} {'peak RSS MB':>11} {'CPU s':>6} {'emu CPU s':>9}")
+    header = (
+        f"{'scenario':<18} {'objects':>8} {'s':>7} {'wall s':>7} {'objects/s':>10} "
+        f"{'% ceiling':>9} {'requests':>8} {'req/100':>7} {'failed':>6} {'429s':>5} "
+        f"{'max/s':>5} {'max/s/ep':>8} {'peak RSS MB':>11} {'CPU s':>6} {'emu CPU s':>9}"
+    )
     print(f"\n{objects} objects per stream, {len(CORE)} streams\n")
     print(header)
     print("-" * len(header))
     for run in runs:
-        ceiling = run.ceiling or (r1.rate if r1 and run.label in ("A", "R2 max_workers=1")
-                                  else None)
+        ceiling = run.ceiling or (
+            r1.rate if r1 and run.label in ("A", "R2 max_workers=1") else None
+        )
         percent = f"{run.rate / ceiling:.0%}" if ceiling else "-"
         per100 = f"{run.requests / max(1, run.records) * 100:.2f}"
-        print(f"{run.label:<18} {run.records:>8} {run.seconds:>7.2f} {run.wall:>7.2f} "
-              f"{run.rate:>10.0f} {percent:>9} {run.requests:>8} {per100:>7} "
-              f"{run.failed:>6} {run.throttled:>5} {run.max_global_1s:>5} "
-              f"{run.max_endpoint_1s:>8} {run.peak_rss_mb:>11.1f} {run.cpu:>6.2f} "
-              f"{run.emulator_cpu:>9.2f}")
-    print("\n(% ceiling: of the emulator's limits x 100 objects per request; for A and R2, of "
-          "R1. req/100: requests per 100 objects, account probe included.)")
+        print(
+            f"{run.label:<18} {run.records:>8} {run.seconds:>7.2f} {run.wall:>7.2f} "
+            f"{run.rate:>10.0f} {percent:>9} {run.requests:>8} {per100:>7} "
+            f"{run.failed:>6} {run.throttled:>5} {run.max_global_1s:>5} "
+            f"{run.max_endpoint_1s:>8} {run.peak_rss_mb:>11.1f} {run.cpu:>6.2f} "
+            f"{run.emulator_cpu:>9.2f}"
+        )
+    print(
+        "\n(% ceiling: of the emulator's limits x 100 objects per request; for A and R2, of "
+        "R1. req/100: requests per 100 objects, account probe included.)"
+    )
     a, b, c = by_label.get("A"), by_label.get("B"), by_label.get("C")
     print("\nTargets:")
     if a and r1:
         print(f"  A >= 70% of R1:                       {a.rate / r1.rate:6.0%}")
     if b:
-        print(f"  B >= 90% of 2,500 objects/s, 0 failed: {b.rate / 2500:6.0%}, "
-              f"{b.failed} failed")
+        print(f"  B >= 90% of 2,500 objects/s, 0 failed: {b.rate / 2500:6.0%}, {b.failed} failed")
     if c:
         line = f"  C >= 60% of 10,000 objects/s:          {c.rate / 10000:6.0%}"
         if a:
@@ -389,26 +447,38 @@ def memory(args: argparse.Namespace, workdir: Path) -> None:
             run = measure(f"A {objects}", tap_argv(workdir, emu, {}, f"memory-{objects}"))
             expected = objects * len(CORE)
             if run.returncode or run.records != expected:
-                print(f"!! exit {run.returncode}, {run.records} of {expected} records\n"
-                      f"{run.stderr_tail}", file=sys.stderr)
+                print(
+                    f"!! exit {run.returncode}, {run.records} of {expected} records\n"
+                    f"{run.stderr_tail}",
+                    file=sys.stderr,
+                )
             results.append(run)
-            print(f"  {objects:>7} per stream: {run.records:>7} records in {run.seconds:6.1f} s "
-                  f"({run.rate:5.0f}/s), peak RSS {run.peak_rss_mb:6.1f} MB", flush=True)
+            print(
+                f"  {objects:>7} per stream: {run.records:>7} records in {run.seconds:6.1f} s "
+                f"({run.rate:5.0f}/s), peak RSS {run.peak_rss_mb:6.1f} MB",
+                flush=True,
+            )
     small, large = results
-    print(f"  growth: {large.peak_rss_mb / small.peak_rss_mb - 1:+.0%} "
-          "(target: within 20%)")
+    print(f"  growth: {large.peak_rss_mb / small.peak_rss_mb - 1:+.0%} (target: within 20%)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", default="A,B,C,R1,R2",
-                        help="comma-separated subset of A,B,C,R1,R2")
+    parser.add_argument(
+        "--scenarios", default="A,B,C,R1,R2", help="comma-separated subset of A,B,C,R1,R2"
+    )
     parser.add_argument("--objects", type=int, default=5000, help="objects per stream")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--memory", action="store_true",
-                        help="also compare peak RSS in A at 5,000 and 100,000 per stream")
-    parser.add_argument("--profile", metavar="SCENARIO",
-                        help="run the tap under py-spy in this scenario (needs py-spy)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also compare peak RSS in A at 5,000 and 100,000 per stream",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="SCENARIO",
+        help="run the tap under py-spy in this scenario (needs py-spy)",
+    )
     parser.add_argument("--bare-loop", nargs=2, metavar=("URL", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_loop:  # R1, run as its own process by `measure`
@@ -416,11 +486,18 @@ def main() -> None:
         count = bare_loop(*args.bare_loop, os.devnull)
         print(count, file=sys.stderr)
         return
-    model = next((ln.split(":", 1)[1].strip() for ln in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    print(f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}")
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(
+        f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     order = [n for n in ("R1", "A", "R2", "B", "C") if n in names]
     runs: list[Run] = []

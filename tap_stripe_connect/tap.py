@@ -511,8 +511,8 @@ class TapStripeConnect(Tap):
         budget). When nothing waits, the process already keeps a CPU busy and one more
         stream only competes for the GIL: without latency, four streams at once took ~30%
         longer than one after another. So a stream starts when another ends, or when the
-        last 50 ms left a CPU idle enough. Every stream runs even if one
-        fails; the first failure (in stream order) is raised at the end.
+        last 50 ms left a CPU idle enough. Every stream runs even if one fails; the first
+        failure (in stream order) is raised at the end.
         """
         waiting = list(streams)
         futures: list[Future] = []
@@ -527,7 +527,8 @@ class TapStripeConnect(Tap):
                 # While a stream may still start, running ones split no `created` window:
                 # a stream adds requests for full pages, a split window partial ones.
                 self.stream_may_start = bool(waiting) and len(running) < parallel
-                _, pending = wait(running, timeout=room.span, return_when=FIRST_COMPLETED)
+                timeout = room.span if self.stream_may_start else None
+                _, pending = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                 running = set(pending)
         self.stream_may_start = False
         for future in futures:

@@ -47,7 +47,7 @@ def stripe_like(objects: list[dict], delay: float = 0.0, windows: list | None = 
             hi = bisect.bisect_left(keys, (window.upper, ""))
             if after is not None:
                 hi = min(hi, bisect.bisect_left(keys, after))
-            page = keys[max(lo, hi - 100):hi][::-1]
+            page = keys[max(lo, hi - 100) : hi][::-1]
             for _, object_id in page:
                 yield by_id[object_id]
             if hi - 100 <= lo:
@@ -127,8 +127,9 @@ def test_a_slow_consumer_holds_the_workers_back():
             yield obj
 
     workers, batch_size, queue_size = 4, 10, 2
-    for batch in list_windows(read, Window(0, 2**33), workers, batch_size=batch_size,
-                              queue_size=queue_size):
+    for batch in list_windows(
+        read, Window(0, 2**33), workers, batch_size=batch_size, queue_size=queue_size
+    ):
         time.sleep(0.002)  # a consumer much slower than the workers
         with lock:
             read_ahead["consumed"] += len(batch)
@@ -180,9 +181,14 @@ def test_a_burst_of_429s_with_8_workers_loses_and_repeats_nothing(tmp_path):
     # Latency, so that windows split and several requests are in flight when the 429s
     # come; more retries than the default, so that the 30 may hit one request in a row.
     with Emulator(objects=1500, seed=13, latency=(40, 10)) as emu:
-        config = emulator_config(emu, max_workers=8, max_retry_seconds=120, max_retries=30,
-                                 max_requests_per_second=200,
-                                 max_requests_per_second_per_endpoint=100)
+        config = emulator_config(
+            emu,
+            max_workers=8,
+            max_retry_seconds=120,
+            max_retries=30,
+            max_requests_per_second=200,
+            max_requests_per_second_per_endpoint=100,
+        )
         catalog = core_catalog(config, tmp_path)
         injected = threading.Event()
 
@@ -225,9 +231,20 @@ def run_cli_with_short_backoff(config: dict, catalog: dict, tmp_path) -> TapRun:
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "catalog.json").write_text(json.dumps(catalog))
     proc = subprocess.run(
-        [sys.executable, "-c", SHORT_BACKOFF, "--config", str(tmp_path / "config.json"),
-         "--catalog", str(tmp_path / "catalog.json")],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            SHORT_BACKOFF,
+            "--config",
+            str(tmp_path / "config.json"),
+            "--catalog",
+            str(tmp_path / "catalog.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
         check=False,
     )
     messages = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith('{"type"')]
@@ -242,9 +259,12 @@ def test_records_as_before_with_the_fast_path(tmp_path):
     """
     with Emulator(objects=60, seed=17) as emu:
         config = emulator_config(emu)
-        catalog = core_catalog(config, tmp_path, selected=("customers", "invoices",
-                                                            "invoice_line_items"),
-                               deselect={"customers": ("email",)})
+        catalog = core_catalog(
+            config,
+            tmp_path,
+            selected=("customers", "invoices", "invoice_line_items"),
+            deselect={"customers": ("email",)},
+        )
         run = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     customers = run.records("customers")

@@ -13,7 +13,14 @@ import time
 
 import pytest
 
-from tap_stripe_connect.limiter import MAX_MARGIN, WINDOW, Grant, RateLimiter, endpoint_of
+from tap_stripe_connect.limiter import (
+    MAX_MARGIN,
+    SLACK,
+    WINDOW,
+    Grant,
+    RateLimiter,
+    endpoint_of,
+)
 from tests.conftest import emulator_config, run_tap
 from tests.emulator import Emulator
 
@@ -75,8 +82,13 @@ class Simulation:
         return [g.at for e, g, _ in self.grants if endpoint in (None, e)]
 
 
-def simulate(global_rate: float, endpoint_rate: float, latency: tuple[float, float],
-             requests: int, endpoints: tuple[str, ...] = CORE) -> Simulation:
+def simulate(
+    global_rate: float,
+    endpoint_rate: float,
+    latency: tuple[float, float],
+    requests: int,
+    endpoints: tuple[str, ...] = CORE,
+) -> Simulation:
     """`requests` requests, to each endpoint in turn, each sent as soon as allowed."""
     sim = Simulation(latency)
     sim.limiter = RateLimiter(global_rate, endpoint_rate, clock=sim.clock, sleep=sim.sleep)
@@ -205,9 +217,7 @@ def test_many_threads_never_exceed_the_rates():
             time.sleep(0.002)
             limiter.on_response(grant)
 
-    threads = [
-        threading.Thread(target=work, args=(f"GET /v1/{CORE[i % 4]}",)) for i in range(16)
-    ]
+    threads = [threading.Thread(target=work, args=(f"GET /v1/{CORE[i % 4]}",)) for i in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -223,20 +233,23 @@ def test_endpoint_of_maps_ids_to_a_placeholder():
     assert endpoint_of("GET", "/v1/charges?limit=100&created[gte]=5") == "GET /v1/charges"
     assert endpoint_of("GET", "/v1/customers/cus_NffrFeUfNV2Hib") == "GET /v1/customers/:id"
     assert (
-        endpoint_of("GET", "/v1/invoices/in_1BUcXYuuiKgFhuYc/lines")
-        == "GET /v1/invoices/:id/lines"
+        endpoint_of("GET", "/v1/invoices/in_1BUcXYuuiKgFhuYc/lines") == "GET /v1/invoices/:id/lines"
     )
-    assert (
-        endpoint_of("GET", "/v1/invoices/in_1MtHbELkdIwHu7ixl4OzzPMv/lines")
-        == endpoint_of("GET", "/v1/invoices/in_1BUcXYuuiKgFhuYc/lines")
+    assert endpoint_of("GET", "/v1/invoices/in_1MtHbELkdIwHu7ixl4OzzPMv/lines") == endpoint_of(
+        "GET", "/v1/invoices/in_1BUcXYuuiKgFhuYc/lines"
     )
     assert endpoint_of("GET", "/v1/accounts/acct_1032D82eZvKYlo2C") == "GET /v1/accounts/:id"
     assert endpoint_of("GET", "/v1/test_helpers/test_clocks/clock_1Mr3ZLDjnhvxOOWE") == (
         "GET /v1/test_helpers/test_clocks/:id"
     )
     # Resource names with underscores are not ids: each is its own endpoint.
-    for name in ("subscription_items", "balance_transactions", "payment_intents",
-                 "subscription_schedules", "invoice_items"):
+    for name in (
+        "subscription_items",
+        "balance_transactions",
+        "payment_intents",
+        "subscription_schedules",
+        "invoice_items",
+    ):
         assert endpoint_of("GET", f"/v1/{name}") == f"GET /v1/{name}"
     assert (
         endpoint_of("GET", "/v1/customers/cus_NffrFeUfNV2Hib/balance_transactions")
@@ -246,11 +259,13 @@ def test_endpoint_of_maps_ids_to_a_placeholder():
 
 def test_the_tap_keeps_to_the_emulators_limits(tmp_path):
     """A real sync: Stripe's (the emulator's) own count of each second's requests."""
-    with Emulator(objects=1200, seed=3, latency=(20, 10), rate_limit=20,
-                  endpoint_rate_limit=8) as emu:
+    with Emulator(
+        objects=1200, seed=3, latency=(20, 10), rate_limit=20, endpoint_rate_limit=8
+    ) as emu:
         catalog = core_catalog(emu, tmp_path)
-        config = emulator_config(emu, max_requests_per_second=20,
-                                 max_requests_per_second_per_endpoint=8)
+        config = emulator_config(
+            emu, max_requests_per_second=20, max_requests_per_second_per_endpoint=8
+        )
         run = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
         served = emu.requests
@@ -287,8 +302,8 @@ def test_a_place_is_held_a_second_past_the_latest_moment_it_can_have_been_counte
     limiter.on_response(slow)
     # `slow` may have arrived up to 0.1 s later than `fast`: its place is held that much
     # longer (plus a little slack), `fast`'s for exactly a second and the slack.
-    assert fast.held_until(limiter.margin, 0.05) == pytest.approx(1.01)
-    assert slow.held_until(limiter.margin, 0.05) == pytest.approx(1.11)
+    assert fast.held_until(limiter.margin, 0.05) == pytest.approx(1 + SLACK)
+    assert slow.held_until(limiter.margin, 0.05) == pytest.approx(1.1 + SLACK)
     # In flight: held for a second plus the spread of recent response times.
     pending = Grant(2.0)
     assert pending.held_until(0.07, 0.05) == pytest.approx(3.07)

@@ -61,7 +61,8 @@ json_values = st.recursive(
 
 @functools.cache
 def tap() -> TapStripeConnect:
-    return TapStripeConnect(config={"api_key": KEY, "account_id": "acct_property"}, validate_config=True)
+    config = {"api_key": KEY, "account_id": "acct_property"}
+    return TapStripeConnect(config=config, validate_config=True)
 
 
 def objects_for(stream: str, *, well_formed: bool = False) -> st.SearchStrategy[dict]:
