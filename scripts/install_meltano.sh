@@ -8,15 +8,8 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
 
-# Run a command quietly; show its output only when it fails.
-quiet() {
-  local log status=0
-  log="$(mktemp)"
-  "$@" >"$log" 2>&1 || status=$?
-  if [ "$status" != 0 ]; then cat "$log" >&2; echo "failed: $*" >&2; fi
-  rm -f "$log"
-  return "$status"
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 if [ ! -x .venv-meltano/bin/meltano ]; then
   echo "Installing Meltano into .venv-meltano ..." >&2

@@ -13,15 +13,8 @@ PYTHON="${PYTHON:-python3}"
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
 started=$SECONDS
 
-# Run a command quietly; show its output only when it fails.
-quiet() {
-  local log status=0
-  log="$(mktemp)"
-  "$@" >"$log" 2>&1 || status=$?
-  if [ "$status" != 0 ]; then cat "$log" >&2; echo "failed: $*" >&2; fi
-  rm -f "$log"
-  return "$status"
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 echo "==> Installing the tap into .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
