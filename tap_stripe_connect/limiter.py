@@ -170,10 +170,17 @@ class RateLimiter:
             self.margin = min(MAX_MARGIN, (ordered[-1 - trim] - ordered[trim]) * 1.1)
             self._typical = ordered[len(ordered) // 2]
 
-    def saturated(self, endpoint: str | None, within: float = 0.5) -> bool:
+    @property
+    def typical(self) -> float:
+        """The median response time lately (seconds; 0 before any response)."""
+        return self._typical
+
+    def saturated(self, endpoint: str | None, within: float = 0.1) -> bool:
         """Whether either budget of `endpoint` (None: the global one) is used up, or about to be.
 
-        Used up: requests had to wait for it lately. About to be: the requests in flight
+        Used up: requests had to wait for it in the last `within` seconds (longer kept
+        the last windows of a run from splitting well after the other streams had ended
+        and left the budget free: ~10% of a run). About to be: the requests in flight
         already fill it (Little's law: a budget of r per second, with responses taking d
         seconds, keeps r x d requests in flight), which holds from a run's first
         responses, before anything had to wait. More `created` windows would then add
