@@ -575,6 +575,7 @@ class StripeStream(RESTStream[str | None]):
             # Objects created after the read began reach the next sync through events.
             upper = (started or FAR_FUTURE) + DATE_RESOLUTION + 1
             endpoint = endpoint_of("GET", self.resource.path)
+            limiter = self.account_limiter(context)
             ranges = gaps(lower, upper, resumed.done) if resumed else [(lower, upper)]
             # Stripe lists some objects only when asked for them (archived prices): the
             # `created` range is then read once per entry of `list_variants`.
@@ -586,10 +587,11 @@ class StripeStream(RESTStream[str | None]):
                     may_split=lambda: (
                         not (
                             self.stripe_tap.stream_may_start
-                            or self.account_limiter(context).saturated(endpoint)
-                            or self.stripe_tap.cpu_bound(context)
+                            or limiter.saturated(endpoint)
+                            or self.stripe_tap.cpu_bound(limiter)
                         )
                     ),
+                    eager=lambda: limiter.responses_slow,
                 )
                 for variant in self.resource.list_variants or (None,)
             )

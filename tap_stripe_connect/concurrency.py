@@ -140,6 +140,10 @@ class LockedStateManager(StreamStateManager):
             return StreamStateManager.stream_state.fget(self)  # type: ignore[attr-defined, no-any-return]
 
 
+# No Stripe object is older than Stripe (2010-01-01).
+STRIPE_EPOCH = 1_262_304_000
+
+
 class Window:
     """Objects created in [lower, upper), read newest first by one worker."""
 
@@ -164,7 +168,13 @@ class Window:
         if self.first is None or self.cursor is None or self.count < 100:
             return 0.0
         density = self.count / max(1, self.first + 1 - self.cursor)
-        return density * (self.cursor + 1 - self.lower)
+        return density * (self.cursor + 1 - self._plausible_lower())
+
+    def _plausible_lower(self) -> int:
+        # Without `start_date` a listing reaches back to 1970; estimated from there, the
+        # older half of each first split holds nothing (a request for an empty page).
+        # The window still covers its whole range: this only places estimates and splits.
+        return max(self.lower, min(STRIPE_EPOCH, self.cursor or STRIPE_EPOCH))
 
     def accept(self, created: int) -> bool | None:
         """Claim an object for this window.
@@ -188,7 +198,8 @@ class Window:
         with self._lock:
             if self.finished or self.cursor is None or self.remaining() < self.MIN_SPLIT:
                 return None
-            middle = self.lower + (self.cursor + 1 - self.lower) // 2
+            lower = self._plausible_lower()
+            middle = lower + (self.cursor + 1 - lower) // 2
             if middle <= self.lower:
                 return None
             older = Window(self.lower, middle)
@@ -224,6 +235,7 @@ def list_windows(
     workers: int,
     *,
     may_split: Callable[[], bool] = lambda: True,
+    eager: Callable[[], bool] = lambda: False,
     batch_size: int = 100,
     queue_size: int = 8,
 ) -> Iterator[list[dict]]:
@@ -314,14 +326,23 @@ def list_windows(
     while running < max(1, workers) and (window := next_window(split=False)) is not None:
         start(window)
         running += 1
+    tried = time.monotonic()
     try:
         while running:
             try:
                 item = out.get(timeout=STARVING)
             except queue.Empty:
-                if running < workers and (window := next_window(split=True)) is not None:
+                item = None
+            # While Stripe's responses are slow, batches keep coming from the windows in
+            # flight and say nothing of the budget left: a window may split anyway (the
+            # last windows of a run would otherwise page alone).
+            now = time.monotonic()
+            if (item is None or (now - tried >= STARVING and eager())) and running < workers:
+                tried = now
+                if (window := next_window(split=True)) is not None:
                     start(window)
                     running += 1
+            if item is None:
                 continue
             if item is _DONE:
                 running -= 1

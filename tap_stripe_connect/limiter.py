@@ -35,6 +35,9 @@ SPREAD_SAMPLES = 500
 # The part of the fastest response that may come after Stripe counted the request
 # (serving the page, sending it back, a busy thread taking a while to read it).
 SLACK = 0.02
+# Seconds: a median response this slow means a sync mostly waits for Stripe (a page of
+# 100 objects takes ~10 ms of CPU here; Stripe's responses take 200-500 ms).
+SLOW_RESPONSE = 0.05
 # Ids in paths (`/v1/invoices/in_123/lines`) name one endpoint, whatever the id. An id has
 # a digit or a capital after its prefix; resource names (`balance_transactions`) have none.
 _ID_SEGMENT = re.compile(r"/(?:[a-z]+_)+(?=[a-z]*[A-Z0-9])[A-Za-z0-9]{6,}(?=/|$)")
@@ -93,8 +96,9 @@ class RateLimiter:
         self._factor = 1.0
         self._factor_at = 0.0
         self.throttled = 0
-        # When a request last had to wait, globally and per endpoint.
+        # When a request last had to wait, globally and per endpoint; how many wait now.
         self._waited: dict[str | None, float] = {}
+        self._queued: collections.Counter[str | None] = collections.Counter()
         self._durations: collections.deque[float] = collections.deque()  # oldest first
         self._ordered: list[float] = []  # the same, fastest first
         self.margin = 0.0
@@ -132,6 +136,7 @@ class RateLimiter:
         Call `responded()` on the result when the response is back: the sooner the
         response, the sooner the place is free again.
         """
+        queued = False
         while True:
             with self._lock:
                 now = self._clock()
@@ -145,10 +150,17 @@ class RateLimiter:
                     self._waited[endpoint] = now
                 wait = max(global_wait, endpoint_wait)
                 if wait <= 0:
+                    if queued:
+                        self._queued[None] -= 1
+                        self._queued[endpoint] -= 1
                     grant = Grant(now, self)
                     self._global.append(grant)
                     per_endpoint.append(grant)
                     return grant
+                if not queued:
+                    queued = True
+                    self._queued[None] += 1
+                    self._queued[endpoint] += 1
             self._sleep(wait)
 
     def on_response(self, grant: Grant) -> None:
@@ -171,32 +183,32 @@ class RateLimiter:
             self._typical = ordered[len(ordered) // 2]
 
     @property
-    def typical(self) -> float:
-        """The median response time lately (seconds; 0 before any response)."""
-        return self._typical
+    def responses_slow(self) -> bool:
+        """Whether responses take long enough that a sync mostly waits for them."""
+        return self._typical >= SLOW_RESPONSE
 
     def saturated(self, endpoint: str | None, within: float = 0.1) -> bool:
         """Whether either budget of `endpoint` (None: the global one) is used up, or about to be.
 
         Used up: requests had to wait for it in the last `within` seconds (longer kept
         the last windows of a run from splitting well after the other streams had ended
-        and left the budget free: ~10% of a run). About to be: the requests in flight
-        already fill it (Little's law: a budget of r per second, with responses taking d
-        seconds, keeps r x d requests in flight), which holds from a run's first
-        responses, before anything had to wait. More `created` windows would then add
-        partial pages, not speed.
+        and left the budget free: ~10% of a run). About to be: the requests in flight or
+        waiting for the budget already fill it (Little's law: a budget of r per second,
+        with responses taking d seconds, keeps r x d requests in flight), which holds from
+        a run's first responses, before anything had to wait. More `created` windows
+        would then add partial pages, not speed.
         """
         with self._lock:
             now = self._clock()
             if any(now - self._waited.get(key, -WINDOW * 10) < within for key in (None, endpoint)):
                 return True
-            for window, rate in (
-                (self._global, self.global_rate),
-                (self._endpoints.get(endpoint or ""), self.endpoint_rate),
+            for key, window, rate in (
+                (None, self._global, self.global_rate),
+                (endpoint, self._endpoints.get(endpoint or ""), self.endpoint_rate),
             ):
                 if window and self._typical:
                     in_flight = sum(1 for grant in window if grant.took is None)
-                    if in_flight >= self._limit(rate) * self._typical:
+                    if in_flight + self._queued[key] >= self._limit(rate) * self._typical:
                         return True
             return False
 

@@ -48,9 +48,6 @@ if t.TYPE_CHECKING:
 DEFAULT_API_VERSION = "2024-06-20"
 # Stripe's read limits: per account (test mode, live mode) and per endpoint.
 TEST_RATE, LIVE_RATE, ENDPOINT_RATE = 25.0, 90.0, 25.0
-# Seconds: a median response at least this slow means a sync mostly waits for Stripe
-# (a page of 100 objects takes ~10 ms of CPU here; Stripe's responses take 200-500 ms).
-SLOW_RESPONSE = 0.05
 
 
 def parse_start_date(value: t.Any) -> int | None:
@@ -394,11 +391,7 @@ class TapStripeConnect(Tap):
         """How busy the sync keeps a CPU (see `cpu_bound`)."""
         return CpuLoad(0.25)
 
-    def responses_slow(self, account_id: str | None = None) -> bool:
-        """Whether Stripe's responses take long enough that a sync mostly waits for them."""
-        return self.limiter_for(account_id).typical >= SLOW_RESPONSE
-
-    def cpu_bound(self, context: t.Mapping[str, t.Any] | None = None) -> bool:
+    def cpu_bound(self, limiter: RateLimiter) -> bool:
         """Whether more `created` windows would only compete for the CPU.
 
         With fast responses and a busy CPU, another window adds thread switches and a
@@ -406,10 +399,7 @@ class TapStripeConnect(Tap):
         a response time, when the CPU has caught up: waiting for the CPU to be idle left
         the last windows of a run to page alone (~10% of a run with 250 ms responses).
         """
-        account = (context or {}).get("account_id") or self.config.get("account_id")
-        if self.responses_slow(str(account) if account else None):
-            return False
-        return self.cpu_load.busy()
+        return not limiter.responses_slow and self.cpu_load.busy()
 
     @functools.cached_property
     def in_flight(self) -> threading.Semaphore:
@@ -550,12 +540,12 @@ class TapStripeConnect(Tap):
                 while (
                     waiting
                     and len(running) < parallel
-                    and (not running or self.responses_slow() or not room.busy())
+                    and (not running or self.limiter.responses_slow or not room.busy())
                 ):
                     future = pool.submit(self._sync_stream, waiting.pop(0))
                     futures.append(future)
                     running.add(future)
-                    if not self.responses_slow():
+                    if not self.limiter.responses_slow:
                         break  # one at a time: see whether the CPU is left idle
                 # While a stream may still start, running ones split no `created` window:
                 # a stream adds requests for full pages, a split window partial ones.

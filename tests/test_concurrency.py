@@ -20,7 +20,13 @@ import time
 import pytest
 from singer_sdk.singerlib import RecordMessage
 
-from tap_stripe_connect.concurrency import CpuLoad, LockedWriter, Window, list_windows
+from tap_stripe_connect.concurrency import (
+    STRIPE_EPOCH,
+    CpuLoad,
+    LockedWriter,
+    Window,
+    list_windows,
+)
 from tests.conftest import ROOT, TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
 
@@ -99,6 +105,19 @@ def test_only_the_window_range_is_read():
         for o in batch
     ]
     assert sorted(got) == sorted(o["id"] for o in objects if lower <= o["created"] < upper)
+
+
+def test_a_listing_from_1970_splits_within_stripes_lifetime():
+    """Without `start_date` a window reaches back to 1970; halving that range gives away
+    a part that holds nothing (a request for an empty page), so splits place their
+    estimate after 2010, while the windows still cover the whole range between them."""
+    window = Window(0, 1_800_000_000)
+    for created in range(1_700_000_100, 1_700_000_000, -1):
+        assert window.accept(created)
+    older = window.split()
+    assert older is not None
+    assert older.lower == 0 and older.upper == window.lower  # nothing left uncovered
+    assert older.upper > STRIPE_EPOCH + (1_700_000_000 - STRIPE_EPOCH) // 3
 
 
 def test_no_split_while_the_budget_is_full():

@@ -202,6 +202,27 @@ def test_saturated_when_requests_in_flight_fill_the_budget():
     assert limiter.saturated("GET /v1/customers")  # the global budget is full too
 
 
+def test_requests_waiting_for_the_budget_count_as_demand():
+    """A request asleep in `acquire` is neither in flight nor a fresh wait: still demand."""
+    limiter = RateLimiter(2, 2)
+    first = limiter.acquire("GET /v1/charges")
+    time.sleep(0.25)
+    limiter.on_response(first)  # responses take ~0.25 s: the budget keeps 0.5 in flight
+    limiter.on_response(limiter.acquire("GET /v1/charges"))
+    time.sleep(0.15)
+    assert not limiter.saturated("GET /v1/charges")  # nothing in flight, nothing waits
+    waiting = threading.Thread(
+        target=lambda: limiter.on_response(limiter.acquire("GET /v1/charges"))
+    )
+    waiting.start()  # the budget's 2 places are held: it sleeps for most of a second
+    time.sleep(0.15)  # longer than `saturated` remembers a wait
+    assert waiting.is_alive()
+    assert limiter.saturated("GET /v1/charges")
+    assert limiter.saturated("GET /v1/customers")  # the global budget: the same request
+    waiting.join()
+    assert not limiter.saturated("GET /v1/customers", within=0)  # served: demand gone
+
+
 def test_many_threads_never_exceed_the_rates():
     """Real threads and the real clock: counted where the limiter lets them through."""
     limiter = RateLimiter(40, 15)
