@@ -582,7 +582,7 @@ class StripeStream(RESTStream[str | None]):
             batches = itertools.chain.from_iterable(
                 list_windows(
                     functools.partial(self.window_records, context, variant),
-                    [Window(a, b) for a, b in ranges],
+                    [Window(a, b, self.stripe_tap.earliest_created(context)) for a, b in ranges],
                     self.stripe_tap.window_workers,
                     may_split=lambda: (
                         not (

@@ -151,9 +151,10 @@ class Window:
     # ends on a partial page, so smaller splits cost more requests than they save.
     MIN_SPLIT = 300
 
-    def __init__(self, lower: int, upper: int) -> None:
+    def __init__(self, lower: int, upper: int, floor: int = STRIPE_EPOCH) -> None:
         self.lower = lower
         self.upper = upper
+        self.floor = floor  # the earliest `created` the objects plausibly have
         self.first: int | None = None  # `created` of the first (newest) object accepted
         self.cursor: int | None = None  # `created` of the last (oldest) object accepted
         self.count = 0
@@ -172,9 +173,10 @@ class Window:
 
     def _plausible_lower(self) -> int:
         # Without `start_date` a listing reaches back to 1970; estimated from there, the
-        # older half of each first split holds nothing (a request for an empty page).
-        # The window still covers its whole range: this only places estimates and splits.
-        return max(self.lower, min(STRIPE_EPOCH, self.cursor or STRIPE_EPOCH))
+        # older half of each first split holds nothing (a request for an empty page),
+        # and so on down to the account's first objects. The window still covers its
+        # whole range: `floor` only places estimates and splits.
+        return max(self.lower, min(self.floor, self.cursor or self.floor))
 
     def accept(self, created: int) -> bool | None:
         """Claim an object for this window.
@@ -202,7 +204,7 @@ class Window:
             middle = lower + (self.cursor + 1 - lower) // 2
             if middle <= self.lower:
                 return None
-            older = Window(self.lower, middle)
+            older = Window(self.lower, middle, self.floor)
             self.lower = middle
             return older
 

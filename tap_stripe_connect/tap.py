@@ -24,7 +24,7 @@ from tap_stripe_connect.auth import (
     secrets_in,
 )
 from tap_stripe_connect.client import StripeClock, StripeSession
-from tap_stripe_connect.concurrency import CpuLoad, LockedStateWriter, LockedWriter
+from tap_stripe_connect.concurrency import STRIPE_EPOCH, CpuLoad, LockedStateWriter, LockedWriter
 from tap_stripe_connect.errors import (
     ConfigError,
     StripePermissionError,
@@ -237,7 +237,8 @@ class TapStripeConnect(Tap):
             title="Max requests per second",
             description=(
                 "The account's request budget. Default: 25 for test-mode keys, 90 for live "
-                "keys (Stripe allows 25 and 100)."
+                "keys (Stripe allows 25 and 100; 90 leaves room for the account's other "
+                "clients: set 100 when the tap is the only one)."
             ),
         ),
         th.Property(
@@ -385,6 +386,17 @@ class TapStripeConnect(Tap):
                     float(self.config.get("max_requests_per_second_per_endpoint") or ENDPOINT_RATE),
                 )
             return limiter
+
+    def earliest_created(self, context: t.Mapping[str, t.Any] | None = None) -> int:
+        """The earliest `created` an account's objects plausibly carry (for estimates only).
+
+        The account's own creation when the credential's account is read (a connected
+        account's is when it was connected: older objects are still listed); else 2010.
+        """
+        created = (self.account or {}).get("created")
+        if (context or {}).get("account_id") or not isinstance(created, int):
+            return STRIPE_EPOCH
+        return created
 
     @functools.cached_property
     def cpu_load(self) -> CpuLoad:

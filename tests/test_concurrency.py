@@ -120,6 +120,16 @@ def test_a_listing_from_1970_splits_within_stripes_lifetime():
     assert older.upper > STRIPE_EPOCH + (1_700_000_000 - STRIPE_EPOCH) // 3
 
 
+def test_splits_start_from_the_accounts_creation_when_known():
+    account_created = 1_650_000_000  # no object of the account is older (but may be)
+    window = Window(0, 1_800_000_000, floor=account_created)
+    for created in range(1_700_000_100, 1_700_000_000, -1):
+        window.accept(created)
+    older = window.split()
+    assert older is not None and older.lower == 0 and older.floor == account_created
+    assert older.upper == account_created + (1_700_000_001 - account_created) // 2
+
+
 def test_no_split_while_the_budget_is_full():
     objects = dataset("spread", 3000)
     windows: list[Window] = []
