@@ -127,7 +127,9 @@ def test_splits_start_from_the_accounts_creation_when_known():
         window.accept(created)
     older = window.split()
     assert older is not None and older.lower == 0 and older.floor == account_created
-    assert older.upper == account_created + (1_700_000_001 - account_created) // 2
+    cursor = window.cursor
+    assert cursor == 1_700_000_001
+    assert older.upper == account_created + (cursor + 1 - account_created) // 2  # halfway
 
 
 def test_no_split_while_the_budget_is_full():
