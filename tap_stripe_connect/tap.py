@@ -292,6 +292,7 @@ class TapStripeConnect(Tap):
         self._primed = False
         self._limiters: dict[str | None, RateLimiter] = {}
         self.stream_may_start = False  # see `_sync_streams`
+        self.streams_started = False  # whether a stream began (a failure has state to keep)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """The SDK's check (which also fills in defaults), with one line naming each bad
@@ -486,7 +487,7 @@ class TapStripeConnect(Tap):
         try:
             if isinstance(writer, LockedWriter):
                 writer.flush()
-            if failed:
+            if failed and self.streams_started:
                 self.state_writer.write_state(self.state)
         except OSError:
             if not failed:  # after a failure, its own error says more
@@ -547,6 +548,7 @@ class TapStripeConnect(Tap):
         for four streams, was ~25% above a short sync's.) Every stream runs even if one
         fails; the first failure (in stream order) is raised at the end.
         """
+        self.streams_started = True
         waiting = list(streams)
         futures: list[Future] = []
         running: set[Future] = set()
