@@ -20,8 +20,13 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 def about_markdown() -> str:
     """The tap's own settings documentation, as `--about --format=markdown` prints it."""
+    return about("markdown")
+
+
+def about(fmt: str) -> str:
+    """What `tap-stripe-connect --about --format=<fmt>` prints."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tap_stripe_connect", "--about", "--format=markdown"],
+        [sys.executable, "-m", "tap_stripe_connect", "--about", f"--format={fmt}"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -576,13 +576,14 @@ class StripeStream(RESTStream[str | None]):
             upper = (started or FAR_FUTURE) + DATE_RESOLUTION + 1
             endpoint = endpoint_of("GET", self.resource.path)
             limiter = self.account_limiter(context)
+            floor = self.stripe_tap.earliest_created(context)
             ranges = gaps(lower, upper, resumed.done) if resumed else [(lower, upper)]
             # Stripe lists some objects only when asked for them (archived prices): the
             # `created` range is then read once per entry of `list_variants`.
             batches = itertools.chain.from_iterable(
                 list_windows(
                     functools.partial(self.window_records, context, variant),
-                    [Window(a, b, self.stripe_tap.earliest_created(context)) for a, b in ranges],
+                    [Window(a, b, floor) for a, b in ranges],
                     self.stripe_tap.window_workers,
                     may_split=lambda: (
                         not (

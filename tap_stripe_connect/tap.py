@@ -555,19 +555,16 @@ class TapStripeConnect(Tap):
         room = CpuLoad(0.05)  # a quick look: streams start within a few responses
         with ThreadPoolExecutor(parallel, thread_name_prefix="stream") as pool:
             while waiting or running:
+                slow = self.limiter.responses_slow
                 while (
                     waiting
                     and len(running) < parallel
-                    and (
-                        not running
-                        or self.limiter.responses_slow
-                        or not room.busy(STREAM_START_BUSY)
-                    )
+                    and (not running or slow or not room.busy(STREAM_START_BUSY))
                 ):
                     future = pool.submit(self._sync_stream, waiting.pop(0))
                     futures.append(future)
                     running.add(future)
-                    if not self.limiter.responses_slow:
+                    if not slow:
                         break  # one at a time: see whether the CPU is left idle
                 # While a stream may still start, running ones split no `created` window:
                 # a stream adds requests for full pages, a split window partial ones.

@@ -116,7 +116,8 @@ def test_a_listing_from_1970_splits_within_stripes_lifetime():
         assert window.accept(created)
     older = window.split()
     assert older is not None
-    assert older.lower == 0 and older.upper == window.lower  # nothing left uncovered
+    assert older.lower == 0  # nothing left uncovered
+    assert older.upper == window.lower
     assert older.upper > STRIPE_EPOCH + (1_700_000_000 - STRIPE_EPOCH) // 3
 
 
@@ -126,7 +127,9 @@ def test_splits_start_from_the_accounts_creation_when_known():
     for created in range(1_700_000_100, 1_700_000_000, -1):
         window.accept(created)
     older = window.split()
-    assert older is not None and older.lower == 0 and older.floor == account_created
+    assert older is not None
+    assert older.lower == 0
+    assert older.floor == account_created
     cursor = window.cursor
     assert cursor == 1_700_000_001
     assert older.upper == account_created + (cursor + 1 - account_created) // 2  # halfway

@@ -196,12 +196,17 @@ def test_a_run_ends_with_a_summary_table_of_exact_counts(emu, catalog, tmp_path)
     assert int(table["total"]["requests"]) == emu.request_count("/v1/")
 
 
-def test_progress_lines_appear_at_the_interval(emu, catalog, tmp_path):
-    emu.set_latency(100)
+def sync_slowly(emu, catalog, tmp_path, latency_ms: float, **config) -> TapRun:
+    """A sync while each response takes `latency_ms` (the shared emulator is reset after)."""
+    emu.set_latency(latency_ms)
     try:
-        run = sync(emu, catalog, tmp_path, progress_interval_seconds=0.05)
+        return sync(emu, catalog, tmp_path, **config)
     finally:
         emu.set_latency(0)
+
+
+def test_progress_lines_appear_at_the_interval(emu, catalog, tmp_path):
+    run = sync_slowly(emu, catalog, tmp_path, 100, progress_interval_seconds=0.05)
     lines = [ln for ln in run.stderr.splitlines() if "| Progress " in ln]
     assert len(lines) >= 2, run.stderr[-3000:]
     assert re.search(
@@ -212,11 +217,7 @@ def test_progress_lines_appear_at_the_interval(emu, catalog, tmp_path):
 
 
 def test_no_progress_lines_with_interval_zero(emu, catalog, tmp_path):
-    emu.set_latency(20)
-    try:
-        run = sync(emu, catalog, tmp_path, progress_interval_seconds=0)
-    finally:
-        emu.set_latency(0)
+    run = sync_slowly(emu, catalog, tmp_path, 20, progress_interval_seconds=0)
     assert "| Progress " not in run.stderr
     assert "Sync finished:" in run.stderr
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import yaml
 
@@ -43,14 +41,7 @@ def test_update_script_rewrites_only_the_block(tmp_path, monkeypatch):
 
 
 def test_meltano_yml_declares_every_setting_of_the_tap():
-    about = subprocess.run(
-        [sys.executable, "-m", "tap_stripe_connect", "--about", "--format=json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
-    settings = json.loads(about.stdout)["settings"]["properties"]
+    settings = json.loads(update_readme_settings.about("json"))["settings"]["properties"]
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     (extractor,) = [
         p for p in project["plugins"]["extractors"] if p["name"] == "tap-stripe-connect"
