@@ -14,18 +14,13 @@ import math
 import threading
 import time
 import typing as t
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import backoff
 import msgspec
 import requests
-import singer_sdk.singerlib as singer
 from requests.utils import resolve_proxies
 from singer_sdk.exceptions import RetriableAPIError
-from singer_sdk.helpers._catalog import pop_deselected_record_properties
-from singer_sdk.helpers._typing import conform_record_data_types
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams import RESTStream
@@ -46,6 +41,8 @@ from tap_stripe_connect.errors import (
 from tap_stripe_connect.limiter import RateLimiter, endpoint_of
 from tap_stripe_connect.records import RecordShaper, format_unix
 from tap_stripe_connect.resources import CREATED, EVENTS, FULL_TABLE, RESOURCES_BY_NAME
+from tap_stripe_connect.sdk_compat import CompatStream
+from tap_stripe_connect.settings import parse_time as rfc3339_to_unix
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -54,6 +51,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
     from tap_stripe_connect.resources import Resource
+    from tap_stripe_connect.settings import Settings
     from tap_stripe_connect.tap import TapStripeConnect
 
 PAGE_SIZE = 100  # Stripe's maximum `limit`.
@@ -186,21 +184,14 @@ def unix_to_rfc3339(value: int) -> str:
     return format_unix(int(value))  # cached: every record of a listing has the same `updated`
 
 
-def rfc3339_to_unix(value: str) -> int:
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp())
-
-
-class StripeStream(RESTStream[str | None]):
+class StripeStream(RESTStream[str | None], CompatStream):
     """A Stripe list endpoint described by a `Resource`."""
 
     resource: t.ClassVar[Resource]
 
     @property
     def stripe_tap(self) -> TapStripeConnect:
-        return t.cast("TapStripeConnect", self._tap)
+        return t.cast("TapStripeConnect", self.tap)
 
     # Stripe objects carry no update time; `updated` is the Stripe time from which the
     # record is known current (see README, "How incremental sync works").
@@ -209,13 +200,17 @@ class StripeStream(RESTStream[str | None]):
     # -- request building ---------------------------------------------------------
 
     @property
+    def settings(self) -> Settings:
+        return self.stripe_tap.settings
+
+    @property
     def url_base(self) -> str:
-        return str(self.config.get("api_url", "https://api.stripe.com")).rstrip("/")
+        return self.settings.api_url
 
     @property
     def http_headers(self) -> dict[str, str]:
         headers = {
-            "Stripe-Version": str(self.config.get("api_version", "2024-06-20")),
+            "Stripe-Version": self.settings.api_version,
             "User-Agent": self.user_agent,
         }
         if account := self.config.get("account_id"):
@@ -258,7 +253,7 @@ class StripeStream(RESTStream[str | None]):
 
     @property
     def timeout(self) -> int:
-        return int(self.config.get("request_timeout", 60))
+        return self.settings.request_timeout
 
     def get_new_paginator(self) -> StripeCursorPaginator:
         return StripeCursorPaginator()
@@ -410,7 +405,7 @@ class StripeStream(RESTStream[str | None]):
         return backoff.expo(base=2, factor=0.5, max_value=30)
 
     def backoff_max_tries(self) -> int:
-        return int(self.config.get("max_retries", 8)) + 1
+        return self.settings.max_retries + 1
 
     def request_decorator(self, func: Callable) -> Callable:
         retrying = backoff.on_exception(
@@ -423,7 +418,7 @@ class StripeStream(RESTStream[str | None]):
                 requests.exceptions.ContentDecodingError,
             ),
             max_tries=self.backoff_max_tries,
-            max_time=float(self.config.get("max_retry_seconds", 300)),
+            max_time=self.settings.max_retry_seconds,
             on_backoff=self.backoff_handler,
             on_giveup=_note_giveup,
             jitter=self.backoff_jitter,
@@ -515,35 +510,9 @@ class StripeStream(RESTStream[str | None]):
         record["_sdc_deleted_at"] = None
         return record
 
-    @property
-    def state_manager(self) -> LockedStateManager:
+    def new_state_manager(self, **kwargs: t.Any) -> LockedStateManager:
         # Streams sync in parallel and share one state dict (see concurrency.py).
-        if self._state_manager is None:
-            self._state_manager = LockedStateManager(
-                tap_name=self.tap_name,
-                stream_name=self.name,
-                tap_state=self._tap_state,
-                state_partitioning_keys=self.state_partitioning_keys,
-                is_sorted=self.is_sorted,
-                check_sorted=self.check_sorted,
-            )
-        return t.cast("LockedStateManager", self._state_manager)
-
-    def _increment_stream_state(
-        self, latest_record: dict, *, context: Context | None = None
-    ) -> None:
-        # Every record of a listing carries the same `updated` (the start of the read), and
-        # the SDK increments the bookmark once per record under the run lock: with several
-        # streams at once, threads queued for that lock behind another's stdout write, two
-        # context switches per record (~25% of a parallel sync's time). Incrementing a
-        # bookmark with the value it already took changes nothing, so it is done once.
-        last = (context, latest_record.get(self.replication_key or ""))
-        if self._last_increment == last:
-            return
-        super()._increment_stream_state(latest_record, context=context)
-        self._last_increment = last
-
-    _last_increment: tuple[Context | None, t.Any] | None = None
+        return LockedStateManager(**kwargs)
 
     def get_replication_key_signpost(self, context: Context | None = None) -> None:
         # The SDK caps bookmarks at this machine's clock; ours come from Stripe's clock
@@ -603,7 +572,7 @@ class StripeStream(RESTStream[str | None]):
             # holds several accounts' partitions, nor CREATED streams: their listings
             # after the first are partial, and `events` keeps what Stripe dropped.
             if (
-                self._stream_version is None
+                self.table_version is None
                 and not self.stripe_tap.connected_accounts
                 and self.resource.sync != CREATED
             ):
@@ -617,7 +586,7 @@ class StripeStream(RESTStream[str | None]):
             # (Variants read the same `created` ranges: no range is done before the last.)
             if covers is not None and started is not None and not self.resource.list_variants:
                 self.checkpoint(context, started, covers)
-        if self._stream_version is not None:
+        if self.table_version is not None:
             self.activate_table_version(context)
         self.finish_listing(context, started)
         self.mark_synced(context, started)
@@ -635,7 +604,7 @@ class StripeStream(RESTStream[str | None]):
         if entry is None:
             return None
         listing = Listing.from_state(entry)
-        lag = int(self.config.get("event_lag_seconds", 60))
+        lag = self.settings.event_lag_seconds
         # Events must still reach back to the listing's start (Stripe keeps 30 days),
         # with a day to spare for the rest of the listing.
         too_old = (
@@ -676,13 +645,13 @@ class StripeStream(RESTStream[str | None]):
             listing = (
                 Listing.from_state(entry)
                 if entry is not None
-                else Listing(started, self._stream_version)
+                else Listing(started, self.table_version)
             )
             listing.complete(*covers)
             state[LISTING] = listing.to_state()
             self.state_manager.is_flushed = False
             if now - self._checkpointed >= CHECKPOINT_SECONDS:
-                self._write_state_message()
+                self.write_state_now()
                 self._checkpointed = now
 
     _checkpointed = -math.inf  # monotonic time of this stream's last checkpoint STATE
@@ -699,7 +668,7 @@ class StripeStream(RESTStream[str | None]):
     def use_table_version(self, version: int | None) -> None:
         """Tag this stream's (and its children's) records with a table version."""
         for stream in (self, *self.descendent_streams):
-            stream._stream_version = version
+            stream.table_version = version
 
     def activate_table_version(self, context: Context | None) -> None:
         """After a complete listing: rows the listing did not contain are gone from Stripe.
@@ -708,10 +677,10 @@ class StripeStream(RESTStream[str | None]):
         event; an ACTIVATE_VERSION message lets targets drop the rows of earlier versions.
         It is written only once every record of the listing has been written.
         """
-        version = self._stream_version
+        version = self.table_version
         for stream in (self, *self.descendent_streams):
             if stream.selected and getattr(stream, "schema_written", True):
-                stream._write_activate_version_message(t.cast("int", version))
+                stream.write_activate_version(t.cast("int", version))
         with RUN_LOCK:
             self.get_context_state(context)["table_version"] = version
 
@@ -758,7 +727,7 @@ class StripeStream(RESTStream[str | None]):
         elif self.resource.sync == CREATED:
             # Objects that never change: those created since the bookmark, less the lag
             # (a new object can appear in the list a little after its `created` time).
-            lag = int(self.config.get("event_lag_seconds", 60))
+            lag = self.settings.event_lag_seconds
             yield from self.list_all(context, since=rfc3339_to_unix(bookmark) - lag)
         else:
             yield from self.changes_since(rfc3339_to_unix(bookmark), context)
@@ -769,7 +738,7 @@ class StripeStream(RESTStream[str | None]):
         Events are read from the bookmark minus a lag, because Stripe's event list is
         eventually consistent: an event can appear a little after its `created` time.
         """
-        since = bookmark - int(self.config.get("event_lag_seconds", 60))
+        since = bookmark - self.settings.event_lag_seconds
         # Changes belong to the table version of the last complete listing.
         self.use_table_version(self.get_context_state(context).get("table_version"))
         seen: set[str] = set()
@@ -815,7 +784,7 @@ class StripeStream(RESTStream[str | None]):
             "Stream '%s': its bookmark is older than the 30 days of events Stripe keeps "
             "(less the %ss lag); re-reading every object of the stream instead.",
             self.name,
-            self.config.get("event_lag_seconds", 60),
+            self.settings.event_lag_seconds,
         )
         return True
 
@@ -906,7 +875,7 @@ class StripeStream(RESTStream[str | None]):
 
     @property
     def api_version(self) -> str:
-        return str(self.config.get("api_version", "2024-06-20"))
+        return self.settings.api_version
 
     # Records are shaped in `get_records`; they already match the schema: times are
     # RFC 3339 strings, fractions Decimals (written as JSON numbers), and fields the
@@ -921,34 +890,6 @@ class StripeStream(RESTStream[str | None]):
     def every_property_selected(self) -> bool:
         """Whether the catalog selects every property (the mask is fixed for a run)."""
         return all(selected for breadcrumb, selected in self.mask.items() if breadcrumb)
-
-    def _generate_record_messages(
-        self, record: dict
-    ) -> t.Generator[singer.RecordMessage, None, None]:
-        """The SDK's own (singer-sdk 0.54), less a walk that has nothing to do.
-
-        `pop_deselected_record_properties` visits every nested dict of every record to
-        drop deselected properties: as much CPU as parsing the record. With the usual
-        catalog, where every property is selected, it never drops anything.
-        """
-        if not self.every_property_selected:
-            pop_deselected_record_properties(record, self.schema, self.mask)
-        record = conform_record_data_types(
-            stream_name=self.name,
-            record=record,
-            schema=self.effective_schema,
-            level=self.TYPE_CONFORMANCE_LEVEL,
-            logger=self.logger,
-        )
-        for stream_map in self.stream_maps:
-            mapped_record = stream_map.transform(record)
-            if mapped_record is not None:
-                yield singer.RecordMessage(
-                    stream=stream_map.stream_alias,
-                    record=mapped_record,
-                    version=self._stream_version,
-                    time_extracted=utc_now(),
-                )
 
 
 def _note_giveup(details: t.Any) -> None:

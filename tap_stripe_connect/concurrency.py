@@ -22,8 +22,8 @@ import time
 import typing as t
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
-from singer_sdk.helpers._state import StateWriter
-from singer_sdk.streams._state import StreamStateManager
+
+from tap_stripe_connect.sdk_compat import StateWriter, StreamStateManager
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -123,21 +123,29 @@ def _locked(method: Callable) -> Callable:
     return call
 
 
+# The manager's operations on the shared dict (tests/test_sdk_compat.py checks they exist).
+LOCKED_METHODS = (
+    "get_context_state",
+    "write_starting_replication_value",
+    "write_replication_key_signpost",
+    "increment_state",
+    "finalize_state",
+    "finalize_progress_markers",
+    "get_state_partitions",
+)
+
+
 class LockedStateManager(StreamStateManager):
     """The SDK's state manager; each operation on the shared dict holds the run lock."""
-
-    get_context_state = _locked(StreamStateManager.get_context_state)
-    write_starting_replication_value = _locked(StreamStateManager.write_starting_replication_value)
-    write_replication_key_signpost = _locked(StreamStateManager.write_replication_key_signpost)
-    increment_state = _locked(StreamStateManager.increment_state)
-    finalize_state = _locked(StreamStateManager.finalize_state)
-    finalize_progress_markers = _locked(StreamStateManager.finalize_progress_markers)
-    get_state_partitions = _locked(StreamStateManager.get_state_partitions)
 
     @property
     def stream_state(self) -> dict:
         with RUN_LOCK:
             return StreamStateManager.stream_state.fget(self)  # type: ignore[attr-defined, no-any-return]
+
+
+for _name in LOCKED_METHODS:
+    setattr(LockedStateManager, _name, _locked(getattr(StreamStateManager, _name)))
 
 
 # No Stripe object is older than Stripe (2010-01-01).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import json
 import typing as t
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ from jsonschema import Draft7Validator
 
 from tap_stripe_connect.checkpoints import LISTING, Listing, StateError
 from tap_stripe_connect.errors import TapError
+from tap_stripe_connect.settings import is_time
 
 # Settings singer-sdk itself reads, whether or not the tap's schema lists them.
 SDK_SETTINGS = frozenset(
@@ -128,22 +128,12 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
                 "is accepted only for a local emulator)"
             )
     start = config.get("start_date")
-    if "start_date" not in wrong and isinstance(start, str) and start and not _is_datetime(start):
+    if "start_date" not in wrong and isinstance(start, str) and start and not is_time(start):
         problems.append(
             f"setting 'start_date' is not a date ({start[:40]!r}): use an ISO 8601 date or "
             "date-time such as 2024-01-01 or 2024-01-01T00:00:00Z"
         )
     return problems
-
-
-def _is_datetime(value: t.Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
 
 
 # -- STATE -----------------------------------------------------------------------------------
@@ -183,7 +173,7 @@ def _check_entry(entry: t.Any, where: str) -> None:
     if not isinstance(entry, dict):
         raise StateError(f"STATE entry {where} is {kind(entry)}, not an object.{_ADVICE}")
     value = entry.get("replication_key_value")
-    if value is not None and not _is_datetime(value):
+    if value is not None and not is_time(value):
         shown = repr(value[:40]) if isinstance(value, str) else kind(value)
         raise StateError(
             f"STATE entry {where}.replication_key_value is not a date-time ({shown}); this "

@@ -31,6 +31,9 @@ class StripeChildStream(StripeStream):
     # Children are re-read with their parent; their state never grows per parent.
     replication_key = None  # type: ignore[assignment]
     state_partitioning_keys: t.ClassVar[list[str]] = []
+    # The SDK syncs a child once per parent and would repeat its SCHEMA each time; once
+    # per run is what targets need.
+    schema_once = True
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,14 +41,6 @@ class StripeChildStream(StripeStream):
         # Kept out of the context, which the SDK copies into logs and metrics.
         self.embedded: dict[str, dict] = {}
         self.rest: dict[str, Future] = {}
-        self.schema_written = False
-
-    def _write_schema_message(self) -> None:
-        # The SDK syncs a child once per parent and would repeat its SCHEMA each time;
-        # once per run is what targets need.
-        if not self.schema_written:
-            super()._write_schema_message()
-            self.schema_written = True
 
     def shape(self, record: dict, updated: int | None, context: Context | None) -> dict:
         record = super().shape(record, updated, context)

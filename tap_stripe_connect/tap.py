@@ -10,17 +10,13 @@ import re
 import threading
 import typing as t
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 
-from singer_sdk import Tap
-from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_stripe_connect.auth import (
     StripeKeyAuthenticator,
     StripeOAuthAuthenticator,
     build_authenticator,
-    is_live_key,
     secrets_in,
 )
 from tap_stripe_connect.client import StripeClock, StripeSession
@@ -35,8 +31,9 @@ from tap_stripe_connect.errors import (
 from tap_stripe_connect.inputs import check_catalog, check_state, config_problems
 from tap_stripe_connect.limiter import RateLimiter, endpoint_of
 from tap_stripe_connect.permissions import check_permissions
-from tap_stripe_connect.progress import DEFAULT_INTERVAL as DEFAULT_PROGRESS_INTERVAL
 from tap_stripe_connect.progress import Progress
+from tap_stripe_connect.sdk_compat import CompatTap
+from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings
 from tap_stripe_connect.streams import probe, stream_classes
 
 if t.TYPE_CHECKING:
@@ -45,27 +42,8 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.streams import Stream
 
-DEFAULT_API_VERSION = "2024-06-20"
-# Stripe's read limits: per account (test mode, live mode) and per endpoint.
-TEST_RATE, LIVE_RATE, ENDPOINT_RATE = 25.0, 90.0, 25.0
 # Share of a CPU a sync must have used over the last 50 ms for no other stream to start.
 STREAM_START_BUSY = 0.5
-
-
-def parse_start_date(value: t.Any) -> int | None:
-    """`start_date` as Unix seconds; a clear error names the setting when it is malformed."""
-    if value in (None, ""):
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(
-            f"Setting 'start_date' is not a date: {str(value)[:40]!r}. "
-            "Use an ISO 8601 date or date-time such as 2024-01-01 or 2024-01-01T00:00:00Z."
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp())
 
 
 @contextlib.contextmanager
@@ -88,190 +66,12 @@ def fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
-class TapStripeConnect(Tap):
+class TapStripeConnect(CompatTap):
     """Stripe payments and billing data, kept equal to Stripe."""
 
     name = "tap-stripe-connect"
 
-    config_jsonschema = th.PropertiesList(
-        th.Property(
-            "api_key",
-            th.StringType,
-            secret=True,
-            title="API key",
-            description=(
-                "Stripe secret key (sk_...) or restricted key (rk_...) with read access to "
-                "the selected streams."
-            ),
-        ),
-        th.Property(
-            "start_date",
-            th.DateTimeType,
-            title="Start date",
-            description=(
-                "Only objects created at or after this time are synced. Default: all history."
-            ),
-        ),
-        th.Property(
-            "api_url",
-            th.StringType,
-            default="https://api.stripe.com",
-            title="API URL",
-            description="Base URL of Stripe's API (change it only to use an emulator).",
-        ),
-        th.Property(
-            "api_version",
-            th.StringType,
-            default=DEFAULT_API_VERSION,
-            title="API version",
-            description=(
-                "Stripe API version sent as `Stripe-Version` on every request; the schemas "
-                "are generated for 2024-06-20."
-            ),
-        ),
-        th.Property(
-            "account_id",
-            th.StringType,
-            title="Account ID",
-            description=(
-                "Connected account (acct_...) to read, sent as `Stripe-Account`. Default: "
-                "the key's own account."
-            ),
-        ),
-        th.Property(
-            "account_ids",
-            th.ArrayType(th.StringType),
-            title="Account IDs",
-            description=(
-                "Platforms: connected accounts (acct_...) to sync with the platform's key, "
-                'each as its own partition; ["*"] syncs every connected account.'
-            ),
-        ),
-        th.Property(
-            "client_id",
-            th.StringType,
-            title="Client ID",
-            description="Stripe Connect: the platform's OAuth client id (ca_...).",
-        ),
-        th.Property(
-            "client_secret",
-            th.StringType,
-            secret=True,
-            title="Client secret",
-            description="Stripe Connect: the platform's secret key, used to refresh tokens.",
-        ),
-        th.Property(
-            "refresh_token",
-            th.StringType,
-            secret=True,
-            title="Refresh token",
-            description="Stripe Connect: the connected account's refresh token.",
-        ),
-        th.Property(
-            "access_token",
-            th.StringType,
-            secret=True,
-            title="Access token",
-            description="Stripe Connect: a ready access token of the connected account.",
-        ),
-        th.Property(
-            "credentials_file",
-            th.StringType,
-            title="Credentials file",
-            description=(
-                "Stripe Connect: JSON file written by `tap-stripe-connect connect`; a refresh "
-                "token Stripe rotates is saved back here (mode 0600)."
-            ),
-        ),
-        th.Property(
-            "oauth_url",
-            th.StringType,
-            default="https://connect.stripe.com",
-            title="OAuth URL",
-            description="Stripe Connect's OAuth base URL (change it only to use an emulator).",
-        ),
-        th.Property(
-            "event_lag_seconds",
-            th.IntegerType,
-            default=60,
-            title="Event lag seconds",
-            description=(
-                "Incremental syncs re-read events this many seconds before the bookmark, "
-                "because Stripe's event list is eventually consistent."
-            ),
-        ),
-        th.Property(
-            "request_timeout",
-            th.IntegerType,
-            default=60,
-            title="Request timeout",
-            description="Seconds to wait for one Stripe response before retrying.",
-        ),
-        th.Property(
-            "max_retries",
-            th.IntegerType,
-            default=8,
-            title="Max retries",
-            description=(
-                "Retries of one request after 429, 409, 5xx, timeouts and connection errors."
-            ),
-        ),
-        th.Property(
-            "max_retry_seconds",
-            th.NumberType,
-            default=300,
-            title="Max retry seconds",
-            description="Longest total time spent retrying one request before giving up.",
-        ),
-        th.Property(
-            "max_workers",
-            th.IntegerType,
-            default=32,
-            title="Max workers",
-            description=(
-                "Requests in flight at once, across streams, `created` windows and child "
-                "lists. 1 reads everything sequentially."
-            ),
-        ),
-        th.Property(
-            "max_requests_per_second",
-            th.NumberType,
-            title="Max requests per second",
-            description=(
-                "The account's request budget. Default: 25 for test-mode keys, 90 for live "
-                "keys (Stripe allows 25 and 100; 90 leaves room for the account's other "
-                "clients: set 100 when the tap is the only one)."
-            ),
-        ),
-        th.Property(
-            "max_requests_per_second_per_endpoint",
-            th.NumberType,
-            default=25,
-            title="Max requests per second per endpoint",
-            description="Budget for each endpoint, such as GET /v1/charges (Stripe allows 25).",
-        ),
-        th.Property(
-            "progress_interval_seconds",
-            th.NumberType,
-            default=DEFAULT_PROGRESS_INTERVAL,
-            title="Progress interval seconds",
-            description=(
-                "Seconds between progress lines (per stream: records so far, records/s, "
-                "requests, retries). 0 turns them off; the summary table at the end stays."
-            ),
-        ),
-        th.Property(
-            "skip_unreadable_streams",
-            th.BooleanType,
-            default=False,
-            title="Skip unreadable streams",
-            description=(
-                "Restricted keys (rk_...) are checked before a sync: by default a selected "
-                "stream the key may not read stops the run, naming every such stream and "
-                "the permission it needs. True skips those streams, with a warning each."
-            ),
-        ),
-    ).to_dict()
+    config_jsonschema = CONFIG_SCHEMA
 
     message_writer_class = LockedWriter
 
@@ -286,7 +86,8 @@ class TapStripeConnect(Tap):
         self.requests_by_endpoint: collections.Counter[str] = collections.Counter()
         self.retries_by_stream: collections.Counter[str] = collections.Counter()
         self._count_lock = threading.Lock()
-        self._locked_state_writer = LockedStateWriter(self.message_writer)
+        # Also the writer of the SDK's signal handler: STATE only under the run lock.
+        self.use_state_writer(LockedStateWriter(self.message_writer))
         self.account: dict | None = None
         self.failed_accounts: dict[str, str] = {}
         self._primed = False
@@ -294,20 +95,20 @@ class TapStripeConnect(Tap):
         self.stream_may_start = False  # see `_sync_streams`
         self.streams_started = False  # whether a stream began (a failure has state to keep)
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's check (which also fills in defaults), with one line naming each bad
+    def check_settings(self, config: dict[str, t.Any], *, raise_errors: bool = True) -> list[str]:
+        """Before the SDK's check (which also fills in defaults): one line naming each bad
         setting, unknown settings included, and never a secret's value."""
-        register_secrets(secrets_in(self._config))
+        register_secrets(secrets_in(config))
         self.append_builtin_config(self.config_jsonschema)
-        problems = config_problems(self._config, self.config_jsonschema)
+        problems = config_problems(config, self.config_jsonschema)
         if problems and raise_errors:
             raise ConfigError(f"Invalid settings: {'; '.join(problems)}.")
         for problem in problems:
             self.logger.warning("Invalid setting: %s", problem)
-        try:
-            return super()._validate_config(raise_errors=raise_errors) or problems
-        except ConfigValidationError as exc:
-            raise ConfigError(f"Invalid settings: {'; '.join(exc.errors)}.") from None
+        return problems
+
+    def settings_rejected(self, exc: ConfigValidationError) -> t.NoReturn:
+        raise ConfigError(f"Invalid settings: {'; '.join(exc.errors)}.") from None
 
     def load_state(self, state: dict[str, t.Any]) -> None:
         """A STATE this tap cannot resume from ends the run before anything is written."""
@@ -318,8 +119,12 @@ class TapStripeConnect(Tap):
         return [cls(tap=self) for cls in stream_classes()]
 
     @functools.cached_property
+    def settings(self) -> Settings:
+        return Settings.from_config(self.config)
+
+    @property
     def start_timestamp(self) -> int | None:
-        return parse_start_date(self.config.get("start_date"))
+        return self.settings.start_timestamp
 
     @functools.cached_property
     def authenticator(self) -> StripeKeyAuthenticator | StripeOAuthAuthenticator:
@@ -361,7 +166,7 @@ class TapStripeConnect(Tap):
 
     @property
     def max_workers(self) -> int:
-        return max(1, int(self.config.get("max_workers") or 32))
+        return self.settings.max_workers
 
     @property
     def window_workers(self) -> int:
@@ -378,15 +183,9 @@ class TapStripeConnect(Tap):
         with self._count_lock:
             limiter = self._limiters.get(account_id)
             if limiter is None:
-                live = is_live_key(str(self.config.get("api_key") or "")) or bool(
-                    (self.account or {}).get("livemode")
-                )
                 limiter = self._limiters[account_id] = RateLimiter(
-                    float(
-                        self.config.get("max_requests_per_second")
-                        or (LIVE_RATE if live else TEST_RATE)
-                    ),
-                    float(self.config.get("max_requests_per_second_per_endpoint") or ENDPOINT_RATE),
+                    self.settings.account_rate(bool((self.account or {}).get("livemode"))),
+                    self.settings.max_requests_per_second_per_endpoint,
                 )
             return limiter
 
@@ -425,10 +224,6 @@ class TapStripeConnect(Tap):
         """Workers for child lists fetched ahead of their parent's record."""
         return ThreadPoolExecutor(self.max_workers, thread_name_prefix="children")
 
-    @property
-    def state_writer(self) -> LockedStateWriter:
-        return self._locked_state_writer
-
     def _before_send(self, request: requests.PreparedRequest) -> None:
         path = (request.path_url or "").split("?")[0]
         # The grant goes back to the limiter with the response (see `validate_response`).
@@ -457,14 +252,12 @@ class TapStripeConnect(Tap):
     @functools.cached_property
     def progress(self) -> Progress:
         """Progress lines while the run lasts and the summary table at its end."""
-        progress = Progress(self.logger, self.config.get("progress_interval_seconds"))
+        progress = Progress(self.logger, self.settings.progress_interval_seconds)
         if isinstance(self.message_writer, LockedWriter):
             self.message_writer.observer = progress.observe_message
         return progress
 
-    # The SDK marks `sync_all` final and syncs streams one at a time; running them in
-    # parallel is the point of this override (see concurrency.py).
-    def sync_all(self) -> None:  # type: ignore[misc]
+    def run_sync(self) -> None:
         """Sync, with progress lines while it runs and a summary table at the end."""
         self.progress.start()
         failed = True
@@ -503,8 +296,7 @@ class TapStripeConnect(Tap):
         # Check the settings the SDK's JSON Schema cannot express before any request.
         _ = self.authenticator
         _ = self.start_timestamp
-        self._reset_state_progress_markers()
-        self._set_compatible_replication_methods()
+        self.prepare_sync_state()
         if self.state:
             self.state_writer.write_state(self.state)
         self.prime_clock()
