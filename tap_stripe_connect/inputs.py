@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from jsonschema import Draft7Validator
 
-from tap_stripe_connect.checkpoints import LISTING, Listing, StateError
+from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 from tap_stripe_connect.errors import TapError
 from tap_stripe_connect.settings import is_time
 

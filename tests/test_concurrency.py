@@ -20,13 +20,10 @@ import time
 import pytest
 from singer_sdk.singerlib import RecordMessage
 
-from tap_stripe_connect.concurrency import (
-    STRIPE_EPOCH,
-    CpuLoad,
-    LockedWriter,
-    Window,
-    list_windows,
-)
+from tap_stripe_connect.output.writer import LockedWriter
+from tap_stripe_connect.sync.run import STRIPE_EPOCH
+from tap_stripe_connect.sync.scheduler import CpuLoad
+from tap_stripe_connect.sync.windows import Window, list_windows
 from tests.conftest import ROOT, TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
 
@@ -254,8 +251,8 @@ def test_a_burst_of_429s_with_8_workers_loses_and_repeats_nothing(tmp_path):
 SHORT_BACKOFF = """
 import sys
 import backoff
-from tap_stripe_connect.client import StripeStream
-StripeStream.backoff_wait_generator = lambda self: backoff.constant(interval=0.05)
+from tap_stripe_connect.api.client import StripeClient
+StripeClient.backoff_wait = lambda self: backoff.constant(interval=0.05)
 from tap_stripe_connect.cli import main
 main(sys.argv[1:])
 """

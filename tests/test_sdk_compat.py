@@ -90,7 +90,7 @@ def test_sdk_code_the_tap_copies_or_replaces_is_unchanged(func, digest, why):
 
 
 def test_state_manager_methods_the_locked_manager_wraps_exist():
-    from tap_stripe_connect.concurrency import LOCKED_METHODS
+    from tap_stripe_connect.state.bookmarks import LOCKED_METHODS
 
     for name in LOCKED_METHODS:
         assert callable(getattr(stream_state.StreamStateManager, name)), name
