@@ -16,9 +16,9 @@ import logging
 import re
 import time
 import typing as t
+from unittest import mock
 
 import requests
-from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict

@@ -122,9 +122,7 @@ def private_sdk_names(path: Path) -> list[str]:
             found += [p for p in parts if p.startswith("_")]
         elif isinstance(node, ast.Import):
             found += [
-                a.name
-                for a in node.names
-                if a.name.startswith("singer_sdk") and "._" in a.name
+                a.name for a in node.names if a.name.startswith("singer_sdk") and "._" in a.name
             ]
         elif isinstance(node, ast.Attribute) and node.attr in SDK_PRIVATE_ATTRIBUTES:
             found.append(node.attr)
