@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from jsonschema import Draft7Validator
 
-from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 from tap_stripe_connect.errors import TapError
 from tap_stripe_connect.settings import is_time
+from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 
 # Settings singer-sdk itself reads, whether or not the tap's schema lists them.
 SDK_SETTINGS = frozenset(

@@ -16,7 +16,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tap_stripe_connect.settings import parse_time as rfc3339_to_unix
 from tap_stripe_connect.resources import (
     CREATED,
     EVENTS,
@@ -26,6 +25,7 @@ from tap_stripe_connect.resources import (
     RESOURCES,
     RESOURCES_BY_NAME,
 )
+from tap_stripe_connect.settings import parse_time as rfc3339_to_unix
 from tests.conftest import TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
 from tests.emulator.billing import KINDS
