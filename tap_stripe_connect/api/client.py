@@ -119,6 +119,7 @@ class StripeClient:
 
         Restricted keys often may not read it; Stripe then names it in the error.
         """
+        account: dict | None
         try:
             account, _ = self.call(ACCOUNT)
         except StripePermissionError as exc:

@@ -79,7 +79,7 @@ class UnitState:
     def __init__(
         self,
         manager: StreamStateManager,
-        context: dict | None,
+        context: t.Mapping[str, t.Any] | None,
         *,
         bookmarked: bool,
         write_state: Callable[[], None],

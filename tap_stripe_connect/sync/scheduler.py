@@ -23,7 +23,8 @@ STREAM_START_BUSY = 0.5
 class Job(t.Protocol):
     """A unit of work the scheduler runs: its name (for progress) and the work."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def run(self) -> None: ...
 
