@@ -144,6 +144,21 @@ def test_the_layout_matches_the_readme():
         assert folder in readme.split("## How the code is organised")[1], folder
 
 
+#: Lines a class may span: a class past this holds more than one idea (issue 13).
+MAX_CLASS_LINES = 300
+
+
+def test_no_class_is_longer_than_a_reader_can_hold():
+    sizes = {
+        f"{module}.{node.name}": node.end_lineno - node.lineno + 1
+        for module, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None
+    }
+    assert sizes
+    assert {name: n for name, n in sizes.items() if n > MAX_CLASS_LINES} == {}
+
+
 def test_each_module_imports_on_its_own():
     """Imported first, in a fresh interpreter state, each module loads (no module needs
     another to have been imported before it)."""
