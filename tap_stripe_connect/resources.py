@@ -1,8 +1,8 @@
 """The table of Stripe resources the tap syncs.
 
 Everything that differs between streams is a field of `Resource`; everything that is
-the same lives once in `client.py`. Adding a resource is one entry in `RESOURCES` plus
-`python scripts/generate_schemas.py`.
+the same lives once, in the client (`api/`) or the sync modes (`sync/`). Adding a
+resource is one entry in `RESOURCES` plus `python scripts/generate_schemas.py`.
 """
 
 from __future__ import annotations
