@@ -175,7 +175,7 @@ RESOURCES: tuple[Resource, ...] = (
         # Without `active`, Stripe lists active prices only (archived ones on request).
         list_variants=(("active", "true"), ("active", "false")),
         # Stripe returns `tiers` only when asked; events never carry it, so an event's
-        # price is fetched again (see `StripeStream.record_from_event`).
+        # price is fetched again (see `sync.events.record_from_event`).
         expand=("tiers",),
     ),
     Resource("plans", "plan", "/v1/plans", permission="Prices", expand=("tiers",),

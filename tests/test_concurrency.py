@@ -21,9 +21,8 @@ import pytest
 from singer_sdk.singerlib import RecordMessage
 
 from tap_stripe_connect.output.writer import LockedWriter
-from tap_stripe_connect.sync.run import STRIPE_EPOCH
 from tap_stripe_connect.sync.scheduler import CpuLoad
-from tap_stripe_connect.sync.windows import Window, list_windows
+from tap_stripe_connect.sync.windows import STRIPE_EPOCH, Window, list_windows
 from tests.conftest import ROOT, TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
 

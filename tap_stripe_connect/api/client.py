@@ -22,6 +22,7 @@ import requests
 from requests.utils import resolve_proxies
 
 from tap_stripe_connect.api import failures
+from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.api.body import body_problem, parse
 from tap_stripe_connect.api.clock import StripeClock
 from tap_stripe_connect.api.limiter import RateLimiter, endpoint_of
@@ -264,7 +265,7 @@ class StripeClient:
             read,
             response,
             account=response.request.headers.get("Stripe-Account") or self.own_account_id,
-            oauth=hasattr(self.authenticator, "oauth_request_body"),
+            oauth=isinstance(self.authenticator, StripeOAuthAuthenticator),
         )
 
     @staticmethod

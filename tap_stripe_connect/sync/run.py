@@ -11,6 +11,7 @@ from tap_stripe_connect.api import list_read
 from tap_stripe_connect.errors import ConfigError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
+from tap_stripe_connect.sync.windows import STRIPE_EPOCH
 
 if t.TYPE_CHECKING:
     import logging
@@ -18,9 +19,6 @@ if t.TYPE_CHECKING:
     from tap_stripe_connect.api import StripeClient
     from tap_stripe_connect.api.limiter import RateLimiter
     from tap_stripe_connect.settings import Settings
-
-# No Stripe object is older than Stripe (2010-01-01).
-STRIPE_EPOCH = 1_262_304_000
 
 
 class Run:
