@@ -21,7 +21,7 @@ import backoff
 import requests
 from requests.utils import resolve_proxies
 
-from tap_stripe_connect.api import failures
+from tap_stripe_connect.api import failures, metering
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.api.body import body_problem, parse
 from tap_stripe_connect.api.clock import StripeClock
@@ -79,8 +79,15 @@ class StripeClient:
         """The objects of a list, page by page (newest first, `starting_after`)."""
         after = read.after
         seen: set[str] = set()
+        with metering.counter(read) as counter:
+            yield from self._pages(read, after, seen, counter)
+
+    def _pages(
+        self, read: Read, after: str | None, seen: set[str], counter: metering.Counter
+    ) -> Iterator[list[dict]]:
         while True:
             body, response = self.call(read, after)
+            counter.increment()
             data = body.get("data") or []
             if data:
                 yield data
@@ -103,14 +110,18 @@ class StripeClient:
 
     def first(self, read: Read) -> dict | None:
         """A list's first object, from one request: whether the credential may read it."""
-        body, _ = self.call(read.first_only())
+        with metering.counter(read) as counter:
+            body, _ = self.call(read.first_only())
+            counter.increment()
         data = body.get("data") or []
         return data[0] if data else None
 
     def retrieve(self, read: Read) -> dict | None:
         """One object; None when Stripe no longer has it."""
         try:
-            body, _ = self.call(read)
+            with metering.counter(read) as counter:
+                body, _ = self.call(read)
+                counter.increment()
         except StripeNotFoundError:
             return None
         return body
@@ -122,7 +133,9 @@ class StripeClient:
         """
         account: dict | None
         try:
-            account, _ = self.call(ACCOUNT)
+            with metering.counter(ACCOUNT) as counter:
+                account, _ = self.call(ACCOUNT)
+                counter.increment()
         except StripePermissionError as exc:
             found = re.search(r"on account '(acct_[A-Za-z0-9]+)'", str(exc))
             account = {"id": found.group(1)} if found else None
@@ -215,6 +228,7 @@ class StripeClient:
             # Headers are in, the body not yet read: the sooner a response, the sooner its
             # place in the rate budget is free again (see limiter.py).
             grant.responded()
+            metering.log_duration(read, response)
             # Kept where requests keeps a body it read itself (`response.json()` reads it).
             response._content = content = self.read_body(response)
         return self.check(read, response, content, limiter), response
