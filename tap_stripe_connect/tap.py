@@ -201,7 +201,7 @@ class TapStripeConnect(CompatTap):
         self.prepare_sync_state()
         if self.state:
             self.state_writer.write_state(self.state)
-        self.run.prime()
+        self.run.read_account()
         self.run.require_account()
         # Restricted keys: every selected stream readable before any starts (or skipped).
         selected = [s.name for s in self.streams.values() if s.selected]

@@ -57,7 +57,7 @@ class Harness:
         settings = self.settings
         client = StripeClient(settings, StripeKeyAuthenticator({"api_key": settings.api_key}))
         self.run = Run(client, settings, logging.getLogger("test-sync"))
-        self.run.prime()
+        self.run.read_account()
 
     def sync(self, mode: t.Callable[[Unit], t.Iterator[dict]], unit: Unit) -> list[dict]:
         """The unit's records; then its bookmark is final, as after `Stream.sync`."""

@@ -81,15 +81,15 @@ def find_unreadable(run: Run, names: t.Iterable[str]) -> list[Unreadable]:
             parent = RESOURCES_BY_NAME[resource.list_per]
             key = f"{name} of one {parent.name}"
             keys += [parent.name, key]
-            checks.setdefault(parent.name, functools.partial(_probe, run, parent))
-            checks.setdefault(key, functools.partial(_probe_one_parent, run, resource, parent))
+            checks.setdefault(parent.name, functools.partial(_check, run, parent))
+            checks.setdefault(key, functools.partial(_check_one_parent, run, resource, parent))
         else:
             keys.append(root.name)
-            checks.setdefault(root.name, functools.partial(_probe, run, root))
+            checks.setdefault(root.name, functools.partial(_check, run, root))
         # A child is re-read with its parent, which follows events when it is an EVENTS one.
         if EVENTS in (resource.sync, root.sync):
             keys.append("events")
-            checks.setdefault("events", functools.partial(_probe, run, RESOURCES_BY_NAME["events"]))
+            checks.setdefault("events", functools.partial(_check, run, RESOURCES_BY_NAME["events"]))
         needed[name] = keys
 
     workers = max(1, min(8, run.settings.max_workers, len(checks)))
@@ -117,7 +117,7 @@ def _first(run: Run, resource: Resource, parent_id: str | None = None) -> dict |
     return run.client.first(read)
 
 
-def _probe(run: Run, resource: Resource, parent_id: str | None = None) -> Need | None:
+def _check(run: Run, resource: Resource, parent_id: str | None = None) -> Need | None:
     """None if the credential may read the resource's list, else what it needs."""
     try:
         _first(run, resource, parent_id)
@@ -129,13 +129,13 @@ def _probe(run: Run, resource: Resource, parent_id: str | None = None) -> Need |
     return None
 
 
-def _probe_one_parent(run: Run, resource: Resource, parent: Resource) -> Need | None:
+def _check_one_parent(run: Run, resource: Resource, parent: Resource) -> Need | None:
     """A per-parent list: read the list of the first parent, if the parent list has one."""
     try:
         first = _first(run, parent)
     except StripePermissionError:
         return None  # reported by the parent's own check
-    return None if first is None else _probe(run, resource, first["id"])
+    return None if first is None else _check(run, resource, first["id"])
 
 
 def unreadable_to_skip(run: Run, selected: t.Iterable[str], logger: t.Any) -> list[str]:

@@ -8,6 +8,7 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 
 from tap_stripe_connect.api import list_read
+from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.errors import ConfigError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
@@ -39,21 +40,21 @@ class Run:
         self.scheduler = Scheduler(1, lambda: client.limiter_for(None).responses_slow)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
         self._lock = threading.Lock()
-        self._primed = False
+        self._account_read = False
         self._connected: list[str] | None = None
         self._listed = False
 
-    def prime(self) -> None:
+    def read_account(self) -> None:
         """Learn Stripe's time and the credential's account, from one request."""
         self.account = self.client.account()
-        self._primed = True
+        self._account_read = True
         self.client.own_account_id = self.account_id
 
     def ensure_account(self) -> None:
         """A stream synced on its own (SDK tests, dry runs) still needs its account."""
         with self._lock:
-            if not self._primed and not self.account_id:
-                self.prime()
+            if not self._account_read and not self.account_id:
+                self.read_account()
             self.client.own_account_id = self.account_id
 
     def connected_accounts(self) -> list[str] | None:
@@ -80,8 +81,9 @@ class Run:
         """The account records come from, unless a connected account is read."""
         if self.settings.account_id:
             return self.settings.account_id
-        if oauth_account := getattr(self.client.authenticator, "account_id", None):
-            return str(oauth_account)
+        auth = self.client.authenticator
+        if isinstance(auth, StripeOAuthAuthenticator) and auth.account_id:
+            return str(auth.account_id)
         return (self.account or {}).get("id")
 
     def require_account(self) -> None:
