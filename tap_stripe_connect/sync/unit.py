@@ -8,6 +8,7 @@ stream and no tap, and a scheduler can hand out (account, stream) units freely.
 
 from __future__ import annotations
 
+import functools
 import typing as t
 from dataclasses import dataclass
 
@@ -68,10 +69,13 @@ class Unit:
         """Stripe's time, or None before any response."""
         return self.client.clock.now()
 
+    @functools.cached_property
+    def owner(self) -> str | None:
+        """The account the records come from (`account_id` of every record)."""
+        return self.account or self.run.account_id
+
     def shape(self, obj: dict, updated: int | None, *, deleted_at: int | None = None) -> dict:
-        return self.records.shape(
-            obj, updated, self.account or self.run.account_id, deleted_at=deleted_at
-        )
+        return self.records.shape(obj, updated, self.owner, deleted_at=deleted_at)
 
     def mark_synced(self, started: int | None) -> None:
         """Move the bookmark to the start of this read, also when nothing changed."""
