@@ -34,22 +34,15 @@ def body_problem(
     if not isinstance(body.get("has_more", False), bool):
         return "a list whose 'has_more' is not true or false"
     for index, item in enumerate(data):
-        problem = _item_problem(item, index, events=events, created=created)
-        if problem:
-            return problem
-    return None
-
-
-def _item_problem(item: t.Any, index: int, *, events: bool, created: bool) -> str | None:
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-        return f"item {index} of the list has no id"
-    stamp = item.get("created")
-    if (created or events) and (not isinstance(stamp, int) or isinstance(stamp, bool)):
-        return f"item {index} of the list has no integer 'created'"
-    if events:
-        payload = item.get("data")
-        if not isinstance(item.get("type"), str) or not (
-            isinstance(payload, dict) and isinstance(payload.get("object"), dict)
-        ):
-            return f"event {index} of the list has no 'type' or 'data.object'"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            return f"item {index} of the list has no id"
+        stamp = item.get("created")
+        if (created or events) and (not isinstance(stamp, int) or isinstance(stamp, bool)):
+            return f"item {index} of the list has no integer 'created'"
+        if events:
+            payload = item.get("data")
+            if not isinstance(item.get("type"), str) or not (
+                isinstance(payload, dict) and isinstance(payload.get("object"), dict)
+            ):
+                return f"event {index} of the list has no 'type' or 'data.object'"
     return None
