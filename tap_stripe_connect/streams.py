@@ -114,9 +114,12 @@ class StripeStream(CompatStream):
     def get_records(self, context: Context | None) -> Iterable[dict]:
         unit = self.unit(context)
         records = MODES[self.resource.sync](unit)
-        if not (unit.account and self.run.connected_accounts()):
-            yield from records
-            return
+        if unit.account and self.run.connected_accounts():
+            return self.one_of_many_accounts(unit, records)
+        return records
+
+    def one_of_many_accounts(self, unit: Unit, records: Iterator[dict]) -> Iterator[dict]:
+        """The records of one connected account of a platform sync."""
         try:
             yield from records
         except (StripeAuthError, StripePermissionError) as exc:

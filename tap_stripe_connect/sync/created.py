@@ -19,4 +19,4 @@ if t.TYPE_CHECKING:
 def sync(unit: Unit) -> Iterator[dict]:
     bookmark = unit.state.bookmark()
     since = None if bookmark is None else bookmark - unit.settings.event_lag_seconds
-    yield from list_all(unit, since=since)
+    return list_all(unit, since=since)

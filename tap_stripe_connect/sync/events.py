@@ -27,10 +27,7 @@ if t.TYPE_CHECKING:
 def sync(unit: Unit) -> Iterator[dict]:
     """A full listing without a bookmark; the changes since it with one."""
     bookmark = unit.state.bookmark()
-    if bookmark is None:
-        yield from full_listing(unit)
-    else:
-        yield from changes_since(unit, bookmark)
+    return full_listing(unit) if bookmark is None else changes_since(unit, bookmark)
 
 
 def full_listing(unit: Unit) -> Iterator[dict]:

@@ -17,4 +17,4 @@ if t.TYPE_CHECKING:
 
 
 def sync(unit: Unit) -> Iterator[dict]:
-    yield from list_all(unit)
+    return list_all(unit)
