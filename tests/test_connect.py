@@ -47,6 +47,8 @@ def start_connect(platform, tmp_path, *extra: str, settings: dict | None = None)
         "--config",
         str(config),
         "--no-browser",
+        "--port",
+        "0",  # a free port: the default 8976 may be taken on a test machine
         "--credentials-file",
         str(tmp_path / "creds.json"),
         *extra,
