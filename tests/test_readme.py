@@ -61,6 +61,12 @@ def test_meltano_yml_declares_every_setting_of_the_tap():
         assert bool(declared[name].get("sensitive")) == bool(setting.get("secret")), name
         if "default" in setting:
             assert declared[name].get("value") == setting["default"], name
+    # Meltano selects every stream unless told: the tap's own default selection.
+    from tap_stripe_connect.resources import RESOURCES
+
+    optional = [f"!{r.name}.*" for r in RESOURCES if not r.selected_by_default]
+    assert extractor["select"] == ["*.*", *optional]
+    assert extractor["commands"]["connect"]["args"] == "connect --config ENV"
 
 
 # -- every command of the README is run by a test ------------------------------------------
