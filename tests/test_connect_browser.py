@@ -198,31 +198,33 @@ def with_query(url: str, **changes: str) -> str:
     return split._replace(query=urlencode({**query, **changes})).geturl()
 
 
+def failure(browser: t.Any, proc: subprocess.Popen, tmp_path: Path, title: str) -> tuple[str, str]:
+    """The page's text and connect's stderr, once it failed; nothing may have been saved."""
+    text = page_text(browser)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert text.startswith(title), text
+    assert not (tmp_path / "creds.json").exists()
+    return text, err
+
+
 def test_declining_on_the_consent_page_says_so_in_the_browser(browser, platform, tmp_path):
     proc, url = run_connect(platform, tmp_path)
     browser.get(url)
     click(browser, "decline")
-    text = page_text(browser)
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert text.startswith("Connection cancelled"), text
+    text, err = failure(browser, proc, tmp_path, "Connection cancelled")
     assert "declined on Stripe's consent page" in text
     assert "tap-stripe-connect connect` again" in text
     assert "declined" in err
-    assert not (tmp_path / "creds.json").exists()
 
 
 def test_a_state_mismatch_is_shown_in_the_browser(browser, platform, tmp_path):
     proc, url = run_connect(platform, tmp_path)
     browser.get(with_query(url, state="forged-by-someone-else"))
     click(browser, "connect")
-    text = page_text(browser)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert text.startswith("Connection failed"), text
+    text, _err = failure(browser, proc, tmp_path, "Connection failed")
     assert "state does not match" in text
     assert "nothing was saved" in text
-    assert not (tmp_path / "creds.json").exists()
 
 
 def test_an_invalid_code_is_shown_in_the_browser(browser, platform, tmp_path):
@@ -231,10 +233,7 @@ def test_an_invalid_code_is_shown_in_the_browser(browser, platform, tmp_path):
     # The redirect as Stripe would send it, with a code Stripe never issued.
     bogus = urlencode({"code": "ac_bogus", "state": query["state"]})
     browser.get(f"{query['redirect_uri']}?{bogus}")
-    text = page_text(browser)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert text.startswith("Connection failed"), text
+    text, _err = failure(browser, proc, tmp_path, "Connection failed")
     assert "refused the authorisation code" in text
     assert "run `tap-stripe-connect connect` again" in text
 
@@ -244,9 +243,5 @@ def test_a_credential_that_fails_validation_is_shown_in_the_browser(browser, pla
     platform.expire_after = 0  # the new token is refused by GET /v1/account
     browser.get(url)
     click(browser, "connect")
-    text = page_text(browser)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert text.startswith("Connection failed"), text
+    text, _err = failure(browser, proc, tmp_path, "Connection failed")
     assert "did not accept the new credential (HTTP 401" in text
-    assert not (tmp_path / "creds.json").exists()
