@@ -79,6 +79,13 @@ EOF
   RUN_ARGS=(--state-id-suffix emulator --full-refresh --force)
 else
   export TARGET_DUCKDB_PATH="${TARGET_DUCKDB_PATH:-$PWD/warehouse.duckdb}"
+  # Say which account kind, never the key: sk_/rk_ and test/live are its first 7 characters.
+  case "${TAP_STRIPE_CONNECT_API_KEY:0:7}" in
+    sk_live|rk_live) mode="live" ;;
+    *) mode="test" ;;
+  esac
+  echo "==> Reading YOUR STRIPE ACCOUNT ($mode mode, the key in TAP_STRIPE_CONNECT_API_KEY)" \
+       "into $TARGET_DUCKDB_PATH; incrementally when Meltano has its state."
 fi
 
 RUN_LOG=.meltano/quickstart-run.log

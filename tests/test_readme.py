@@ -179,6 +179,8 @@ def test_quickstart_with_a_key_then_the_readme_query(tmp_path):
         command = command.replace("rk_live_...", emu.api_key)
         first = shell(command, ROOT, env)
         assert "EMULATOR" not in first.stdout
+        assert "Reading YOUR STRIPE ACCOUNT (test mode" in first.stdout
+        assert emu.api_key not in first.stdout + first.stderr
         assert "Sync finished: " in first.stdout
         emu.update("charges", emu.objects("charges")[0]["id"], {"description": "changed"})
         emu.clear_requests()
