@@ -238,6 +238,14 @@ def test_connect_is_listed_in_help_and_takes_config_before_or_after(tmp_path):
     ).stdout
     assert "connect" in help_text
     assert "meltano invoke tap-stripe-connect:connect" in help_text
+    # The help's own next step (tests/test_meltano_project.py runs the Meltano one).
+    assert "tap-stripe-connect connect --help" in help_text
+    connect_help = subprocess.run(
+        [sys.executable, "-m", "tap_stripe_connect", "connect", "--help"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout
+    assert "--port" in connect_help
+    assert "8976" in connect_help
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"client_id": "ca_x"}))  # no secret: connect says so
     for argv in (["--config", str(config), "connect"], ["connect", "--config", str(config)]):

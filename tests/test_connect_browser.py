@@ -129,7 +129,11 @@ def test_readme_local_connect_flow_in_a_real_browser(browser, tmp_path):
         tmp_path, env, shell=True,
     )
     try:
-        read_until(emulator, "Settings for tap-stripe-connect written")
+        said = read_until(emulator, "Settings for tap-stripe-connect written")
+        # The next step the emulator prints is the README's next command.
+        assert said.endswith(
+            readme.command(".venv/bin/tap-stripe-connect connect --config emulator-connect")
+        ), said
         config = json.loads((tmp_path / "emulator-connect.json").read_text())
         connect = start(
             readme.command(".venv/bin/tap-stripe-connect connect --config emulator-connect")
