@@ -21,7 +21,7 @@ import sys
 import threading
 import typing as t
 import webbrowser
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -72,6 +72,16 @@ class Redirect:
         self.decided = threading.Event()
         self.answered = threading.Event()
         self.closed = False
+        self._lock = threading.Lock()
+
+    def take(self, query: str) -> bool:
+        """Keep the first redirect's query; False for any later one."""
+        with self._lock:
+            if self.arrived.is_set():
+                return False
+            self.query = query
+            self.arrived.set()
+            return True
 
     def finish(self, title: str, details: str) -> None:
         self.outcome = (title, details)
@@ -95,14 +105,15 @@ class Redirect:
 class _Callback(BaseHTTPRequestHandler):
     """Takes Stripe's redirect, and answers it once the connection is checked."""
 
+    # Browsers open spare connections they may never use: do not wait on them for long.
+    timeout = 10
+
     def do_GET(self) -> None:
         redirect: Redirect = self.server.redirect  # type: ignore[attr-defined]
         split = urlsplit(self.path)
-        if split.path != CALLBACK_PATH or redirect.arrived.is_set():
+        if split.path != CALLBACK_PATH or not redirect.take(split.query):
             self.send_error(404)  # a favicon, or a second redirect
             return
-        redirect.query = split.query
-        redirect.arrived.set()
         redirect.decided.wait(_PAGE_WAIT_SECONDS)
         page = redirect.page()
         self.send_response(200)
@@ -242,7 +253,10 @@ def connect(argv: list[str] | None = None) -> int:
     else:
         # Only this machine may answer: the redirect carries a one-time code.
         try:
-            server = HTTPServer(("127.0.0.1", args.port), _Callback)
+            # A thread per connection: a browser's idle spare connection must not hold
+            # up the redirect.
+            server = ThreadingHTTPServer(("127.0.0.1", args.port), _Callback)
+            server.daemon_threads = True
         except OSError as exc:
             raise TapError(
                 f"Could not listen on 127.0.0.1:{args.port} for Stripe's redirect "
