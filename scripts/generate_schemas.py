@@ -8,11 +8,15 @@ formats), nested objects resolved to a limited depth.
     python scripts/generate_schemas.py            # write the schema files
     python scripts/generate_schemas.py --check    # exit 1 if the committed files differ
     python scripts/generate_schemas.py --spec PATH (or STRIPE_OPENAPI_SPEC=PATH)
+
+The default spec is the copy vendored in `vendor/stripe-openapi/` (see its README);
+a `.json.gz` or a plain `.json` file both work.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -23,7 +27,7 @@ from tap_stripe_connect.resources import RESOURCES, RESOURCES_BY_NAME, Resource
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = ROOT / "tap_stripe_connect" / "schemas"
-DEFAULT_SPEC = ROOT.parent / "shared" / "stripe-openapi" / "spec3.2024-06-20.json"
+DEFAULT_SPEC = ROOT / "vendor" / "stripe-openapi" / "spec3.2024-06-20.json.gz"
 SPEC_ENV = "STRIPE_OPENAPI_SPEC"
 
 # Nested objects deeper than this (the resource itself is depth 0) become generic
@@ -56,7 +60,7 @@ Schema = dict[str, t.Any]
 
 
 def spec_path(cli_value: str | None = None) -> Path:
-    """`--spec`, else `$STRIPE_OPENAPI_SPEC`, else `../shared/stripe-openapi/...`."""
+    """`--spec`, else `$STRIPE_OPENAPI_SPEC`, else the vendored copy."""
     return Path(cli_value or os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
 
 
@@ -66,8 +70,15 @@ def load_components(path: Path) -> dict[str, Schema]:
         raise FileNotFoundError(
             f"Stripe OpenAPI spec not found at {path} (pass --spec PATH or set {SPEC_ENV})"
         )
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    return t.cast("dict[str, Schema]", spec["components"]["schemas"])
+    return t.cast("dict[str, Schema]", load_spec(path)["components"]["schemas"])
+
+
+def load_spec(path: Path = DEFAULT_SPEC) -> dict[str, t.Any]:
+    """The whole OpenAPI description, from `.json` or gzip-compressed `.json.gz`."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    return t.cast("dict[str, t.Any]", json.loads(raw))
 
 
 def _typed(kind: str, nullable: bool, **extra: t.Any) -> Schema:

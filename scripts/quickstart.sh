@@ -62,13 +62,13 @@ from tap_stripe_connect.resources import RESOURCES
 
 with urllib.request.urlopen(sys.argv[1] + "/_emulator/state") as response:
     served = json.load(response)["result"]["counts"]
-streams = [r.name for r in RESOURCES if r.name in served]
-left_out = [r.name for r in RESOURCES if r.name not in served]
+# The tap's default selection (payment_methods is opt-in), less what the emulator lacks.
+default = [r.name for r in RESOURCES if r.selected_by_default]
+streams = [name for name in default if name in served]
+left_out = [name for name in default if name not in served]
 print(json.dumps([f"{name}.*" for name in streams]))
-if left_out:
-    print(f"{len(streams)} streams; the emulator does not serve {', '.join(left_out)}")
-else:
-    print(f"all {len(streams)} streams")
+note = f"; the emulator does not serve {', '.join(left_out)}" if left_out else ""
+print(f"the {len(streams)} streams selected by default{note}")
 EOF
 )"
   export TAP_STRIPE_CONNECT__SELECT="${selection%%$'\n'*}"
@@ -79,15 +79,24 @@ EOF
   RUN_ARGS=(--state-id-suffix emulator --full-refresh --force)
 else
   export TARGET_DUCKDB_PATH="${TARGET_DUCKDB_PATH:-$PWD/warehouse.duckdb}"
+  # Say which account kind, never the key: sk_/rk_ and test/live are its first 7 characters.
+  case "${TAP_STRIPE_CONNECT_API_KEY:0:7}" in
+    sk_live|rk_live) mode="live" ;;
+    *) mode="test" ;;
+  esac
+  echo "==> Reading YOUR STRIPE ACCOUNT ($mode mode, the key in TAP_STRIPE_CONNECT_API_KEY)" \
+       "into $TARGET_DUCKDB_PATH; incrementally when Meltano has its state."
 fi
 
 RUN_LOG=.meltano/quickstart-run.log
-echo "==> meltano run tap-stripe-connect target-duckdb ${RUN_ARGS[*]:-}"
-echo "    (the whole log is in $RUN_LOG; singer-sdk's METRIC lines and per-parent child"
-echo "    sync lines are left out below)"
+# A progress line per running stream every 2 s (the tap's default is 10 s): a sync of the
+# emulator's data takes a few seconds.
+export TAP_STRIPE_CONNECT_PROGRESS_INTERVAL_SECONDS="${TAP_STRIPE_CONNECT_PROGRESS_INTERVAL_SECONDS:-2}"
+echo "==> meltano run ${RUN_ARGS[*]:-}${RUN_ARGS[*]:+ }tap-stripe-connect target-duckdb"
+echo "    Progress, warnings and the tap's summary below; the whole log is in $RUN_LOG"
 set +e
 $MELTANO run "${RUN_ARGS[@]}" tap-stripe-connect target-duckdb 2>&1 | tee "$RUN_LOG" \
-  | grep --line-buffered -v -E " METRIC |Beginning sync of '[a-z_]+' .* with context keys"
+  | .venv/bin/python scripts/meltano_view.py
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" != 0 ]; then
@@ -112,4 +121,4 @@ for table in tables:
     print(f"  {table:<{width}}  {count:>10,}")
 EOF
 echo "==> Done in $((SECONDS - started))s. Query it with DuckDB, e.g.:"
-echo "    .meltano/loaders/target-duckdb/venv/bin/python -c \"import duckdb; print(duckdb.connect('$TARGET_DUCKDB_PATH').sql('SELECT id, amount, status FROM stripe.charges LIMIT 5'))\""
+echo "    .meltano/loaders/target-duckdb/venv/bin/python -c \"import duckdb; con = duckdb.connect('$TARGET_DUCKDB_PATH', read_only=True); print(con.sql('SELECT id, amount, status FROM stripe.charges LIMIT 5'))\""

@@ -16,6 +16,15 @@ from tap_stripe_connect.inputs import check_input_files
 from tap_stripe_connect.tap import TapStripeConnect
 
 PROG = "tap-stripe-connect"
+# The SDK's options that take a value: a `connect` right after one of them is that value.
+_VALUE_OPTIONS = ("--config", "--catalog", "--state", "--format", "--test")
+# `\b`: click keeps the paragraph's line breaks.
+CONNECT_HELP = """\b
+Commands:
+  connect   "Connect with Stripe": Stripe Connect's OAuth flow in a browser;
+            saves the connected account's credentials for the tap.
+            tap-stripe-connect connect --help
+            meltano invoke tap-stripe-connect:connect   (through Meltano)"""
 
 
 def fail(message: str) -> t.NoReturn:
@@ -29,12 +38,16 @@ def main(argv: list[str] | None = None) -> None:
     install_redaction()
     args = sys.argv[1:] if argv is None else argv
     try:
-        if args[:1] == ["connect"]:
-            code = connect(args[1:])
+        at = connect_position(args)
+        if at is not None:
+            # `--config` may come before `connect` (Meltano and habit put it first).
+            code = connect(args[:at] + args[at + 1 :])
         else:
             # Unreadable input files end here, not in a traceback from the SDK.
             check_input_files(args)
-            code = TapStripeConnect.cli.main(args=args, prog_name=PROG, standalone_mode=False)
+            command = TapStripeConnect.cli
+            command.epilog = CONNECT_HELP
+            code = command.main(args=args, prog_name=PROG, standalone_mode=False)
     except TapError as exc:
         fail(str(exc))
     except ConfigValidationError as exc:
@@ -49,6 +62,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
     if argv is None:
         exit_now()
+
+
+def connect_position(args: list[str]) -> int | None:
+    """Where the `connect` subcommand is in `args`, if it is there at all."""
+    for index, arg in enumerate(args):
+        if arg == "connect" and (index == 0 or args[index - 1] not in _VALUE_OPTIONS):
+            return index
+    return None
 
 
 def exit_now() -> t.NoReturn:

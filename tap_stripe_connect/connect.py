@@ -1,23 +1,27 @@
 """`tap-stripe-connect connect`: "Connect with Stripe" in a terminal.
 
 1. Print (and offer to open) Stripe's authorise URL with a random `state`.
-2. Take the one redirect back, on 127.0.0.1 (or, headless, the URL pasted by the user),
-   and check its `state` against CSRF.
+2. Take the one redirect back, on 127.0.0.1:8976 (or, headless, the URL pasted by the
+   user), and check its `state` against CSRF.
 3. Exchange the code for the connected account's credentials, validate them with
-   `GET /v1/account`, print "Connection successful", and save them (mode 0600) for the tap.
+   `GET /v1/account`, save them (mode 0600) for the tap, and say "Connection successful"
+   both in the terminal and on the page the browser was redirected to. The browser's
+   request is held open until then, so the page shows the outcome, or why it failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import secrets
+import shlex
 import sys
 import threading
 import typing as t
 import webbrowser
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -29,14 +33,17 @@ from tap_stripe_connect.api.auth import (
     request_token,
     write_credentials,
 )
-from tap_stripe_connect.errors import TapError, register_secrets
+from tap_stripe_connect.errors import TapError, redact, register_secrets
 
 ENV_PREFIX = "TAP_STRIPE_CONNECT_"
 DEFAULT_CREDENTIALS = "stripe-credentials.json"
-_PAGE = (
-    b"<!doctype html><title>tap-stripe-connect</title>"
-    b"<p>Stripe answered. You can close this window and return to the terminal.</p>"
-)
+# Fixed, so it can be registered once as the platform's redirect URI:
+# http://127.0.0.1:8976/callback
+DEFAULT_PORT = 8976
+CALLBACK_PATH = "/callback"
+# How long the browser's request waits for the code exchange and the check of the
+# credential (each bounded by its own HTTP timeout) before the page gives up.
+_PAGE_WAIT_SECONDS = 150
 
 
 def load_settings(config_paths: list[str]) -> dict[str, t.Any]:
@@ -55,42 +62,97 @@ def load_settings(config_paths: list[str]) -> dict[str, t.Any]:
     return settings
 
 
+class Redirect:
+    """The one redirect from Stripe, and the outcome to show on the browser's page."""
+
+    def __init__(self) -> None:
+        self.query: str | None = None
+        self.arrived = threading.Event()
+        self.outcome: tuple[str, str] | None = None  # (title, details)
+        self.decided = threading.Event()
+        self.answered = threading.Event()
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def take(self, query: str) -> bool:
+        """Keep the first redirect's query; False for any later one."""
+        with self._lock:
+            if self.arrived.is_set():
+                return False
+            self.query = query
+            self.arrived.set()
+            return True
+
+    def finish(self, title: str, details: str) -> None:
+        self.outcome = (title, details)
+        self.decided.set()
+
+    def page(self) -> bytes:
+        title, details = self.outcome or (
+            "Connection not finished",
+            "tap-stripe-connect stopped before it could check the connection: "
+            "see the terminal.",
+        )
+        return (
+            '<!doctype html><html lang="en"><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title>"
+            f'<h1 id="outcome">{html.escape(title)}</h1>'
+            f'<p id="details">{html.escape(details)}</p>'
+            "<p>You can close this window and return to the terminal.</p></html>"
+        ).encode()
+
+
 class _Callback(BaseHTTPRequestHandler):
-    """Takes Stripe's redirect (one request), answers the browser with a short page."""
+    """Takes Stripe's redirect, and answers it once the connection is checked."""
+
+    # Browsers open spare connections they may never use: do not wait on them for long.
+    timeout = 10
 
     def do_GET(self) -> None:
-        self.server.redirect_query = urlsplit(self.path).query  # type: ignore[attr-defined]
+        redirect: Redirect = self.server.redirect  # type: ignore[attr-defined]
+        split = urlsplit(self.path)
+        if split.path != CALLBACK_PATH or not redirect.take(split.query):
+            self.send_error(404)  # a favicon, or a second redirect
+            return
+        redirect.decided.wait(_PAGE_WAIT_SECONDS)
+        page = redirect.page()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(_PAGE)))
+        self.send_header("Content-Length", str(len(page)))
+        self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(_PAGE)
+        self.wfile.write(page)
+        redirect.answered.set()
 
     def log_message(self, format: str, *args: t.Any) -> None:
         pass
 
 
-def wait_for_redirect(server: HTTPServer, timeout: float) -> str:
-    """The query string of the one redirect, or a TapError after `timeout` seconds."""
-    server.redirect_query = None  # type: ignore[attr-defined]
-    done = threading.Event()
+def serve_redirect(server: HTTPServer) -> threading.Thread:
+    """Answer requests on `server` until the redirect's page is sent (or the server closes)."""
+    redirect: Redirect = server.redirect  # type: ignore[attr-defined]
 
     def serve() -> None:
-        while not done.is_set() and server.redirect_query is None:  # type: ignore[attr-defined]
-            server.handle_request()
+        while not redirect.answered.is_set() and not redirect.closed:
+            try:
+                server.handle_request()
+            except (OSError, ValueError):  # closed under us at the end
+                return
 
     server.timeout = 0.2
     worker = threading.Thread(target=serve, daemon=True)
     worker.start()
-    worker.join(timeout)
-    done.set()
-    query = server.redirect_query  # type: ignore[attr-defined]
-    if query is None:
+    return worker
+
+
+def wait_for_redirect(redirect: Redirect, timeout: float) -> str:
+    """The query string of the one redirect, or a TapError after `timeout` seconds."""
+    if not redirect.arrived.wait(timeout) or redirect.query is None:
         raise TapError(
             f"No redirect from Stripe arrived within {int(timeout)} seconds: run "
             "`tap-stripe-connect connect` again and finish signing in to Stripe in the browser."
         )
-    return t.cast("str", query)
+    return redirect.query
 
 
 def read_redirect(query: str, state: str) -> str:
@@ -155,11 +217,18 @@ def validate(settings: dict[str, t.Any], access_token: str) -> dict:
 def connect(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tap-stripe-connect connect",
-        description="Connect a Stripe account through Stripe Connect OAuth.",
+        description="\"Connect with Stripe\": connect a Stripe account through Stripe "
+        "Connect OAuth and save its credentials for the tap.",
     )
     parser.add_argument("--config", action="append", default=[], help="config file, or ENV")
     parser.add_argument("--credentials-file", help=f"where to save (default {DEFAULT_CREDENTIALS})")
-    parser.add_argument("--port", type=int, default=0, help="local port for the redirect")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"local port of the redirect URI http://127.0.0.1:PORT{CALLBACK_PATH} "
+        f"(default {DEFAULT_PORT}; register that URI with the platform; 0 picks a free port)",
+    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait")
     parser.add_argument("--no-browser", action="store_true", help="only print the URL")
     parser.add_argument(
@@ -178,12 +247,24 @@ def connect(argv: list[str] | None = None) -> int:
     oauth_url = str(settings.get("oauth_url") or DEFAULT_OAUTH_URL).rstrip("/")
     state = secrets.token_urlsafe(24)
     server: HTTPServer | None = None
+    redirect = Redirect()
     if args.headless:
-        redirect_uri = f"http://127.0.0.1:{args.port or 8976}/callback"
+        redirect_uri = f"http://127.0.0.1:{args.port or DEFAULT_PORT}{CALLBACK_PATH}"
     else:
         # Only this machine may answer: the redirect carries a one-time code.
-        server = HTTPServer(("127.0.0.1", args.port), _Callback)
-        redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/callback"
+        try:
+            # A thread per connection: a browser's idle spare connection must not hold
+            # up the redirect.
+            server = ThreadingHTTPServer(("127.0.0.1", args.port), _Callback)
+            server.daemon_threads = True
+        except OSError as exc:
+            raise TapError(
+                f"Could not listen on 127.0.0.1:{args.port} for Stripe's redirect "
+                f"({exc.strerror}): stop what uses that port, or pass --port with the port "
+                "of another redirect URI registered with the platform."
+            ) from None
+        server.redirect = redirect  # type: ignore[attr-defined]
+        redirect_uri = f"http://127.0.0.1:{server.server_address[1]}{CALLBACK_PATH}"
     url = f"{oauth_url}/oauth/authorize?" + urlencode(
         {
             "response_type": "code",
@@ -194,19 +275,47 @@ def connect(argv: list[str] | None = None) -> int:
         }
     )
     say(f"Connect with Stripe: open this address and sign in to the account to connect:\n  {url}")
+    worker = serve_redirect(server) if server is not None else None
     try:
         if not args.no_browser and not args.headless and sys.stdout.isatty():
             webbrowser.open(url)
         if server is not None:
             say(f"Waiting for Stripe's redirect on {redirect_uri} ...")
-            query = wait_for_redirect(server, args.timeout)
+            query = wait_for_redirect(redirect, args.timeout)
         else:
             say("Paste the full address your browser was sent to after signing in:")
             query = urlsplit(sys.stdin.readline().strip()).query
+        try:
+            account_id, name, target = finish_connection(settings, args, query, state)
+        except TapError as exc:
+            redirect.finish(failure_title(str(exc)), redact(str(exc)))
+            raise
+        redirect.finish(
+            f"Connection successful: {name} ({account_id})",
+            f"tap-stripe-connect saved the credentials to {target.resolve()}.",
+        )
     finally:
-        if server is not None:
+        redirect.decided.set()
+        if server is not None and worker is not None:
+            redirect.answered.wait(5)  # the page is on its way before the port closes
+            redirect.closed = True
+            worker.join(1)
             server.server_close()
+    say(f"Connection successful: {name} ({account_id})")
+    say(f"Credentials saved to {target.resolve()} (readable by you only).")
+    say("Point the tap at them, e.g. with Meltano:")
+    for line in meltano_commands(target.resolve(), str(client_id)):
+        say(f"  {line}")
+    return 0
+
+
+def finish_connection(
+    settings: dict[str, t.Any], args: argparse.Namespace, query: str, state: str
+) -> tuple[str, str, Path]:
+    """Check the redirect, exchange its code, validate and save the credentials."""
     code = read_redirect(query, state)
+    oauth_url = str(settings.get("oauth_url") or DEFAULT_OAUTH_URL).rstrip("/")
+    client_secret = str(settings.get("client_secret") or settings.get("api_key"))
     try:
         credentials = request_token(
             oauth_url,
@@ -220,16 +329,24 @@ def connect(argv: list[str] | None = None) -> int:
             ) from None
         raise
     account = validate(settings, credentials["access_token"])
-    account_id = credentials.get("stripe_user_id") or account.get("id")
+    account_id = str(credentials.get("stripe_user_id") or account.get("id"))
     target = Path(args.credentials_file or settings.get("credentials_file") or DEFAULT_CREDENTIALS)
     write_credentials(target, {**credentials, "stripe_user_id": account_id})
-    say(f"Connection successful: {account_name(account)} ({account_id})")
-    say(f"Credentials saved to {target.resolve()} (readable by you only).")
-    say("Point the tap at them, e.g. with Meltano:")
-    say(f"  meltano config tap-stripe-connect set credentials_file {target.resolve()}")
-    say(f"  meltano config tap-stripe-connect set client_id {client_id}")
-    say('  meltano config tap-stripe-connect set client_secret "$STRIPE_PLATFORM_SECRET_KEY"')
-    return 0
+    return account_id, account_name(account), target
+
+
+def failure_title(message: str) -> str:
+    return "Connection cancelled" if "declined" in message else "Connection failed"
+
+
+def meltano_commands(credentials: Path, client_id: str) -> list[str]:
+    """What to run next in a Meltano project (Meltano 4: `meltano config set <plugin> ...`)."""
+    prefix = "meltano config set tap-stripe-connect"
+    return [
+        f"{prefix} credentials_file {shlex.quote(str(credentials))}",
+        f"{prefix} client_id {shlex.quote(client_id)}",
+        f'{prefix} client_secret "$STRIPE_PLATFORM_SECRET_KEY"',
+    ]
 
 
 def say(line: str) -> None:

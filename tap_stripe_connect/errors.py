@@ -8,6 +8,8 @@ import typing as t
 
 from singer_sdk.exceptions import FatalAPIError
 
+from tap_stripe_connect.logs import quiet_chatter
+
 if t.TYPE_CHECKING:
     import requests
 
@@ -47,7 +49,11 @@ _REDACTING = RedactingFilter()
 
 
 def install_redaction() -> None:
-    """Filter every handler and the tap's loggers; again once the SDK set up logging."""
+    """Filter every handler and the tap's loggers; again once the SDK set up logging.
+
+    The SDK's per-page chatter is moved to DEBUG at the same time (`logs.py`).
+    """
+    quiet_chatter()
     for handler in logging.getLogger().handlers:
         if _REDACTING not in handler.filters:
             handler.addFilter(_REDACTING)

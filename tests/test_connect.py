@@ -47,6 +47,8 @@ def start_connect(platform, tmp_path, *extra: str, settings: dict | None = None)
         "--config",
         str(config),
         "--no-browser",
+        "--port",
+        "0",  # a free port: the default 8976 may be taken on a test machine
         "--credentials-file",
         str(tmp_path / "creds.json"),
         *extra,
@@ -227,3 +229,42 @@ def test_a_revoked_oauth_connection_names_the_account(platform, tmp_path):
     assert account in run.error_line
     assert "connect it again" in run.error_line
     assert refresh not in run.stdout + run.stderr
+
+
+def test_connect_is_listed_in_help_and_takes_config_before_or_after(tmp_path):
+    help_text = subprocess.run(
+        [sys.executable, "-m", "tap_stripe_connect", "--help"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout
+    assert "connect" in help_text
+    assert "meltano invoke tap-stripe-connect:connect" in help_text
+    # The help's own next step (tests/test_meltano_project.py runs the Meltano one).
+    assert "tap-stripe-connect connect --help" in help_text
+    connect_help = subprocess.run(
+        [sys.executable, "-m", "tap_stripe_connect", "connect", "--help"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout
+    assert "--port" in connect_help
+    assert "8976" in connect_help
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"client_id": "ca_x"}))  # no secret: connect says so
+    for argv in (["--config", str(config), "connect"], ["connect", "--config", str(config)]):
+        run = subprocess.run(
+            [sys.executable, "-m", "tap_stripe_connect", *argv, "--port", "0"],
+            capture_output=True, text=True, cwd=ROOT, check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT")},
+        )
+        assert run.returncode == 1
+        assert "needs settings 'client_id'" in run.stderr, run.stderr
+        assert "unexpected extra argument" not in run.stderr
+
+
+def test_the_default_callback_port_is_8976(platform, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(platform_settings(platform)))
+    run = subprocess.run(
+        [sys.executable, "-m", "tap_stripe_connect", "connect", "--config", str(config),
+         "--headless"],
+        input="\n", capture_output=True, text=True, cwd=ROOT, check=False, timeout=60,
+    )
+    assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8976%2Fcallback" in run.stdout

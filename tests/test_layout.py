@@ -1,7 +1,7 @@
 """The package's layout holds: imports point one way and form no cycle.
 
     tap (tap, cli, connect, inputs) -> streams -> sync / state / output -> api
-                                     -> settings, errors, resources, sdk_compat
+                                     -> settings, errors, logs, resources, sdk_compat
 
 Every import counts, also those under `TYPE_CHECKING` and inside functions: a cycle
 hidden behind `TYPE_CHECKING` is still a cycle a reader has to untangle.
@@ -24,6 +24,7 @@ NAME = "tap_stripe_connect"
 LAYERS: dict[str, int] = {
     "settings": 0,
     "errors": 0,
+    "logs": 0,
     "resources": 0,
     "sdk_compat": 0,
     "api": 1,

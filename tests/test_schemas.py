@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 import typing as t
@@ -14,33 +14,18 @@ import pytest
 from jsonschema import Draft7Validator
 
 from tap_stripe_connect.resources import RESOURCES, RESOURCES_BY_NAME
+from tests import openapi
+from tests.openapi import SCRIPT, generator
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "generate_schemas.py"
 SCHEMA_DIR = ROOT / "tap_stripe_connect" / "schemas"
 
 
-def _load_generator() -> t.Any:
-    spec = importlib.util.spec_from_file_location("generate_schemas", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generator = _load_generator()
 
 
 @pytest.fixture(scope="module")
 def components() -> dict:
-    path = generator.spec_path()
-    if not path.is_file():
-        pytest.fail(
-            f"Stripe OpenAPI spec missing at {path}: the schema tests need it "
-            f"(expected at ../shared/stripe-openapi/, or set {generator.SPEC_ENV})."
-        )
-    return generator.load_components(path)
+    return openapi.spec()["components"]["schemas"]
 
 
 def committed(name: str) -> dict:
@@ -65,15 +50,46 @@ def test_committed_schemas_match_generator(components: dict) -> None:
     assert not stale, f"out of date: {stale}; run `python scripts/generate_schemas.py`"
 
 
-def test_check_mode_exits_zero_when_up_to_date(components: dict) -> None:
+def test_the_vendored_spec_is_stripes_2024_06_20_description() -> None:
+    assert openapi.SPEC == ROOT / "vendor" / "stripe-openapi" / "spec3.2024-06-20.json.gz"
+    assert openapi.SPEC.stat().st_size < 1_000_000, "keep the vendored copy compressed"
+    info = openapi.spec()["info"]
+    assert (info["title"], info["version"]) == ("Stripe API", "2024-06-20")
+
+
+def test_the_generator_reproduces_the_committed_schemas_from_the_vendored_spec(
+    tmp_path: Path,
+) -> None:
+    """`generate_schemas.py` with no --spec and no env: the vendored copy, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != generator.SPEC_ENV}
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--check", "--spec", str(generator.spec_path())],
+        [sys.executable, str(SCRIPT), "--check"],
         capture_output=True,
         text=True,
         check=False,
-        cwd=ROOT,
+        cwd=tmp_path,  # not the checkout: nothing may be found relative to the caller
+        env={**env, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # And writing them from scratch gives the same bytes as the committed files.
+    out = tmp_path / "schemas"
+    generator.write(generator.render(RESOURCES, openapi.spec()["components"]["schemas"]), out)
+    written = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    assert written == {p.name: p.read_bytes() for p in SCHEMA_DIR.glob("*.json")}
+
+
+def test_nothing_outside_the_repository_is_needed() -> None:
+    """A user's clone has no ../shared beside it: no script or test may read from there."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py", "*.sh", ".ci/run", "*.yml"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.split()
+    outside = [
+        name for name in tracked
+        if name != "tests/test_schemas.py"
+        and any(s in (ROOT / name).read_text() for s in ("/work/shared", '"shared"', "../shared"))
+    ]
+    assert not outside
 
 
 def test_check_mode_reports_differences(components: dict, tmp_path: Path) -> None:

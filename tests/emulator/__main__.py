@@ -1,14 +1,25 @@
-"""`python -m tests.emulator`: serve the Stripe emulator until SIGINT/SIGTERM."""
+"""`python -m tests.emulator`: serve the Stripe emulator until SIGINT/SIGTERM.
+
+    python -m tests.emulator --port 12111 --objects 500
+    python -m tests.emulator --connect --write-config emulator-connect.json
+
+`--connect` plays connect.stripe.com (consent page, token exchange) and api.stripe.com for
+a Connect platform with `--accounts` connected accounts, and writes the settings
+`tap-stripe-connect connect` and the tap need to use it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 
+from tests.emulator.connect import ConnectPlatform
 from tests.emulator.generate import DEFAULT_CLOCK
 from tests.emulator.server import Emulator
 
@@ -39,7 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="probability of a random 500/503")
     parser.add_argument("--api-key", action="append", default=None,
                         help="accepted secret key with full access (repeatable)")
+    parser.add_argument("--connect", action="store_true",
+                        help="play Stripe Connect: connect.stripe.com's consent page and token "
+                             "exchange, and api.stripe.com for the connected accounts")
+    parser.add_argument("--accounts", type=int, default=2,
+                        help="with --connect: connected accounts to offer")
+    parser.add_argument("--write-config", metavar="PATH",
+                        help="with --connect: write the tap's settings for this emulator here")
     args = parser.parse_args(argv)
+    if args.connect:
+        return serve_connect(args)
+    if args.write_config:
+        parser.error("--write-config needs --connect")
 
     emulator = Emulator(
         objects=args.objects, seed=args.seed, clock=args.clock, freeze_clock=args.freeze_clock,
@@ -65,6 +87,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         emulator.stop()
         print(f"Stripe emulator stopped ({emulator.request_count()} requests, "
               f"{time.monotonic() - started:.2f}s to stop)", file=sys.stderr, flush=True)
+    return 0
+
+
+def serve_connect(args: argparse.Namespace) -> int:
+    platform = ConnectPlatform(
+        accounts=args.accounts, objects=args.objects, seed=args.seed,
+        consent_page=True, host=args.host, port=args.port,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    platform.start()
+    print(f"Stripe Connect emulator listening on {platform.url} (connect.stripe.com and "
+          f"api.stripe.com; platform client_id {platform.client_id}, "
+          f"{len(platform.account_ids)} connected accounts)", flush=True)
+    if args.write_config:
+        settings = {
+            "client_id": platform.client_id,
+            "client_secret": platform.platform_key,
+            "oauth_url": platform.url,
+            "api_url": platform.url,
+            "credentials_file": "stripe-credentials.json",
+        }
+        fd = os.open(args.write_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(settings, out, indent=2)
+        print(f"Settings for tap-stripe-connect written to {args.write_config}: next, in "
+              f"another terminal: .venv/bin/tap-stripe-connect connect --config "
+              f"{args.write_config}", flush=True)
+    try:
+        while not stopping.wait(0.2):
+            pass
+    finally:
+        platform.stop()
+        print("Stripe Connect emulator stopped", file=sys.stderr, flush=True)
     return 0
 
 

@@ -10,11 +10,16 @@ answered with that emulator's status, headers and body.
         platform.url, platform.platform_key, platform.client_id
         platform.account_ids            # ["acct_...", ...]
         platform.accounts[acct_id]      # the Emulator holding that account's data
+
+With `consent_page=True` (as `python -m tests.emulator --connect` runs it) the authorise
+URL shows a consent page, as connect.stripe.com does, with a choice of account and
+"Connect" / "Decline" buttons; without it the authorise URL redirects at once.
 """
 
 from __future__ import annotations
 
 import email.utils
+import html
 import json
 import secrets
 import threading
@@ -54,6 +59,9 @@ class ConnectPlatform:
         *,
         token_ttl: float | None = None,
         rotate_refresh_tokens: bool = True,
+        consent_page: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.accounts: dict[str, Emulator] = {}
         for index in range(accounts):
@@ -65,6 +73,8 @@ class ConnectPlatform:
         #: Seconds an access token lives; None: until revoked (Stripe's default).
         self.token_ttl = token_ttl
         self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.consent_page = consent_page
+        self.address = (host, port)
         self.deauthorized: set[str] = set()
         #: When set, access tokens expire once this many more API requests were served.
         self.expire_after: int | None = None
@@ -95,7 +105,7 @@ class ConnectPlatform:
             def do_POST(self) -> None:
                 platform._handle(self, "POST")
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer(self.address, Handler)
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -118,7 +128,8 @@ class ConnectPlatform:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
 
     # -- test controls ---------------------------------------------------------------
 
@@ -176,8 +187,11 @@ class ConnectPlatform:
                 {"error": "invalid_request", "error_description": "Unknown client_id or redirect"},
             )
             return
+        if self.consent_page and "decision" not in arg and not arg.get("deny"):
+            self._consent(handler, arg)
+            return
         params = {"state": arg.get("state", "")}
-        if arg.get("deny"):
+        if arg.get("deny") or arg.get("decision") == "deny":
             params.update(error="access_denied", error_description="The user denied your request")
         else:
             account = arg.get("account") or self.account_ids[0]
@@ -190,6 +204,40 @@ class ConnectPlatform:
         handler.send_header("Location", location)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
+
+    def _consent(self, handler: BaseHTTPRequestHandler, arg: dict[str, str]) -> None:
+        """Stripe's consent screen, reduced: which account, then Connect or Decline."""
+        hidden = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in arg.items()
+            if k not in ("account", "decision")
+        )
+        options = "".join(
+            f'<option value="{a}">{html.escape(self._name(a))} ({a})</option>'
+            for a in self.account_ids
+        )
+        page = (
+            '<!doctype html><html lang="en"><meta charset="utf-8">'
+            "<title>Connect with Stripe (emulator)</title>"
+            "<h1>Connect with Stripe</h1>"
+            f"<p>The platform {html.escape(arg['client_id'])} asks for "
+            f"{html.escape(arg.get('scope', 'read_only'))} access to your Stripe account.</p>"
+            f'<form method="get" action="/oauth/authorize">{hidden}'
+            f'<label>Account <select name="account" id="account">{options}</select></label> '
+            '<button type="submit" name="decision" value="allow" id="connect">Connect</button> '
+            '<button type="submit" name="decision" value="deny" id="decline">Decline</button>'
+            "</form></html>"
+        ).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(len(page)))
+        handler.end_headers()
+        handler.wfile.write(page)
+
+    def _name(self, account_id: str) -> str:
+        account = self.accounts[account_id].store.account
+        profile = account.get("business_profile") or {}
+        return str(profile.get("name") or account.get("email") or account_id)
 
     def _grant(self, account_id: str) -> Grant:
         grant = Grant(

@@ -1,0 +1,40 @@
+"""singer-sdk's per-page and per-parent log lines, moved to DEBUG.
+
+A sync of every stream logged ~600 lines of which a user reads none: a METRIC line per
+request and per parent, "Pagination stopped after 0 pages" for every parent with no
+children, "Beginning sync ... with context keys" per parent, and "Stream is assumed to be
+unsorted, progress is not resumable" for streams this tap does resume (a listing records
+the `created` ranges it completed, see `state/listing.py`; an events read restarts from
+its bookmark). They stay available at DEBUG (`TAP_STRIPE_CONNECT_LOGLEVEL=debug`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+_CHATTER = (
+    "METRIC: %s",
+    "Pagination stopped after %d pages because no records were found in the last response",
+    "Beginning sync of '%s' in %s mode with context keys: %s",
+    "Stream is assumed to be unsorted, progress is not resumable if interrupted",
+)
+
+
+class ChatterFilter(logging.Filter):
+    """On a handler: the SDK's chatter becomes a DEBUG record, shown only at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in _CHATTER:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_FILTER = ChatterFilter()
+
+
+def quiet_chatter() -> None:
+    """Filter every handler of the root logger (the SDK's console one, or Meltano's)."""
+    for handler in logging.getLogger().handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
