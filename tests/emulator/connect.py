@@ -54,10 +54,11 @@ class ConnectPlatform:
         *,
         token_ttl: float | None = None,
         rotate_refresh_tokens: bool = True,
+        **emulator_options: t.Any,
     ) -> None:
         self.accounts: dict[str, Emulator] = {}
         for index in range(accounts):
-            emulator = Emulator(objects=objects, seed=seed + index)
+            emulator = Emulator(objects=objects, seed=seed + index, **emulator_options)
             self.accounts[emulator.account_id] = emulator
         self.account_ids = list(self.accounts)
         self.platform_key = PLATFORM_KEY
