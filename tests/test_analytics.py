@@ -393,7 +393,7 @@ def test_models_match_python_figures_then_move_with_changes(
     if accounts == "single":
         context = Emulator(objects=OBJECTS, seed=16, varied_pricing=True)
     else:
-        context = ConnectPlatform(accounts=3, objects=OBJECTS // 2, seed=160,
+        context = ConnectPlatform(accounts=3, objects=OBJECTS // 2, seed=163,
                                   varied_pricing=True)
     with context as started:
         if accounts == "single":
