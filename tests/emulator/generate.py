@@ -709,11 +709,15 @@ class Generator:
         every = interval if count == 1 else f"every {count} {interval}s"
         discounts: list[str] = []
         discount_amounts: list[dict] = []
-        if self.varied_pricing and self.rng.random() < 0.3:
-            # A coupon: Stripe keeps `amount` before discounts and lists what each took.
-            discount = f"di_{self.rand(24)}"
+        # Varied pricing: a third of the items have an introductory coupon (10-50% off the
+        # first three months; the item's id decides, so every invoice agrees). Stripe keeps
+        # `amount` before discounts and lists what each discount took.
+        code = item["id"][-2:]
+        if (self.varied_pricing and code[1] in BASE62[:20]
+                and start < add_months(item["created"], 3)):
+            discount = f"di_{item['id'][3:]}"
             discounts = [discount]
-            off = amount * self.rng.choice((10, 20, 25, 50)) // 100
+            off = amount * (10, 20, 25, 50)[BASE62.index(code[0]) % 4] // 100
             discount_amounts = [{"amount": off, "discount": discount}]
         return {
             "id": self.long_id("il"),
@@ -887,6 +891,40 @@ class Generator:
 
     # -- the initial data set --------------------------------------------------------------
 
+    def _billing_history(self, data: Dataset, customers: dict[str, dict],
+                         latest: dict[str, dict]) -> set[str]:
+        """Varied pricing only: an invoice for every period of every monthly subscription,
+        as Stripe bills them, so that MRR runs month after month. A quarter of those with
+        several items gained their last item partway (an expansion)."""
+        rng = self.rng
+        billed_monthly: set[str] = set()
+        for sub in data.subscriptions:
+            items = data.items[sub["id"]]
+            recurring = items[0]["price"]["recurring"]
+            if (recurring["interval"], recurring["interval_count"]) != ("month", 1):
+                continue
+            if sub["status"] in ("incomplete", "incomplete_expired"):
+                continue
+            end = sub["ended_at"] or self.clock - 1
+            anchor = sub["billing_cycle_anchor"]
+            starts = []
+            while (at := add_months(anchor, len(starts))) <= end:
+                starts.append(at)
+            added = rng.randrange(len(starts)) if len(items) > 1 and starts and \
+                rng.random() < 0.25 else 0
+            for index, at in enumerate(starts):
+                billed = items if index >= added else items[:-1]
+                last = index == len(starts) - 1
+                status = ("open" if last and sub["status"] in ("past_due", "unpaid")
+                          else rng.choices(("paid", "uncollectible", "void"), (94, 3, 3))[0])
+                inv, lines = self.invoice(at, customers[sub["customer"]], len(billed),
+                                          subscription=sub, sub_items=billed, status=status)
+                data.invoices.append(inv)
+                data.lines[inv["id"]] = lines
+                latest[sub["id"]] = inv
+            billed_monthly.add(sub["id"])
+        return billed_monthly
+
     def generate(
         self,
         counts: dict[str, int],
@@ -937,10 +975,15 @@ class Generator:
 
         previous = None
         latest: dict[str, dict] = {}
+        # Varied pricing: monthly subscriptions have their whole billing history already;
+        # the counted invoices bill the others at random times.
+        billed = (self._billing_history(data, customers_by_id, latest)
+                  if self.varied_pricing else set())
+        unbilled = [sub for sub in data.subscriptions if sub["id"] not in billed]
         for i in range(counts.get("invoices", 0)):
             n_lines = lines_for(i)
-            if data.subscriptions and rng.random() < 0.7:
-                sub = rng.choice(data.subscriptions)
+            if unbilled and rng.random() < 0.7:
+                sub = rng.choice(unbilled)
                 end = sub["ended_at"] or clock - 1
                 at = sub["created"] if rng.random() < 0.3 else self._between(sub["created"], end)
                 inv, lines = self.invoice(at, customers_by_id[sub["customer"]], n_lines,
