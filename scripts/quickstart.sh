@@ -118,6 +118,7 @@ bash scripts/install_meltano.sh dbt-duckdb
 export DBT_DUCKDB_PATH="$TARGET_DUCKDB_PATH"
 DBT_LOG=.meltano/quickstart-dbt.log
 $MELTANO run dbt-duckdb:build >"$DBT_LOG" 2>&1 || { tail -n 40 "$DBT_LOG" >&2; exit 1; }
+echo "    dbt build: $(grep -o 'PASS=[0-9]* WARN=[0-9]* ERROR=[0-9]*' "$DBT_LOG" | tail -n 1) (log: $DBT_LOG)"
 bash scripts/show_mrr.sh "$TARGET_DUCKDB_PATH"
 
 echo "==> Done in $((SECONDS - started))s. Query it with DuckDB, e.g.:"

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import duckdb
 
 MOVEMENTS = ("new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr", "churned_mrr")
 COLUMNS = ("month", "mrr", *MOVEMENTS, "paying_customers")
+CENT = Decimal("0.01")
 HEADERS = ("month", "MRR", "new", "expansion", "reactivation", "contraction", "churned",
            "paying")
 
@@ -32,7 +34,8 @@ def load(path: Path, schema: str) -> dict[tuple[str, str], list[dict]]:
     for account, currency, *values in rows:
         row = dict(zip(COLUMNS, values, strict=True))
         for name in ("mrr", *MOVEMENTS):
-            row[name] = float(row[name]) / 100  # cents -> currency units
+            # cents -> currency units, rounded half up as accountants do
+            row[name] = (Decimal(row[name]) / 100).quantize(CENT, ROUND_HALF_UP)
         series.setdefault((account, currency), []).append(row)
     return series
 
@@ -51,7 +54,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join("  " + line for line in lines)
 
 
-def chart(rows: list[dict], title: str, image: Path) -> None:
+def chart(rows: list[dict], title: str, currency: str, image: Path) -> None:
     import matplotlib  # noqa: PLC0415 (only when drawing)
 
     matplotlib.use("Agg")
@@ -61,9 +64,10 @@ def chart(rows: list[dict], title: str, image: Path) -> None:
     x = range(len(months))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
-    top.plot(x, [row["mrr"] for row in rows], marker="o", color="#635bff", linewidth=2)
-    top.fill_between(x, [row["mrr"] for row in rows], color="#635bff", alpha=0.12)
-    top.set_ylabel("MRR")
+    mrr = [float(row["mrr"]) for row in rows]
+    top.plot(x, mrr, marker="o", color="#635bff", linewidth=2)
+    top.fill_between(x, mrr, color="#635bff", alpha=0.12)
+    top.set_ylabel(f"MRR ({currency.upper()})")
     top.set_title(title)
     top.grid(axis="y", alpha=0.3)
     colours = {"new_mrr": "#2e7d32", "expansion_mrr": "#66bb6a",
@@ -73,14 +77,14 @@ def chart(rows: list[dict], title: str, image: Path) -> None:
     down = [0.0] * len(rows)
     for name in MOVEMENTS:
         sign = -1 if name in ("contraction_mrr", "churned_mrr") else 1
-        values = [sign * row[name] for row in rows]
+        values = [sign * float(row[name]) for row in rows]
         base = down if sign < 0 else up
         bottom.bar(x, values, bottom=base, color=colours[name],
                    label=name.removesuffix("_mrr"), width=0.8)
         for i, value in enumerate(values):
             base[i] += value
     bottom.axhline(0, color="black", linewidth=0.8)
-    bottom.set_ylabel("movements")
+    bottom.set_ylabel(f"movements ({currency.upper()})")
     bottom.legend(ncol=5, fontsize=8, loc="lower left")
     bottom.grid(axis="y", alpha=0.3)
     step = max(1, len(months) // 12)
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {other} {other_currency.upper()}: {last['mrr']:,.2f} in "
                   f"{last['month']:%Y-%m} ({last['paying_customers']} paying)")
     image = args.image or args.duckdb.with_name(args.duckdb.stem + "-mrr.png")
-    chart(rows, f"MRR and its movements, {account} ({currency.upper()})", image)
+    chart(rows, f"MRR and its movements, {account} ({currency.upper()})", currency, image)
     print(f"Chart: {image.resolve()}")
     return 0
 

@@ -13,15 +13,17 @@ exactly as the Python figures move, and those figures must have moved as the cha
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections import defaultdict
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
 from tests.test_pipelines import Pipeline, dump_tables, meltano, postgres  # noqa: F401
@@ -327,6 +329,35 @@ def assert_changes_moved_figures(before: dict, after: dict, changes: dict[str, d
     assert before["stripe_mrr_monthly"] != mrr_a
 
 
+def assert_show_mrr(database: str, expected: dict[tuple, dict], tmp_path) -> None:
+    """The quick start's last step: MRR by month as a table, and a PNG chart."""
+    image = tmp_path / "mrr.png"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "show_mrr.sh"), database, "--image", str(image)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    totals: dict[tuple, Decimal] = defaultdict(Decimal)
+    for (account, currency, _month), row in expected.items():
+        totals[(account, currency)] += row["mrr"]
+    account, currency = max(totals, key=totals.get)
+    months = sorted(m for (a, c, m) in expected if (a, c) == (account, currency))
+    assert f"{account} in {currency.upper()}" in proc.stdout
+    shown = [line.split() for line in proc.stdout.splitlines()
+             if line.startswith("  20") and len(line.split()) == 8]
+    assert [line[0] for line in shown] == [f"{m:%Y-%m}" for m in months[-12:]]
+    for line, month in zip(shown, months[-12:], strict=True):
+        row = expected[(account, currency, month)]
+        figures = [Decimal(v.replace(",", "")) for v in line[1:7]]
+        assert figures == [(row[f] / 100).quantize(Decimal("0.01"), ROUND_HALF_UP) for f in (
+            "mrr", "new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr",
+            "churned_mrr")], line
+        assert int(line[7]) == row["paying_customers"]
+    assert f"Chart: {image}" in proc.stdout
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert image.stat().st_size > 20_000
+
+
 # -- the pipelines ---------------------------------------------------------------------------
 
 
@@ -408,6 +439,8 @@ def test_models_match_python_figures_then_move_with_changes(
             analytics.run()
             before = assert_models_match(analytics.tables(), emulators)
             assert_data_is_varied(before, emulators)
+            if warehouse == "duckdb" and accounts == "single":
+                assert_show_mrr(env["DBT_DUCKDB_PATH"], before["stripe_mrr_monthly"], tmp_path)
 
             changes = {account: change(emu) for account, emu in emulators.items()}
             analytics.run()
