@@ -26,17 +26,30 @@ import pytest
 from tests.conftest import ROOT
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
+
+# The pipeline tests' fixtures (one Meltano installation per session, the PostgreSQL server).
 from tests.test_pipelines import Pipeline, dump_tables, meltano, postgres  # noqa: F401
 
 # What the models read; the other streams are not needed here.
 STREAMS = (
-    "balance_transactions", "charges", "refunds", "disputes", "customers", "invoices",
-    "invoice_line_items", "subscriptions", "subscription_items",
+    "balance_transactions",
+    "charges",
+    "refunds",
+    "disputes",
+    "customers",
+    "invoices",
+    "invoice_line_items",
+    "subscriptions",
+    "subscription_items",
 )
 OBJECTS = 40
 # A month of one interval of a price, as a fraction of the interval.
-PER_MONTH = {"month": Fraction(1), "year": Fraction(1, 12), "week": Fraction(52, 12),
-             "day": Fraction(365, 12)}
+PER_MONTH = {
+    "month": Fraction(1),
+    "year": Fraction(1, 12),
+    "week": Fraction(52, 12),
+    "day": Fraction(365, 12),
+}
 COUNTED = ("charge", "refund", "dispute")
 
 
@@ -94,13 +107,19 @@ def expected_mrr_monthly(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
         first[key] = min(first.get(key, date.max), *months)
     zero = Decimal(0)
     rows: dict[tuple, dict] = {}
-    for key in first:
-        month = first[key]
+    for key, start in first.items():
+        month = start
         while month <= last[key]:
             rows[(*key, month)] = {
-                "mrr": zero, "new_mrr": zero, "expansion_mrr": zero, "contraction_mrr": zero,
-                "churned_mrr": zero, "reactivation_mrr": zero, "paying_customers": 0,
-                "new_customers": 0, "churned_customers": 0,
+                "mrr": zero,
+                "new_mrr": zero,
+                "expansion_mrr": zero,
+                "contraction_mrr": zero,
+                "churned_mrr": zero,
+                "reactivation_mrr": zero,
+                "paying_customers": 0,
+                "new_customers": 0,
+                "churned_customers": 0,
             }
             month = next_month(month)
     for (account, currency, _c), months in customers.items():
@@ -137,8 +156,15 @@ def expected_mrr_monthly(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
 
 def expected_daily_overview(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
     """(account, currency, day) -> the row of stripe_daily_overview."""
-    fields = ("gross_volume", "refunds", "disputes", "fees", "net", "successful_charges",
-              "new_customers")
+    fields = (
+        "gross_volume",
+        "refunds",
+        "disputes",
+        "fees",
+        "net",
+        "successful_charges",
+        "new_customers",
+    )
     rows: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(fields, 0))
     for account, emu in accounts.items():
         refunds = {r["id"] for r in emu.objects("refunds")}
@@ -161,7 +187,8 @@ def expected_daily_overview(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
         for charge in emu.objects("charges"):
             if charge["status"] == "succeeded":
                 rows[(account, charge["currency"], utc_day(charge["created"]))][
-                    "successful_charges"] += 1
+                    "successful_charges"
+                ] += 1
         for customer in emu.objects("customers"):
             key = (account, customer["currency"] or "xxx", utc_day(customer["created"]))
             rows[key]["new_customers"] += 1
@@ -181,7 +208,10 @@ def expected_subscriptions(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
                 recurring = price["recurring"]
                 monthly += cents(
                     Fraction((price["unit_amount"] or 0) * item["quantity"])
-                    * PER_MONTH[recurring["interval"]] / recurring["interval_count"], 6)
+                    * PER_MONTH[recurring["interval"]]
+                    / recurring["interval_count"],
+                    6,
+                )
             active = sub["status"] in ("active", "past_due")
             rows[(account, sub["id"])] = {
                 "status": sub["status"],
@@ -204,8 +234,9 @@ def loaded(tables: dict, model: str, key: tuple[str, ...], fields) -> dict[tuple
     for row in tables[model]:
         k = tuple(row[c] for c in key)
         assert k not in rows, f"{model}: {k} twice"
-        rows[k] = {f: number(row[f]) if isinstance(row[f], (int, float)) else row[f]
-                   for f in fields}
+        rows[k] = {
+            f: number(row[f]) if isinstance(row[f], (int, float)) else row[f] for f in fields
+        }
     return rows
 
 
@@ -230,11 +261,27 @@ def assert_same(model: str, expected: dict, got: dict) -> None:
     assert not wrong, f"{model}: {len(wrong)} rows differ, e.g. {next(iter(wrong.items()))}"
 
 
-MRR_FIELDS = ("mrr", "previous_mrr", "new_mrr", "expansion_mrr", "contraction_mrr",
-              "churned_mrr", "reactivation_mrr", "paying_customers", "new_customers",
-              "churned_customers")
-DAILY_FIELDS = ("gross_volume", "refunds", "disputes", "fees", "net", "successful_charges",
-                "new_customers")
+MRR_FIELDS = (
+    "mrr",
+    "previous_mrr",
+    "new_mrr",
+    "expansion_mrr",
+    "contraction_mrr",
+    "churned_mrr",
+    "reactivation_mrr",
+    "paying_customers",
+    "new_customers",
+    "churned_customers",
+)
+DAILY_FIELDS = (
+    "gross_volume",
+    "refunds",
+    "disputes",
+    "fees",
+    "net",
+    "successful_charges",
+    "new_customers",
+)
 SUBSCRIPTION_FIELDS = ("status", "customer_id", "item_count", "monthly_amount")
 
 
@@ -245,31 +292,50 @@ def assert_models_match(tables: dict, accounts: dict[str, Emulator]) -> dict:
         "stripe_daily_overview": expected_daily_overview(accounts),
         "stripe_subscriptions": expected_subscriptions(accounts),
     }
-    assert_same("stripe_mrr_monthly", as_loaded(expected["stripe_mrr_monthly"]),
-                loaded(tables, "stripe_mrr_monthly", ("account_id", "currency", "month"),
-                       MRR_FIELDS))
-    assert_same("stripe_daily_overview", as_loaded(expected["stripe_daily_overview"]),
-                loaded(tables, "stripe_daily_overview", ("account_id", "currency", "day"),
-                       DAILY_FIELDS))
-    assert_same("stripe_subscriptions", as_loaded(expected["stripe_subscriptions"]),
-                loaded(tables, "stripe_subscriptions", ("account_id", "subscription_id"),
-                       SUBSCRIPTION_FIELDS))
+    assert_same(
+        "stripe_mrr_monthly",
+        as_loaded(expected["stripe_mrr_monthly"]),
+        loaded(tables, "stripe_mrr_monthly", ("account_id", "currency", "month"), MRR_FIELDS),
+    )
+    assert_same(
+        "stripe_daily_overview",
+        as_loaded(expected["stripe_daily_overview"]),
+        loaded(tables, "stripe_daily_overview", ("account_id", "currency", "day"), DAILY_FIELDS),
+    )
+    assert_same(
+        "stripe_subscriptions",
+        as_loaded(expected["stripe_subscriptions"]),
+        loaded(
+            tables, "stripe_subscriptions", ("account_id", "subscription_id"), SUBSCRIPTION_FIELDS
+        ),
+    )
     assert set(accounts) == {row["account_id"] for row in tables["stripe_mrr_monthly"]}
     return expected
 
 
 def assert_data_is_varied(expected: dict, accounts: dict[str, Emulator]) -> None:
     """The data exercises what the MRR definition is about (else the test proves little)."""
-    lines = [line for emu in accounts.values() for line in emu.objects("invoice_line_items")
-             if line["type"] == "subscription"]
-    intervals = {(line["price"]["recurring"]["interval"],
-                  line["price"]["recurring"]["interval_count"]) for line in lines}
+    lines = [
+        line
+        for emu in accounts.values()
+        for line in emu.objects("invoice_line_items")
+        if line["type"] == "subscription"
+    ]
+    intervals = {
+        (line["price"]["recurring"]["interval"], line["price"]["recurring"]["interval_count"])
+        for line in lines
+    }
     assert {("month", 1), ("year", 1), ("week", 1), ("month", 3)} <= intervals, intervals
     assert sum(1 for line in lines if line["discount_amounts"]) >= 3
     rows = expected["stripe_mrr_monthly"].values()
     assert len({month for (_a, _c, month) in expected["stripe_mrr_monthly"]}) >= 12
-    for movement in ("new_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr",
-                     "reactivation_mrr"):
+    for movement in (
+        "new_mrr",
+        "expansion_mrr",
+        "contraction_mrr",
+        "churned_mrr",
+        "reactivation_mrr",
+    ):
         assert sum(row[movement] for row in rows) > 0, f"no {movement} in the data"
 
 
@@ -278,8 +344,11 @@ def assert_data_is_varied(expected: dict, accounts: dict[str, Emulator]) -> None
 
 def change(emu: Emulator) -> dict:
     """Refunds, an upgrade billed at once, a cancellation, a void and a deletion."""
-    charges = [c for c in emu.objects("charges")
-               if c["status"] == "succeeded" and not c["amount_refunded"] and not c["disputed"]]
+    charges = [
+        c
+        for c in emu.objects("charges")
+        if c["status"] == "succeeded" and not c["amount_refunded"] and not c["disputed"]
+    ]
     full, partial = charges[0], charges[1]
     emu.create("refunds", charge=full["id"])
     emu.create("refunds", charge=partial["id"], amount=partial["amount"] // 3)
@@ -288,8 +357,7 @@ def change(emu: Emulator) -> dict:
     upgraded, cancelled = subs[0], next(s for s in subs if s["customer"] != subs[0]["customer"])
     items = [i for i in emu.objects("subscription_items") if i["subscription"] == upgraded["id"]]
     emu.change_quantity(upgraded["id"], max(i["quantity"] for i in items) + 2)
-    invoice = emu.create("invoices", subscription=upgraded["id"], lines=len(items),
-                         status="paid")
+    invoice = emu.create("invoices", subscription=upgraded["id"], lines=len(items), status="paid")
     emu.cancel_subscription(cancelled["id"])
 
     # An open invoice voided: its lines stop counting for MRR.
@@ -298,31 +366,45 @@ def change(emu: Emulator) -> dict:
     if voided:
         emu.update("invoices", voided["id"], {"status": "void"})
 
-    busy = {upgraded["customer"], cancelled["customer"], full["customer"], partial["customer"],
-            voided and voided["customer"]}
+    busy = {
+        upgraded["customer"],
+        cancelled["customer"],
+        full["customer"],
+        partial["customer"],
+        voided and voided["customer"],
+    }
     deleted = next(c for c in emu.objects("customers") if c["id"] not in busy)
     emu.delete("customers", deleted["id"])
-    return {"refunded": full["amount"] + partial["amount"] // 3, "upgraded": upgraded,
-            "invoice": invoice, "cancelled": cancelled["id"], "voided": voided,
-            "deleted": deleted}
+    return {
+        "refunded": full["amount"] + partial["amount"] // 3,
+        "upgraded": upgraded,
+        "invoice": invoice,
+        "cancelled": cancelled["id"],
+        "voided": voided,
+        "deleted": deleted,
+    }
 
 
 def assert_changes_moved_figures(before: dict, after: dict, changes: dict[str, dict]) -> None:
     """The Python figures moved as the changes say (so matching them means something)."""
     daily_b, daily_a = before["stripe_daily_overview"], after["stripe_daily_overview"]
     refunded = sum(c["refunded"] for c in changes.values())
-    assert sum(r["refunds"] for r in daily_a.values()) - sum(
-        r["refunds"] for r in daily_b.values()) == refunded
+    assert (
+        sum(r["refunds"] for r in daily_a.values()) - sum(r["refunds"] for r in daily_b.values())
+        == refunded
+    )
     assert sum(r["new_customers"] for r in daily_a.values()) == sum(
-        r["new_customers"] for r in daily_b.values()) - len(changes)
+        r["new_customers"] for r in daily_b.values()
+    ) - len(changes)
     subs_a = after["stripe_subscriptions"]
     mrr_a = after["stripe_mrr_monthly"]
     for account, c in changes.items():
         assert subs_a[(account, c["cancelled"])]["status"] == "canceled"
         assert subs_a[(account, c["cancelled"])]["monthly_amount"] == 0
         up_before = before["stripe_subscriptions"][(account, c["upgraded"]["id"])]
-        assert subs_a[(account, c["upgraded"]["id"])]["monthly_amount"] > up_before[
-            "monthly_amount"]
+        assert (
+            subs_a[(account, c["upgraded"]["id"])]["monthly_amount"] > up_before["monthly_amount"]
+        )
         # The upgrade's invoice bills this month: the month is in the report, with MRR.
         month = month_of(c["invoice"]["created"])
         assert mrr_a[(account, c["invoice"]["currency"], month)]["mrr"] > 0
@@ -334,7 +416,11 @@ def assert_show_mrr(database: str, expected: dict[tuple, dict], tmp_path) -> Non
     image = tmp_path / "mrr.png"
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "show_mrr.sh"), database, "--image", str(image)],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900, check=False,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     totals: dict[tuple, Decimal] = defaultdict(Decimal)
@@ -343,15 +429,26 @@ def assert_show_mrr(database: str, expected: dict[tuple, dict], tmp_path) -> Non
     account, currency = max(totals, key=totals.get)
     months = sorted(m for (a, c, m) in expected if (a, c) == (account, currency))
     assert f"{account} in {currency.upper()}" in proc.stdout
-    shown = [line.split() for line in proc.stdout.splitlines()
-             if line.startswith("  20") and len(line.split()) == 8]
+    shown = [
+        line.split()
+        for line in proc.stdout.splitlines()
+        if line.startswith("  20") and len(line.split()) == 8
+    ]
     assert [line[0] for line in shown] == [f"{m:%Y-%m}" for m in months[-12:]]
     for line, month in zip(shown, months[-12:], strict=True):
         row = expected[(account, currency, month)]
         figures = [Decimal(v.replace(",", "")) for v in line[1:7]]
-        assert figures == [(row[f] / 100).quantize(Decimal("0.01"), ROUND_HALF_UP) for f in (
-            "mrr", "new_mrr", "expansion_mrr", "reactivation_mrr", "contraction_mrr",
-            "churned_mrr")], line
+        assert figures == [
+            (row[f] / 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            for f in (
+                "mrr",
+                "new_mrr",
+                "expansion_mrr",
+                "reactivation_mrr",
+                "contraction_mrr",
+                "churned_mrr",
+            )
+        ], line
         assert int(line[7]) == row["paying_customers"]
     assert f"Chart: {image}" in proc.stdout
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -373,8 +470,15 @@ class Analytics:
     def run(self) -> str:
         p = self.pipeline
         p.runs += 1
-        proc = p.meltano_cmd("run", "--state-id-suffix", p.suffix, "tap-stripe-connect",
-                             self.loader, f"dbt-{self.warehouse}:build", timeout=900)
+        proc = p.meltano_cmd(
+            "run",
+            "--state-id-suffix",
+            p.suffix,
+            "tap-stripe-connect",
+            self.loader,
+            f"dbt-{self.warehouse}:build",
+            timeout=900,
+        )
         log = p.logs / f"meltano-run-{p.runs}.log"
         log.write_text(proc.stdout + proc.stderr)
         assert proc.returncode == 0, f"meltano run failed (log {log}):\n{proc.stderr[-6000:]}"
@@ -390,16 +494,21 @@ class Analytics:
     def close(self) -> None:
         self.pipeline.clear_state()
         if self.warehouse == "postgres":
-            for schema in (self.pipeline.env["DBT_POSTGRES_SOURCE_SCHEMA"],
-                           self.pipeline.env["DBT_POSTGRES_SCHEMA"]):
+            for schema in (
+                self.pipeline.env["DBT_POSTGRES_SOURCE_SCHEMA"],
+                self.pipeline.env["DBT_POSTGRES_SCHEMA"],
+            ):
                 dump_tables(self.loader, schema, "--drop")
 
 
 def warehouse_env(warehouse: str, request, tmp_path) -> dict[str, str]:
     if warehouse == "duckdb":
         database = str(tmp_path / "warehouse.duckdb")
-        return {"TARGET_DUCKDB_PATH": database, "DBT_DUCKDB_PATH": database,
-                "DBT_DUCKDB_SCHEMA": "analytics"}
+        return {
+            "TARGET_DUCKDB_PATH": database,
+            "DBT_DUCKDB_PATH": database,
+            "DBT_DUCKDB_SCHEMA": "analytics",
+        }
     pg = request.getfixturevalue("postgres")
     schema = f"stripe_{uuid.uuid4().hex[:10]}"
     return {
@@ -417,15 +526,13 @@ def warehouse_env(warehouse: str, request, tmp_path) -> dict[str, str]:
 
 @pytest.mark.parametrize("warehouse", ["duckdb", "postgres"])
 @pytest.mark.parametrize("accounts", ["single", "platform"])
-def test_models_match_python_figures_then_move_with_changes(
-    meltano, warehouse, accounts, request, tmp_path
-):
+def test_models_match_python_figures_then_move_with_changes(warehouse, accounts, request, tmp_path):
+    meltano_path = request.getfixturevalue("meltano")  # installed once per session
     env = warehouse_env(warehouse, request, tmp_path)
     if accounts == "single":
         context = Emulator(objects=OBJECTS, seed=16, varied_pricing=True)
     else:
-        context = ConnectPlatform(accounts=3, objects=OBJECTS // 2, seed=163,
-                                  varied_pricing=True)
+        context = ConnectPlatform(accounts=3, objects=OBJECTS // 2, seed=163, varied_pricing=True)
     with context as started:
         if accounts == "single":
             emulators = {started.account_id: started}
@@ -434,7 +541,7 @@ def test_models_match_python_figures_then_move_with_changes(
             emulators = dict(started.accounts)
             source = SimpleNamespace(api_key=started.platform_key, url=started.url)
             env["TAP_STRIPE_CONNECT_ACCOUNT_IDS"] = json.dumps(started.account_ids)
-        analytics = Analytics(meltano, warehouse, source, env, tmp_path)
+        analytics = Analytics(meltano_path, warehouse, source, env, tmp_path)
         try:
             analytics.run()
             before = assert_models_match(analytics.tables(), emulators)

@@ -264,7 +264,7 @@ class Generator:
                 )
 
     def _price(self, product: str, currency: str, unit: int, interval: str | None,
-               created: int, interval_count: int = 1) -> dict:
+               created: int, *, interval_count: int = 1) -> dict:
         return {
             "id": self.long_id("price"),
             "object": "price",
