@@ -222,6 +222,58 @@ def expected_subscriptions(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
     return rows
 
 
+def expected_customers(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
+    """(account, customer) -> the row of stripe_customers, for live customers."""
+    by_customer = expected_customer_mrr(accounts)
+    last: dict[tuple, date] = {}
+    for (account, currency, _c), months in by_customer.items():
+        last[(account, currency)] = max(last.get((account, currency), date.min), *months)
+    rows = {}
+    for account, emu in accounts.items():
+        charges = {c["id"]: c for c in emu.objects("charges")}
+        refunds = {r["id"]: r["charge"] for r in emu.objects("refunds")}
+        disputes = {d["id"]: d["charge"] for d in emu.objects("disputes")}
+        paid = defaultdict(list)
+        for charge in charges.values():
+            if charge["status"] == "succeeded" and charge["customer"]:
+                paid[charge["customer"]].append(charge["created"])
+        net = defaultdict(int)
+        for txn in emu.objects("balance_transactions"):
+            charge = (
+                txn["source"]
+                if txn["type"] in ("charge", "payment")
+                else refunds.get(txn["source"]) or disputes.get(txn["source"])
+            )
+            if charge in charges and charges[charge]["customer"]:
+                net[charges[charge]["customer"]] += txn["net"]
+        subscriptions = defaultdict(int)
+        for sub in emu.objects("subscriptions"):
+            subscriptions[sub["customer"]] += 1
+        for customer in emu.objects("customers"):
+            cid = customer["id"]
+            mrr = sum(
+                (
+                    months.get(last[(a, currency)], Decimal(0))
+                    for (a, currency, c), months in by_customer.items()
+                    if (a, c) == (account, cid)
+                ),
+                Decimal(0),
+            )
+            times = paid.get(cid)
+            rows[(account, cid)] = {
+                "first_payment_at": iso(min(times)) if times else None,
+                "last_payment_at": iso(max(times)) if times else None,
+                "lifetime_net": net[cid],
+                "current_mrr": mrr,
+                "subscriptions": subscriptions[cid],
+            }
+    return rows
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # -- the warehouse ---------------------------------------------------------------------------
 
 
@@ -283,14 +335,22 @@ DAILY_FIELDS = (
     "new_customers",
 )
 SUBSCRIPTION_FIELDS = ("status", "customer_id", "item_count", "monthly_amount")
+CUSTOMER_FIELDS = (
+    "first_payment_at",
+    "last_payment_at",
+    "lifetime_net",
+    "current_mrr",
+    "subscriptions",
+)
 
 
 def assert_models_match(tables: dict, accounts: dict[str, Emulator]) -> dict:
-    """The three models equal the Python figures; returns those figures."""
+    """The models equal the Python figures; returns those figures."""
     expected = {
         "stripe_mrr_monthly": expected_mrr_monthly(accounts),
         "stripe_daily_overview": expected_daily_overview(accounts),
         "stripe_subscriptions": expected_subscriptions(accounts),
+        "stripe_customers": expected_customers(accounts),
     }
     assert_same(
         "stripe_mrr_monthly",
@@ -308,6 +368,11 @@ def assert_models_match(tables: dict, accounts: dict[str, Emulator]) -> dict:
         loaded(
             tables, "stripe_subscriptions", ("account_id", "subscription_id"), SUBSCRIPTION_FIELDS
         ),
+    )
+    assert_same(
+        "stripe_customers",
+        as_loaded(expected["stripe_customers"]),
+        loaded(tables, "stripe_customers", ("account_id", "customer_id"), CUSTOMER_FIELDS),
     )
     assert set(accounts) == {row["account_id"] for row in tables["stripe_mrr_monthly"]}
     return expected
@@ -399,6 +464,9 @@ def assert_changes_moved_figures(before: dict, after: dict, changes: dict[str, d
     subs_a = after["stripe_subscriptions"]
     mrr_a = after["stripe_mrr_monthly"]
     for account, c in changes.items():
+        gone = (account, c["deleted"]["id"])
+        assert gone in before["stripe_customers"]
+        assert gone not in after["stripe_customers"]
         assert subs_a[(account, c["cancelled"])]["status"] == "canceled"
         assert subs_a[(account, c["cancelled"])]["monthly_amount"] == 0
         up_before = before["stripe_subscriptions"][(account, c["upgraded"]["id"])]

@@ -42,6 +42,9 @@ select
         when linked.dispute_id is not null then 'dispute'
         when linked.refund_id is not null then 'refund'
         when linked.type in ('charge', 'payment') then 'charge'
+        -- a dispute or refund whose object is not loaded still counts as one
+        when linked.reporting_category in ('dispute', 'dispute_reversal') then 'dispute'
+        when linked.type in ('refund', 'payment_refund') then 'refund'
         when linked.payout_id is not null then 'payout'
         when linked.type in ('transfer', 'transfer_cancel', 'transfer_failure', 'transfer_refund') then 'transfer'
         when linked.type in ('application_fee', 'application_fee_refund') then 'application_fee'
