@@ -623,3 +623,23 @@ def test_models_match_python_figures_then_move_with_changes(warehouse, accounts,
             assert_changes_moved_figures(before, after, changes)
         finally:
             analytics.close()
+
+
+def test_dbt_duckdb_reads_target_duckdb_files(request):
+    """dbt-duckdb's duckdb is target-duckdb's 1.2.x: a newer one writes files 1.2 cannot read."""
+    request.getfixturevalue("meltano")  # the plugins, installed once per session
+    versions = {}
+    for plugin in ("loaders/target-duckdb", "utilities/dbt-duckdb"):
+        proc = subprocess.run(
+            [
+                str(ROOT / ".meltano" / plugin / "venv/bin/python"),
+                "-c",
+                "import duckdb; print(duckdb.__version__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        versions[plugin] = proc.stdout.strip()
+    assert versions["utilities/dbt-duckdb"] == versions["loaders/target-duckdb"], versions
+    assert versions["utilities/dbt-duckdb"].startswith("1.2."), versions
