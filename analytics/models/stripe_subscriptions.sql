@@ -10,6 +10,7 @@ items as (
         id,
         quantity,
         {{ json_text('price', ['id']) }} as price_id,
+        {{ json_text('price', ['product']) }} as product_id,
         cast({{ json_text('price', ['unit_amount']) }} as bigint) as unit_amount,
         {{ json_text('price', ['recurring', 'interval']) }} as price_interval,
         cast({{ json_text('price', ['recurring', 'interval_count']) }} as integer) as price_interval_count
@@ -24,7 +25,8 @@ item_totals as (
         sum({{ fraction_amount(
             "coalesce(unit_amount, 0) * coalesce(quantity, 0) * case price_interval when 'year' then 1 when 'week' then 52 when 'day' then 365 else 12 end",
             "12 * coalesce(price_interval_count, 1)") }}) as items_monthly_amount,
-        min(price_id) as first_price_id
+        string_agg(price_id, ',' order by price_id) as price_ids,
+        string_agg(distinct product_id, ',' order by product_id) as product_ids
     from items
     group by 1, 2
 )
@@ -46,6 +48,8 @@ select
     subscriptions.ended_at,
     coalesce(item_totals.item_count, 0) as item_count,
     coalesce(item_totals.quantity, 0) as quantity,
+    item_totals.price_ids,
+    item_totals.product_ids,
     cast(case
         when subscriptions.status in ('active', 'past_due')
         then round(coalesce(item_totals.items_monthly_amount, 0), 2)
