@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests import readme
 from tests.conftest import ROOT
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
@@ -535,16 +536,27 @@ class Analytics:
         self.pipeline = Pipeline(meltano_path, self.loader, source, env, tmp_path)
         self.pipeline.env["TAP_STRIPE_CONNECT__SELECT"] = json.dumps([f"{s}.*" for s in STREAMS])
 
+    def readme_command(self) -> list[str]:
+        """The README's pipeline for this warehouse, as `meltano run` arguments."""
+        command = readme.command(f".venv-meltano/bin/meltano run tap-stripe-connect {self.loader} ")
+        if self.warehouse == "postgres":
+            # The README sets the connection on the line before; the test's env has the same names.
+            (settings,) = [c for c in readme.commands() if c.startswith("DBT_POSTGRES_HOST=")]
+            names = {word.split("=")[0] for word in settings.split() if "=" in word}
+            assert names <= set(self.pipeline.env), names - set(self.pipeline.env)
+        return command.split()[1:]
+
     def run(self) -> str:
         p = self.pipeline
         p.runs += 1
+        run, *blocks = self.readme_command()
+        assert run == "run"
+        assert blocks == ["tap-stripe-connect", self.loader, f"dbt-{self.warehouse}:build"], blocks
         proc = p.meltano_cmd(
             "run",
             "--state-id-suffix",
             p.suffix,
-            "tap-stripe-connect",
-            self.loader,
-            f"dbt-{self.warehouse}:build",
+            *blocks,
             timeout=900,
         )
         log = p.logs / f"meltano-run-{p.runs}.log"
