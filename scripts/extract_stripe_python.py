@@ -235,7 +235,9 @@ class _Context:
             return {"type": "number"}
         if name == "bool":
             return {"type": "boolean"}
-        if name in ("StripeObject", "Any", "object"):
+        if name == "Any":
+            return {}
+        if name in ("StripeObject", "object"):
             return {"type": "object"}
         component = self.x.ref(self.module, name, self.nested)
         if component is None:

@@ -102,6 +102,12 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
             expected = [expected] if isinstance(expected, str) else list(expected)
             words = " or ".join(_TYPE_NAMES.get(e, e) for e in expected if e != "null")
             problems.append(f"setting '{where}' must be {words}, not {kind(error.instance)}")
+        elif error.validator == "enum" and not secret:
+            # `api_version`: only versions the tap has schemas for.
+            choices = " or ".join(repr(v) for v in error.validator_value)
+            problems.append(
+                f"setting '{where}' must be {choices}, not {str(error.instance)[:40]!r}"
+            )
         elif secret:
             problems.append(f"setting '{where}' has an invalid value")
         else:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import typing as t
 from concurrent.futures import Future
-from importlib import resources as importlib_resources
 
 from tap_stripe_connect.client import StripeStream
 from tap_stripe_connect.resources import FULL_TABLE, RESOURCES, RESOURCES_BY_NAME, Resource
+from tap_stripe_connect.versions import DEFAULT_API_VERSION, load_schema
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
 
     from singer_sdk.helpers.types import Context
-
-
-def load_schema(name: str) -> dict:
-    text = importlib_resources.files("tap_stripe_connect").joinpath(f"schemas/{name}.json")
-    return t.cast("dict", json.loads(text.read_text()))
 
 
 class StripeChildStream(StripeStream):
@@ -119,15 +113,19 @@ def _get_child_context(self: StripeStream, record: dict, context: Context | None
     return child_context
 
 
-def stream_class(resource: Resource, parent: type[StripeStream] | None = None) -> type:
-    """A stream class for one table entry."""
+def stream_class(
+    resource: Resource,
+    parent: type[StripeStream] | None = None,
+    api_version: str = DEFAULT_API_VERSION,
+) -> type:
+    """A stream class for one table entry, with its schema in the API version."""
     base = StripeChildStream if resource.parent else StripeStream
     attrs: dict[str, t.Any] = {
         "name": resource.name,
         "resource": resource,
         "path": resource.path,
         "primary_keys": list(resource.primary_key),
-        "schema": load_schema(resource.name),
+        "schema": load_schema(resource.name, api_version),
         "get_child_context": _get_child_context,
         "selected_by_default": resource.selected_by_default,
     }
@@ -139,12 +137,12 @@ def stream_class(resource: Resource, parent: type[StripeStream] | None = None) -
     return type(f"{resource.name.title().replace('_', '')}Stream", (base,), attrs)
 
 
-def stream_classes() -> list[type]:
+def stream_classes(api_version: str = DEFAULT_API_VERSION) -> list[type]:
     """Classes for every resource, parents before children."""
     classes: dict[str, type] = {}
     for resource in RESOURCES:
         parent = classes.get(resource.parent) if resource.parent else None
-        classes[resource.name] = stream_class(resource, parent)
+        classes[resource.name] = stream_class(resource, parent, api_version)
     return list(classes.values())
 
 

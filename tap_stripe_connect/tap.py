@@ -38,6 +38,7 @@ from tap_stripe_connect.permissions import check_permissions
 from tap_stripe_connect.progress import DEFAULT_INTERVAL as DEFAULT_PROGRESS_INTERVAL
 from tap_stripe_connect.progress import Progress
 from tap_stripe_connect.streams import probe, stream_classes
+from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION, unsupported
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,7 +46,6 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.streams import Stream
 
-DEFAULT_API_VERSION = "2024-06-20"
 # Stripe's read limits: per account (test mode, live mode) and per endpoint.
 TEST_RATE, LIVE_RATE, ENDPOINT_RATE = 25.0, 90.0, 25.0
 # Share of a CPU a sync must have used over the last 50 ms for no other stream to start.
@@ -123,10 +123,12 @@ class TapStripeConnect(Tap):
             "api_version",
             th.StringType,
             default=DEFAULT_API_VERSION,
+            allowed_values=list(API_VERSIONS),
             title="API version",
             description=(
-                "Stripe API version sent as `Stripe-Version` on every request; the schemas "
-                "are generated for 2024-06-20."
+                "Stripe API version sent as `Stripe-Version` on every request, with the "
+                "schemas generated for it: 2024-06-20 (default) or 2026-10-28.endive. "
+                "Changing it changes columns: see README, API versions."
             ),
         ),
         th.Property(
@@ -315,7 +317,11 @@ class TapStripeConnect(Tap):
         super().load_state(state)
 
     def discover_streams(self) -> list:
-        return [cls(tap=self) for cls in stream_classes()]
+        # Each API version has its own schemas: records are converted and typed by them.
+        api_version = str(self.config.get("api_version") or DEFAULT_API_VERSION)
+        if api_version not in API_VERSIONS:  # --discover lets the SDK skip validation
+            raise ConfigError(f"Invalid settings: {unsupported(api_version)}.")
+        return [cls(tap=self) for cls in stream_classes(api_version)]
 
     @functools.cached_property
     def start_timestamp(self) -> int | None:

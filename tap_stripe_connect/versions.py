@@ -26,8 +26,8 @@ def schema_folder(api_version: str) -> str:
 
 def unsupported(api_version: object) -> str:
     return (
-        f"setting 'api_version' must be {' or '.join(repr(v) for v in API_VERSIONS)} "
-        f"(the versions the tap has schemas for), not {str(api_version)[:40]!r}"
+        f"setting 'api_version' must be {' or '.join(repr(v) for v in API_VERSIONS)}, "
+        f"not {str(api_version)[:40]!r}"
     )
 
 
