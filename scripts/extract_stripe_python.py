@@ -9,8 +9,9 @@ source with `ast` (nothing is imported or run) and writes the subset of OpenAPI
 `required`, `$ref`, `anyOf`, `x-expandableFields`, and `format: unix-time`. No prose is
 copied: a docstring is read only to tell a Unix time from a plain integer.
 
-    pip download --no-deps stripe==16.1.0 -d /tmp/stripe && unzip /tmp/stripe/*.whl -d /tmp/stripe
-    python scripts/extract_stripe_python.py /tmp/stripe/stripe
+    pip install stripe==16.1.0                    # in the dev extras
+    python scripts/extract_stripe_python.py       # or: ... PATH/TO/stripe (an unpacked wheel)
+    python scripts/extract_stripe_python.py --check
 
 writes `vendor/stripe-python/components.<version>.json.gz` (version from the package's
 `_api_version.py`). See `vendor/stripe-python/README.md`.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import gzip
+import importlib.util
 import json
 import re
 import sys
@@ -313,28 +315,57 @@ def library_version(package: Path) -> str:
     return match.group(1) if match else "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("package", type=Path, help="the `stripe` folder of the unpacked wheel")
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    args = parser.parse_args(argv)
-    version = api_version(args.package)
-    extractor = Extractor(args.package)
+def installed_package() -> Path:
+    """The `stripe` package installed beside this Python (found, not imported)."""
+    spec = importlib.util.find_spec("stripe")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("no `stripe` package installed: pip install stripe==16.1.0")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def extract(package: Path) -> tuple[str, str]:
+    """(API version, the vendored file's JSON text) from a `stripe` package's source."""
+    version = api_version(package)
+    extractor = Extractor(package)
     spec = {
         "info": {
             "version": version,
-            "x-source": f"stripe-python {library_version(args.package)} (PyPI `stripe`), typed classes",
+            "x-source": f"stripe-python {library_version(package)} (PyPI `stripe`), "
+            "typed classes",
         },
         "components": {"schemas": extractor.run()},
     }
     for name in sorted(extractor.unresolved):
         print(f"unresolved type (left untyped): {name}", file=sys.stderr)
-    out = args.out_dir / f"components.{version}.json.gz"
+    return version, json.dumps(spec, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def vendored_path(version: str, out_dir: Path = OUT_DIR) -> Path:
+    return out_dir / f"components.{version}.json.gz"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "package", type=Path, nargs="?",
+        help="the `stripe` folder of an unpacked wheel (default: the installed package)",
+    )
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the vendored file differs; write nothing"
+    )
+    args = parser.parse_args(argv)
+    package = args.package or installed_package()
+    version, text = extract(package)
+    out = vendored_path(version, args.out_dir)
+    if args.check:
+        same = out.is_file() and gzip.decompress(out.read_bytes()).decode() == text
+        if not same:
+            print(f"out of date: {out} (from {package})")
+        return 0 if same else 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(spec, indent=None, sort_keys=True, separators=(",", ":")) + "\n"
     out.write_bytes(gzip.compress(text.encode(), compresslevel=9, mtime=0))
-    print(f"{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}: "
-          f"{len(spec['components']['schemas'])} components, {out.stat().st_size} bytes")
+    print(f"{out}: {out.stat().st_size} bytes")
     return 0
 
 

@@ -13,6 +13,10 @@ import typing as t
 from jsonschema import Draft7Validator, FormatChecker
 
 
+_JSON_KINDS = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
+               bool: "boolean", type(None): "null"}
+
+
 def closed(schema: dict) -> dict:
     """`schema` with every object that lists its properties closed to others."""
     out = dict(schema)
@@ -36,7 +40,12 @@ def problems(validator: Draft7Validator, record: dict, limit: int = 5) -> list[s
     found = []
     for error in validator.iter_errors(record):
         path = ".".join(str(p) for p in error.absolute_path) or "(record)"
-        found.append(f"{path}: {error.message[:160]}")
+        if error.validator == "type":
+            # The value itself may be a whole object: name its kind, not its text.
+            kind = _JSON_KINDS.get(type(error.instance), type(error.instance).__name__)
+            found.append(f"{path}: {kind} where the schema has {error.validator_value}")
+        else:
+            found.append(f"{path}: {error.message[:160]}")
         if len(found) >= limit:
             break
     return found
