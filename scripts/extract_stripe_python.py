@@ -203,7 +203,7 @@ class _Context:
         if head == "ExpandableField":
             self.expandable = True
             target = self.convert(_arg(node))
-            refs = target["anyOf"] if "anyOf" in target else [target]
+            refs = target.get("anyOf", [target])
             return {"anyOf": [{"type": "string"}, *refs]}
         if head == "List":
             return {"type": "array", "items": self.convert(_arg(node))}

@@ -128,7 +128,7 @@ class TapStripeConnect(Tap):
             description=(
                 "Stripe API version sent as `Stripe-Version` on every request, with the "
                 "schemas generated for it: 2024-06-20 (default) or 2026-10-28.endive. "
-                "Changing it changes columns: see README, API versions."
+                "Changing it changes columns: see the README's API versions."
             ),
         ),
         th.Property(

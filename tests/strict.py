@@ -12,7 +12,6 @@ import typing as t
 
 from jsonschema import Draft7Validator, FormatChecker
 
-
 _JSON_KINDS = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
                bool: "boolean", type(None): "null"}
 

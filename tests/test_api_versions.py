@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import typing as t
@@ -105,7 +106,8 @@ def test_2026_10_28_endive_moves_periods_to_items_and_invoice_links_to_parent(
     run = sync_every_stream(emu, tmp_path, api_version=ENDIVE)
     subs = {s["id"]: s for s in emu.objects("subscriptions")}
     for sub in run.records("subscriptions"):
-        assert "current_period_end" not in sub and "current_period_start" not in sub
+        assert "current_period_end" not in sub
+        assert "current_period_start" not in sub
     items = run.records("subscription_items")
     assert items
     for item in items:
@@ -193,7 +195,8 @@ EXTRACTOR = ROOT / "scripts" / "extract_stripe_python.py"
 
 def _load_extractor() -> t.Any:
     spec = importlib.util.spec_from_file_location("extract_stripe_python", EXTRACTOR)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -237,7 +240,7 @@ def test_the_unix_time_rule_finds_every_time_stripe_marks_in_2024_06_20() -> Non
     assert not missed
     # The 2024 generator's own list of times the description forgets to mark, and five
     # more, each described as a time ("The time that the flight departed.").
-    assert generator.UNDECLARED_UNIX_TIMES <= extra
+    assert extra >= generator.UNDECLARED_UNIX_TIMES
     assert extra - generator.UNDECLARED_UNIX_TIMES == {
         ("invoice", "subscription_proration_date"),
         ("issuing.settlement", "clearing_date"),
@@ -269,17 +272,20 @@ def test_the_2026_schemas_follow_stripes_changes() -> None:
     assert "current_period_end" not in subs
     assert items["current_period_end"] == {"type": "string", "format": "date-time"}
     invoices = load_schema("invoices", ENDIVE)["properties"]
-    assert "subscription" not in invoices and "charge" not in invoices
+    assert "subscription" not in invoices
+    assert "charge" not in invoices
     details = invoices["parent"]["properties"]["subscription_details"]["properties"]
     assert details["subscription"] == {"type": "string"}
     assert invoices["due_date"] == {"type": ["string", "null"], "format": "date-time"}
     line = load_schema("invoice_line_items", ENDIVE)["properties"]
-    assert "price" not in line and "pricing" in line
+    assert "price" not in line
+    assert "pricing" in line
     prices = load_schema("prices", ENDIVE)["properties"]
     assert prices["unit_amount_decimal"] == {"type": ["string", "null"]}
-    assert "tiers" in prices and "deleted" in prices
+    assert "tiers" in prices
+    assert "deleted" in prices
 
 
 def test_an_unknown_version_has_no_schemas() -> None:
-    with pytest.raises(ValueError, match="'2024-06-20' or '2026-10-28.endive'"):
+    with pytest.raises(ValueError, match=re.escape("'2024-06-20' or '2026-10-28.endive'")):
         load_schema("charges", "2025-03-31.basil")

@@ -31,9 +31,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.emulator.billing import KINDS
 from tests.emulator.generate import API_VERSION, BASE62, DEFAULT_CLOCK
+from tests.emulator.store import STREAMS, ApiError, Store, dumps, no_such
 from tests.emulator.versions import ENDIVE
 from tests.emulator.versions import render as render_version
-from tests.emulator.store import STREAMS, ApiError, Store, dumps, no_such
 
 DEFAULT_KEY = "sk_test_emulator"
 _REQUEST_IDS = random.Random()
