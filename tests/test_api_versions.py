@@ -289,3 +289,35 @@ def test_the_2026_schemas_follow_stripes_changes() -> None:
 def test_an_unknown_version_has_no_schemas() -> None:
     with pytest.raises(ValueError, match=re.escape("'2024-06-20' or '2026-10-28.endive'")):
         load_schema("charges", "2025-03-31.basil")
+
+
+def test_2026_incremental_syncs_keep_the_2026_shape_whatever_the_events_version(
+    tmp_path: Path,
+) -> None:
+    """Events are rendered in the version of their day: a 2024-06-20 event's object is
+    fetched again in 2026-10-28.endive; a 2026 event's payload is used as it is."""
+    config = {"api_version": ENDIVE}
+    schemas = {name: load_schema(name, ENDIVE) for name in ALL_STREAMS}
+    with Emulator(objects=20, seed=3) as emu:
+        first = sync_every_stream(emu, tmp_path, **config)
+        state = first.last_state
+        for version in ("2024-06-20", ENDIVE):
+            emu.set_event_api_version(version)
+            sub = emu.objects("subscriptions")[0]["id"]
+            inv = emu.objects("invoices")[0]["id"]
+            emu.update("subscriptions", sub, {"metadata": {"v": version}})
+            emu.update("invoices", inv, {"metadata": {"v": version}})
+            emu.clear_requests()
+            catalog = catalog_of_every_stream(emu, tmp_path, **config)
+            run = run_tap(config=emulator_config(emu, **config), catalog=catalog,
+                          state=state, tmp_path=tmp_path)
+            assert run.returncode == 0, run.stderr[-3000:]
+            state = run.last_state
+            assert [r["id"] for r in run.records("subscriptions")] == [sub]
+            assert [r["id"] for r in run.records("invoices")] == [inv]
+            assert run.records("subscriptions")[0]["metadata"] == {"v": version}
+            assert "parent" in run.records("invoices")[0]
+            problems = off_schema(run, schemas)
+            assert not problems, json.dumps(problems, indent=1)
+            fetched = {r.path for r in emu.requests}
+            assert (f"/v1/subscriptions/{sub}" in fetched) == (version != ENDIVE), version

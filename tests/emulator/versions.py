@@ -28,13 +28,17 @@ object shapes of stripe-python 16.1.0 vendored in `vendor/stripe-python/`):
 
 from __future__ import annotations
 
+import json
 import typing as t
 
 from tests.emulator.generate import API_VERSION
-from tests.emulator.store import copy
 
 ENDIVE = "2026-10-28.endive"
 SHAPED_VERSIONS = (API_VERSION, ENDIVE)
+
+
+def copy(obj: dict) -> dict:
+    return t.cast("dict", json.loads(json.dumps(obj)))
 
 
 def _drop(obj: dict, *names: str) -> None:
