@@ -61,6 +61,9 @@ def test_meltano_yml_declares_every_setting_of_the_tap():
         assert bool(declared[name].get("sensitive")) == bool(setting.get("secret")), name
         if "default" in setting:
             assert declared[name].get("value") == setting["default"], name
+        if "enum" in setting:  # `api_version`: Meltano offers the same choices
+            assert declared[name]["kind"] == "options", name
+            assert [o["value"] for o in declared[name]["options"]] == setting["enum"], name
     # Meltano selects every stream unless told: the tap's own default selection.
     from tap_stripe_connect.resources import RESOURCES
 
