@@ -38,7 +38,7 @@ Schema = dict[str, t.Any]
 # docstring says so ("Measured in seconds since the Unix epoch") or its name is one of
 # Stripe's names for times (`created`, `*_at`, `*_date`, `period.start`, `trial_end`, ...).
 # Checked on the 2024-06-20 OpenAPI description, where Stripe marks times with
-# `format: unix-time`: the rule finds all 257 marked fields, and flags 10 more, each of
+# `format: unix-time`: the rule finds all 256 marked fields, and flags 10 more, each of
 # them documented there as a time (see `UNDECLARED_UNIX_TIMES` in generate_schemas.py).
 UNIX_TIME_DOC = re.compile(r"unix (epoch|timestamp|time)|seconds since the (unix )?epoch", re.I)
 UNIX_TIME_NAME = re.compile(
