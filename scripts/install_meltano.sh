@@ -2,6 +2,7 @@
 # Install Meltano into .venv-meltano (once) and the project's plugins into .meltano/.
 #   bash scripts/install_meltano.sh                      # every plugin in meltano.yml
 #   bash scripts/install_meltano.sh tap-stripe-connect target-duckdb
+#   bash scripts/install_meltano.sh dbt-duckdb dbt-postgres   # the analytics/ utilities
 # Used by scripts/quickstart.sh and by the pipeline tests (tests/test_pipelines.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."

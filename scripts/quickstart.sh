@@ -40,7 +40,7 @@ if [ -z "${TAP_STRIPE_CONNECT_API_KEY:-}" ]; then
        "generated data ($OBJECTS objects per stream), not a Stripe account."
   echo "    Set TAP_STRIPE_CONNECT_API_KEY=sk_test_... (or rk_...) to load your own account."
   EMULATOR_LOG="$(mktemp)"
-  .venv/bin/python -m tests.emulator --port 0 --objects "$OBJECTS" --seed 7 >"$EMULATOR_LOG" 2>&1 &
+  .venv/bin/python -m tests.emulator --port 0 --objects "$OBJECTS" --seed 7 --varied-pricing >"$EMULATOR_LOG" 2>&1 &
   EMULATOR_PID=$!
   url=""
   for _ in $(seq 100); do
@@ -120,5 +120,15 @@ for table in tables:
     count = con.execute(f'SELECT count(*) FROM stripe."{table}"').fetchone()[0]
     print(f"  {table:<{width}}  {count:>10,}")
 EOF
+
+# Answers, not just tables: the dbt models (analytics/) and MRR by month with its movements.
+echo "==> meltano run dbt-duckdb:build (revenue, MRR and churn models into schema analytics)"
+bash scripts/install_meltano.sh dbt-duckdb
+export DBT_DUCKDB_PATH="$TARGET_DUCKDB_PATH"
+DBT_LOG=.meltano/quickstart-dbt.log
+$MELTANO run dbt-duckdb:build >"$DBT_LOG" 2>&1 || { tail -n 40 "$DBT_LOG" >&2; exit 1; }
+echo "    dbt build: $(grep -o 'PASS=[0-9]* WARN=[0-9]* ERROR=[0-9]*' "$DBT_LOG" | tail -n 1) (log: $DBT_LOG)"
+bash scripts/show_mrr.sh "$TARGET_DUCKDB_PATH"
+
 echo "==> Done in $((SECONDS - started))s. Query it with DuckDB, e.g.:"
 echo "    .meltano/loaders/target-duckdb/venv/bin/python -c \"import duckdb; con = duckdb.connect('$TARGET_DUCKDB_PATH', read_only=True); print(con.sql('SELECT id, amount, status FROM stripe.charges LIMIT 5'))\""

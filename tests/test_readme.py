@@ -105,6 +105,10 @@ RUN_BY: dict[str, str] = {
     ".venv/bin/ruff check . && .venv/bin/mypy": "test_readme.py::test_the_development_scripts",
     ".venv/bin/python -m tests.emulator --port": "test_readme.py::test_the_emulator_command",
     'eval "$(bash scripts/start_postgres.sh)"': "test_readme.py::test_the_postgres_command",
+    ".venv-meltano/bin/meltano run tap-stripe-connect target-":
+        "test_analytics.py::test_models_match_python_figures_then_move_with_changes",
+    "DBT_POSTGRES_HOST=...":
+        "test_analytics.py::test_models_match_python_figures_then_move_with_changes",
 }
 
 

@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="requests/s per key, account and endpoint")
     parser.add_argument("--fail-rate", type=float, default=0.0,
                         help="probability of a random 500/503")
+    parser.add_argument("--varied-pricing", action="store_true",
+                        help="weekly and quarterly prices and discounted invoice lines too")
     parser.add_argument("--api-key", action="append", default=None,
                         help="accepted secret key with full access (repeatable)")
     parser.add_argument("--connect", action="store_true",
@@ -68,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency=args.latency, rate_limit=args.rate_limit,
         endpoint_rate_limit=args.endpoint_rate_limit, fail_rate=args.fail_rate,
         api_keys=dict.fromkeys(args.api_key) if args.api_key else None,
+        varied_pricing=args.varied_pricing,
         host=args.host, port=args.port,
     )
     stopping = threading.Event()

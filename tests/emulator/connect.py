@@ -35,7 +35,8 @@ from tests.emulator.server import Emulator, mask_key
 
 PLATFORM_KEY = "sk_test_platform_emulator"
 CLIENT_ID = "ca_emulator0000000000000001"
-_FORWARDED = ("Request-Id", "Date", "Stripe-Version", "Stripe-Should-Retry", "Content-Type")
+# `Date` is not forwarded: `send_response` writes the platform's (emulated) one.
+_FORWARDED = ("Request-Id", "Stripe-Version", "Stripe-Should-Retry", "Content-Type")
 
 
 @dataclass
@@ -62,10 +63,11 @@ class ConnectPlatform:
         consent_page: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        **emulator_options: t.Any,
     ) -> None:
         self.accounts: dict[str, Emulator] = {}
         for index in range(accounts):
-            emulator = Emulator(objects=objects, seed=seed + index)
+            emulator = Emulator(objects=objects, seed=seed + index, **emulator_options)
             self.accounts[emulator.account_id] = emulator
         self.account_ids = list(self.accounts)
         self.platform_key = PLATFORM_KEY
@@ -98,6 +100,11 @@ class ConnectPlatform:
 
             def log_message(self, format: str, *args: t.Any) -> None:
                 pass
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                # The `Date` header: the emulated clock, as the accounts' own servers send
+                # it (the tap takes bookmarks from it), not this machine's.
+                return email.utils.formatdate(platform.clock(), usegmt=True)
 
             def do_GET(self) -> None:
                 platform._handle(self, "GET")
@@ -397,14 +404,15 @@ class ConnectPlatform:
         ]
         return {"object": "list", "url": "/v1/accounts", "has_more": False, "data": data}
 
+    def clock(self) -> float | None:
+        """One clock for the whole platform: the connected accounts' emulated time."""
+        return self.accounts[self.account_ids[0]].clock if self.accounts else None
+
     def _reply(self, handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
         payload = json.dumps(body).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Request-Id", "req_connect" + secrets.token_hex(6))
-        # One clock for the whole platform: the connected accounts' emulated time.
-        platform_time = self.accounts[self.account_ids[0]].clock if self.accounts else None
-        handler.send_header("Date", email.utils.formatdate(platform_time, usegmt=True))
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         handler.wfile.write(payload)

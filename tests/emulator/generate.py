@@ -129,6 +129,15 @@ def billing_period(anchor: int, interval: str, at: int) -> tuple[int, int]:
     return start, end
 
 
+def period_end(start: int, interval: str, count: int = 1) -> int:
+    """End of a billing period of `count` intervals starting at `start`."""
+    if interval == "year":
+        return add_months(start, 12 * count)
+    if interval == "month":
+        return add_months(start, count)
+    return start + (7 if interval == "week" else 1) * DAY * count
+
+
 def format_amount(amount: int, currency: str) -> str:
     symbol = {"usd": "$", "gbp": "£", "eur": "€", "cad": "CA$"}[currency]
     return f"{symbol}{amount // 100}.{amount % 100:02d}"
@@ -177,9 +186,14 @@ class Dataset:
 class Generator:
     """Builds Stripe objects from one seeded RNG. Also used for objects created later."""
 
-    def __init__(self, seed: int = 1, clock: int = DEFAULT_CLOCK) -> None:
+    def __init__(self, seed: int = 1, clock: int = DEFAULT_CLOCK, *,
+                 varied_pricing: bool = False) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
+        #: Off by default (the data other tests count on stays the same). On: weekly and
+        #: quarterly prices beside monthly and yearly ones, and discounts on some
+        #: subscription lines, so that revenue models have something to normalise.
+        self.varied_pricing = varied_pricing
         self._seen: set[str] = set()
         rand = self.rand
         # Real ids carry an account-specific middle part: ch_1PgafuB7WZ01zgkWXYmPNZs8.
@@ -231,6 +245,15 @@ class Generator:
                     self.recurring.setdefault((currency, "year"), []).append(
                         self._price(prod, currency, unit * 10, "year", created)
                     )
+                if yearly and self.varied_pricing:
+                    # Weekly: a quarter of the monthly price; quarterly: 3 months less 5%.
+                    self.recurring.setdefault((currency, "week"), []).append(
+                        self._price(prod, currency, unit // 4, "week", created)
+                    )
+                    self.recurring.setdefault((currency, "quarter"), []).append(
+                        self._price(prod, currency, unit * 3 * 95 // 100, "month", created,
+                                    interval_count=3)
+                    )
         for name, amount in ONE_OFF:
             prod = self.short_id("prod")
             self.product_names[prod] = name
@@ -241,7 +264,7 @@ class Generator:
                 )
 
     def _price(self, product: str, currency: str, unit: int, interval: str | None,
-               created: int) -> dict:
+               created: int, *, interval_count: int = 1) -> dict:
         return {
             "id": self.long_id("price"),
             "object": "price",
@@ -258,7 +281,7 @@ class Generator:
             "recurring": None if interval is None else {
                 "aggregate_usage": None,
                 "interval": interval,
-                "interval_count": 1,
+                "interval_count": interval_count,
                 "meter": None,
                 "usage_type": "licensed",
             },
@@ -525,6 +548,9 @@ class Generator:
         yearly = self.recurring[(currency, "year")]
         interval = "year" if n_items <= len(yearly) and rng.random() < 0.15 else "month"
         pool = yearly if interval == "year" else monthly
+        if self.varied_pricing and n_items <= len(yearly) and rng.random() < 0.3:
+            interval = rng.choice(("week", "quarter"))
+            pool = self.recurring[(currency, interval)]
         prices = rng.sample(pool, min(n_items, len(pool)))
         while len(prices) < n_items:  # more items than distinct prices: reuse some
             prices.append(rng.choice(pool))
@@ -548,6 +574,13 @@ class Generator:
         at = ended_at or clock
         if trial_end and at < trial_end:
             period = (created, trial_end)
+        elif interval in ("week", "quarter"):
+            recurring = prices[0]["recurring"]
+            period = (anchor, period_end(anchor, recurring["interval"],
+                                         recurring["interval_count"]))
+            while period[1] <= at:
+                period = (period[1], period_end(period[1], recurring["interval"],
+                                                recurring["interval_count"]))
         else:
             period = billing_period(anchor, interval, at)
         cancel_at_period_end = status == "active" and history and rng.random() < 0.05
@@ -668,25 +701,38 @@ class Generator:
     def _subscription_line(self, invoice_id: str, item: dict, start: int) -> dict:
         price = item["price"]
         interval = price["recurring"]["interval"]
+        count = price["recurring"]["interval_count"]
         quantity = item["quantity"]
         amount = price["unit_amount"] * quantity
         name = self.product_names[price["product"]]
         unit_text = format_amount(price["unit_amount"], price["currency"])
+        every = interval if count == 1 else f"every {count} {interval}s"
+        discounts: list[str] = []
+        discount_amounts: list[dict] = []
+        # Varied pricing: a third of the items have an introductory coupon (10-50% off the
+        # first three months; the item's id decides, so every invoice agrees). Stripe keeps
+        # `amount` before discounts and lists what each discount took.
+        code = item["id"][-2:]
+        if (self.varied_pricing and code[1] in BASE62[:20]
+                and start < add_months(item["created"], 3)):
+            discount = f"di_{item['id'][3:]}"
+            discounts = [discount]
+            off = amount * (10, 20, 25, 50)[BASE62.index(code[0]) % 4] // 100
+            discount_amounts = [{"amount": off, "discount": discount}]
         return {
             "id": self.long_id("il"),
             "object": "line_item",
             "amount": amount,
             "amount_excluding_tax": amount,
             "currency": price["currency"],
-            "description": f"{quantity} {TIMES} {name} (at {unit_text} / {interval})",
-            "discount_amounts": [],
+            "description": f"{quantity} {TIMES} {name} (at {unit_text} / {every})",
+            "discount_amounts": discount_amounts,
             "discountable": True,
-            "discounts": [],
+            "discounts": discounts,
             "invoice": invoice_id,
             "livemode": False,
             "metadata": {},
-            "period": {"end": add_months(start, 12 if interval == "year" else 1),
-                       "start": start},
+            "period": {"end": period_end(start, interval, count), "start": start},
             "price": price,
             "proration": False,
             "proration_details": {"credited_items": None},
@@ -714,7 +760,12 @@ class Generator:
                  for item in (sub_items or [])[:n_lines]]
         while len(lines) < n_lines:
             lines.append(self.invoice_item_line(inv_id, currency, created))
-        total = sum(line["amount"] for line in lines)
+        subtotal = sum(line["amount"] for line in lines)
+        discounted: dict[str, int] = {}
+        for line in lines:
+            for part in line["discount_amounts"]:
+                discounted[part["discount"]] = discounted.get(part["discount"], 0) + part["amount"]
+        total = subtotal - sum(discounted.values())
         status = status or rng.choices(*_weighted(INVOICE_STATUSES))[0]
         draft = status == "draft"
         final = min(created + HOUR, clock - 1)  # when it was finalized, unless a draft
@@ -822,12 +873,14 @@ class Generator:
             },
             "subscription": subscription["id"] if subscription else None,
             "subscription_details": {"metadata": {}} if subscription else None,
-            "subtotal": total,
-            "subtotal_excluding_tax": total,
+            "subtotal": subtotal,
+            "subtotal_excluding_tax": subtotal,
             "tax": None,
             "test_clock": None,
             "total": total,
-            "total_discount_amounts": [],
+            "total_discount_amounts": [
+                {"amount": amount, "discount": discount} for discount, amount in discounted.items()
+            ],
             "total_excluding_tax": total,
             "total_tax_amounts": [],
             "transfer_data": None,
@@ -837,6 +890,40 @@ class Generator:
         return obj, lines
 
     # -- the initial data set --------------------------------------------------------------
+
+    def _billing_history(self, data: Dataset, customers: dict[str, dict],
+                         latest: dict[str, dict]) -> set[str]:
+        """Varied pricing only: an invoice for every period of every monthly subscription,
+        as Stripe bills them, so that MRR runs month after month. A quarter of those with
+        several items gained their last item partway (an expansion)."""
+        rng = self.rng
+        billed_monthly: set[str] = set()
+        for sub in data.subscriptions:
+            items = data.items[sub["id"]]
+            recurring = items[0]["price"]["recurring"]
+            if (recurring["interval"], recurring["interval_count"]) != ("month", 1):
+                continue
+            if sub["status"] in ("incomplete", "incomplete_expired"):
+                continue
+            end = sub["ended_at"] or self.clock - 1
+            anchor = sub["billing_cycle_anchor"]
+            starts = []
+            while (at := add_months(anchor, len(starts))) <= end:
+                starts.append(at)
+            added = rng.randrange(len(starts)) if len(items) > 1 and starts and \
+                rng.random() < 0.25 else 0
+            for index, at in enumerate(starts):
+                billed = items if index >= added else items[:-1]
+                last = index == len(starts) - 1
+                status = ("open" if last and sub["status"] in ("past_due", "unpaid")
+                          else rng.choices(("paid", "uncollectible", "void"), (94, 3, 3))[0])
+                inv, lines = self.invoice(at, customers[sub["customer"]], len(billed),
+                                          subscription=sub, sub_items=billed, status=status)
+                data.invoices.append(inv)
+                data.lines[inv["id"]] = lines
+                latest[sub["id"]] = inv
+            billed_monthly.add(sub["id"])
+        return billed_monthly
 
     def generate(
         self,
@@ -888,10 +975,15 @@ class Generator:
 
         previous = None
         latest: dict[str, dict] = {}
+        # Varied pricing: monthly subscriptions have their whole billing history already;
+        # the counted invoices bill the others at random times.
+        billed = (self._billing_history(data, customers_by_id, latest)
+                  if self.varied_pricing else set())
+        unbilled = [sub for sub in data.subscriptions if sub["id"] not in billed]
         for i in range(counts.get("invoices", 0)):
             n_lines = lines_for(i)
-            if data.subscriptions and rng.random() < 0.7:
-                sub = rng.choice(data.subscriptions)
+            if unbilled and rng.random() < 0.7:
+                sub = rng.choice(unbilled)
                 end = sub["ended_at"] or clock - 1
                 at = sub["created"] if rng.random() < 0.3 else self._between(sub["created"], end)
                 inv, lines = self.invoice(at, customers_by_id[sub["customer"]], n_lines,

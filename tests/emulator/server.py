@@ -414,12 +414,13 @@ class Emulator:
         fail_rate: float = 0.0,
         clock: int = DEFAULT_CLOCK,
         freeze_clock: bool = False,
+        varied_pricing: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.store = Store(objects, seed, clock=clock, lines_per_invoice=lines_per_invoice,
                            items_per_subscription=items_per_subscription,
-                           freeze_clock=freeze_clock)
+                           freeze_clock=freeze_clock, varied_pricing=varied_pricing)
         self.api_keys: dict[str, set[str] | None] = (
             dict(api_keys) if api_keys is not None else {DEFAULT_KEY: None}
         )
@@ -518,6 +519,9 @@ class Emulator:
 
     def pay_invoice(self, inv_id: str) -> dict:
         return self.store.pay_invoice(inv_id)
+
+    def change_quantity(self, sub_id: str, quantity: int) -> dict:
+        return self.store.change_quantity(sub_id, quantity)
 
     def refund_charge(self, charge_id: str, amount: int | None = None) -> dict:
         return self.store.refund_charge(charge_id, amount)

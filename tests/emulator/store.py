@@ -245,6 +245,7 @@ class Store(BillingStore):
         lines_per_invoice: Callable[[int], int] | int | None = None,
         items_per_subscription: Callable[[int], int] | int | None = None,
         freeze_clock: bool = False,
+        varied_pricing: bool = False,
     ) -> None:
         self.lock = threading.RLock()
         self.seed = seed
@@ -272,7 +273,7 @@ class Store(BillingStore):
         gc_was_enabled = gc.isenabled()
         gc.disable()  # generation allocates ~10^5 dicts and frees nothing
         try:
-            self.gen = Generator(seed, int(clock))
+            self.gen = Generator(seed, int(clock), varied_pricing=varied_pricing)
             data = self.gen.generate(counts, lines_per_invoice, items_per_subscription)
             self.account = data.account
             self.collections: dict[str, Collection] = {
@@ -757,6 +758,20 @@ class Store(BillingStore):
                 raise ValueError(f"Subscription {sub_id} is already {sub['status']}.")
             return copy(self._cancel(sub, self._tick()))
 
+    def change_quantity(self, sub_id: str, quantity: int) -> dict:
+        """Every item of the subscription now has `quantity` (an upgrade or a downgrade);
+        emits `customer.subscription.updated`. The next invoice of the subscription
+        (`create("invoices", subscription=...)`) bills the new quantity."""
+        with self.lock:
+            coll, old = self._core("subscriptions", sub_id)
+            at = self._tick()
+            items = [{**item, "quantity": int(quantity)} for item in self.items[sub_id]]
+            self.items[sub_id] = items
+            new = {**old, "items": embedded_list(items, old["items"]["url"])}
+            coll.put(new)
+            self._event("customer.subscription.updated", new, at, {"items": old["items"]})
+            return copy(new)
+
     def pay_invoice(self, inv_id: str) -> dict:
         """Mark paid (out of band); emits `invoice.paid` and `invoice.updated`."""
         with self.lock:
@@ -832,12 +847,13 @@ class Store(BillingStore):
                 self.gen.invoice_item_line(inv_id, old["currency"], at) for _ in range(n)
             ]
             self.lines[inv_id] = lines
-            total = sum(line["amount"] for line in lines)
+            subtotal = sum(line["amount"] for line in lines)
+            total = subtotal - sum(d["amount"] for line in lines for d in line["discount_amounts"])
             changes = {
                 "amount_due": total,
                 "amount_remaining": max(0, total - old["amount_paid"]),
-                "subtotal": total,
-                "subtotal_excluding_tax": total,
+                "subtotal": subtotal,
+                "subtotal_excluding_tax": subtotal,
                 "total": total,
                 "total_excluding_tax": total,
             }

@@ -1,0 +1,79 @@
+-- One row per customer and month, from the customer's first month with MRR to the last
+-- month with MRR of its account and currency (so that a month at 0 after MRR shows as
+-- churn): the month's MRR, the previous month's, and the movement between them.
+with line_mrr as (
+    select account_id, currency, customer_id, period_month as month,
+           sum(monthly_amount) as mrr
+    from {{ ref('stripe_invoice_lines') }}
+    where counts_for_mrr
+    group by 1, 2, 3, 4
+),
+paying as (
+    select account_id, currency, customer_id, month,
+           cast(round(mrr, 2) as decimal(28, 2)) as mrr
+    from line_mrr
+    where mrr > 0
+),
+report_end as (
+    select account_id, currency, max(month) as last_month
+    from paying
+    group by 1, 2
+),
+customer_span as (
+    select paying.account_id, paying.currency, paying.customer_id,
+           min(paying.month) as first_month, max(report_end.last_month) as last_month
+    from paying
+    join report_end
+        on report_end.account_id = paying.account_id and report_end.currency = paying.currency
+    group by 1, 2, 3
+),
+spine as (
+    select customer_span.account_id, customer_span.currency, customer_span.customer_id,
+           {{ add_months('customer_span.first_month', 'numbers.n') }} as month
+    from customer_span
+    join {{ numbers_0_999() }} as numbers
+        on numbers.n <= {{ months_between('customer_span.first_month', 'customer_span.last_month') }}
+),
+filled as (
+    select spine.account_id, spine.currency, spine.customer_id, spine.month,
+           coalesce(paying.mrr, 0) as mrr
+    from spine
+    left join paying
+        on paying.account_id = spine.account_id and paying.currency = spine.currency
+        and paying.customer_id = spine.customer_id and paying.month = spine.month
+),
+compared as (
+    select
+        filled.*,
+        coalesce(lag(mrr) over (
+            partition by account_id, currency, customer_id order by month), 0) as previous_mrr,
+        -- months are contiguous from the first paying one: any earlier row had MRR or a gap
+        row_number() over (
+            partition by account_id, currency, customer_id order by month) as month_number
+    from filled
+)
+select
+    account_id,
+    currency,
+    customer_id,
+    month,
+    mrr,
+    previous_mrr,
+    case
+        when previous_mrr = 0 and mrr > 0 and month_number = 1 then 'new'
+        when previous_mrr = 0 and mrr > 0 then 'reactivation'
+        when previous_mrr > 0 and mrr > previous_mrr then 'expansion'
+        when previous_mrr > 0 and mrr > 0 and mrr < previous_mrr then 'contraction'
+        when previous_mrr > 0 and mrr = 0 then 'churned'
+        when mrr > 0 then 'unchanged'
+        else 'inactive'
+    end as movement,
+    case when previous_mrr = 0 and mrr > 0 and month_number = 1 then mrr else 0 end as new_mrr,
+    case when previous_mrr > 0 and mrr > previous_mrr then mrr - previous_mrr else 0 end
+        as expansion_mrr,
+    case when previous_mrr > 0 and mrr > 0 and mrr < previous_mrr then previous_mrr - mrr else 0 end
+        as contraction_mrr,
+    case when previous_mrr > 0 and mrr = 0 then previous_mrr else 0 end as churned_mrr,
+    case when previous_mrr = 0 and mrr > 0 and month_number > 1 then mrr else 0 end
+        as reactivation_mrr
+from compared

@@ -1,0 +1,61 @@
+-- Each subscription with its items and what it is worth per month now: the items' prices
+-- times quantities, normalised to one month, while the subscription is active or past due.
+with subscriptions as (
+    select * from {{ live('subscriptions') }}
+),
+items as (
+    select
+        account_id,
+        subscription,
+        id,
+        quantity,
+        {{ json_text('price', ['id']) }} as price_id,
+        {{ json_text('price', ['product']) }} as product_id,
+        cast({{ json_text('price', ['unit_amount']) }} as bigint) as unit_amount,
+        {{ json_text('price', ['recurring', 'interval']) }} as price_interval,
+        cast({{ json_text('price', ['recurring', 'interval_count']) }} as integer) as price_interval_count
+    from {{ live('subscription_items') }}
+),
+item_totals as (
+    select
+        account_id,
+        subscription,
+        count(*) as item_count,
+        sum(coalesce(quantity, 0)) as quantity,
+        sum({{ fraction_amount(
+            "coalesce(unit_amount, 0) * coalesce(quantity, 0) * case price_interval when 'year' then 1 when 'week' then 52 when 'day' then 365 else 12 end",
+            "12 * coalesce(price_interval_count, 1)") }}) as items_monthly_amount,
+        string_agg(price_id, ',' order by price_id) as price_ids,
+        string_agg(distinct product_id, ',' order by product_id) as product_ids
+    from items
+    group by 1, 2
+)
+select
+    subscriptions.account_id,
+    subscriptions.id as subscription_id,
+    subscriptions.customer as customer_id,
+    subscriptions.status,
+    subscriptions.currency,
+    subscriptions.collection_method,
+    subscriptions.created,
+    subscriptions.start_date,
+    subscriptions.current_period_start,
+    subscriptions.current_period_end,
+    subscriptions.trial_start,
+    subscriptions.trial_end,
+    subscriptions.cancel_at_period_end,
+    subscriptions.canceled_at,
+    subscriptions.ended_at,
+    coalesce(item_totals.item_count, 0) as item_count,
+    coalesce(item_totals.quantity, 0) as quantity,
+    item_totals.price_ids,
+    item_totals.product_ids,
+    cast(case
+        when subscriptions.status in ('active', 'past_due')
+        then round(coalesce(item_totals.items_monthly_amount, 0), 2)
+        else 0
+    end as decimal(28, 2)) as monthly_amount
+from subscriptions
+left join item_totals
+    on item_totals.account_id = subscriptions.account_id
+    and item_totals.subscription = subscriptions.id
