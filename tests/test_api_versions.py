@@ -62,7 +62,8 @@ def off_schema(run: TapRun, schemas: dict[str, dict]) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def emu() -> t.Iterator[Emulator]:
-    with Emulator(objects=40, seed=15) as emu:
+    # Varied pricing: discounted lines, coupons and more intervals, so more shapes are checked.
+    with Emulator(objects=40, seed=15, varied_pricing=True) as emu:
         yield emu
 
 
