@@ -8,7 +8,6 @@ integer or a field the schema does not declare fails here, not in a target's loa
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION, load_
 from tests import openapi
 from tests.conftest import ROOT, TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
-from tests.openapi import generator
+from tests.openapi import generator, load_script
 from tests.strict import first_problems
 
 ENDIVE = "2026-10-28.endive"
@@ -194,16 +193,7 @@ def _unix(text: str) -> int:
 EXTRACTOR = ROOT / "scripts" / "extract_stripe_python.py"
 
 
-def _load_extractor() -> t.Any:
-    spec = importlib.util.spec_from_file_location("extract_stripe_python", EXTRACTOR)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-extractor = _load_extractor()
+extractor = load_script(EXTRACTOR)
 
 
 def test_the_vendored_2026_shapes_are_what_stripe_python_16_1_0_declares(tmp_path: Path) -> None:

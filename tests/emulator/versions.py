@@ -69,6 +69,17 @@ def _product_of(value: t.Any) -> str | None:
     return value.get("product") if isinstance(value, dict) else None
 
 
+def _pricing(price: t.Any, unit_amount_decimal: str | None) -> dict | None:
+    """A line's or item's `price` (2024) -> `pricing` (2026)."""
+    if not price:
+        return None
+    return {
+        "price_details": {"price": _price_id(price), "product": _product_of(price)},
+        "type": "price_details",
+        "unit_amount_decimal": unit_amount_decimal,
+    }
+
+
 def _price(price: t.Any) -> t.Any:
     if isinstance(price, dict):
         price = dict(price)
@@ -103,12 +114,8 @@ def _subscription(sub: dict) -> dict:
 
 def _invoice_line(line: dict) -> dict:
     price = line.pop("price", None)
-    line["pricing"] = {
-        "price_details": {"price": _price_id(price), "product": _product_of(price)},
-        "type": "price_details",
-        "unit_amount_decimal": price.get("unit_amount_decimal") if isinstance(price, dict)
-        else None,
-    } if price else None
+    decimal = price.get("unit_amount_decimal") if isinstance(price, dict) else None
+    line["pricing"] = _pricing(price, decimal)
     details = {
         "invoice_item": line.get("invoice_item"),
         "proration": bool(line.get("proration")),
@@ -165,12 +172,7 @@ def _invoice(inv: dict) -> dict:
 
 
 def _invoice_item(item: dict) -> dict:
-    price = item.pop("price", None)
-    item["pricing"] = {
-        "price_details": {"price": _price_id(price), "product": _product_of(price)},
-        "type": "price_details",
-        "unit_amount_decimal": item.get("unit_amount_decimal"),
-    } if price else None
+    item["pricing"] = _pricing(item.pop("price", None), item.get("unit_amount_decimal"))
     item["parent"] = {
         "type": "subscription_details",
         "subscription_details": {
