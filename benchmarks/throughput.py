@@ -278,7 +278,7 @@ def request_stats(emu: EmulatorProcess, run: Run) -> None:
     run.throttled = sum(1 for r in records if r["status"] == 429)
     served = [r for r in records if r["status"] != 429]  # what counted against the limits
     run.max_global_1s = max_in_window([r["time"] for r in served])
-    from tap_stripe_connect.limiter import endpoint_of
+    from tap_stripe_connect.api.limiter import endpoint_of
 
     by_endpoint: dict[str, list[float]] = collections.defaultdict(list)
     for r in served:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
-from tap_stripe_connect.auth import (
+from tap_stripe_connect.api.auth import (
     DEFAULT_OAUTH_URL,
     OAuthError,
     request_token,

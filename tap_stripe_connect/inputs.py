@@ -10,14 +10,14 @@ from __future__ import annotations
 import difflib
 import json
 import typing as t
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from jsonschema import Draft7Validator
 
-from tap_stripe_connect.checkpoints import LISTING, Listing, StateError
 from tap_stripe_connect.errors import TapError
+from tap_stripe_connect.settings import is_time
+from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 
 # Settings singer-sdk itself reads, whether or not the tap's schema lists them.
 SDK_SETTINGS = frozenset(
@@ -78,6 +78,22 @@ def kind(value: t.Any) -> str:
     return next((name for cls, name in _KINDS if isinstance(value, cls)), "a value")
 
 
+def _schema_problem(error: t.Any, where: str, *, secret: bool) -> str:
+    """One setting's schema error as a phrase (a secret's value never shown)."""
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = [expected] if isinstance(expected, str) else list(expected)
+        words = " or ".join(_TYPE_NAMES.get(e, e) for e in expected if e != "null")
+        return f"setting '{where}' must be {words}, not {kind(error.instance)}"
+    if error.validator == "enum" and not secret:
+        # `api_version`: only versions the tap has schemas for.
+        choices = " or ".join(repr(v) for v in error.validator_value)
+        return f"setting '{where}' must be {choices}, not {str(error.instance)[:40]!r}"
+    if secret:
+        return f"setting '{where}' has an invalid value"
+    return f"setting '{where}': {error.message[:120]}"
+
+
 def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
     """Everything wrong with the settings, one short phrase each."""
     properties: dict[str, dict] = schema.get("properties") or {}
@@ -97,21 +113,7 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
         wrong.add(name)
         where = ".".join(path)
         secret = bool(properties.get(name, {}).get("secret"))
-        if error.validator == "type":
-            expected = error.validator_value
-            expected = [expected] if isinstance(expected, str) else list(expected)
-            words = " or ".join(_TYPE_NAMES.get(e, e) for e in expected if e != "null")
-            problems.append(f"setting '{where}' must be {words}, not {kind(error.instance)}")
-        elif error.validator == "enum" and not secret:
-            # `api_version`: only versions the tap has schemas for.
-            choices = " or ".join(repr(v) for v in error.validator_value)
-            problems.append(
-                f"setting '{where}' must be {choices}, not {str(error.instance)[:40]!r}"
-            )
-        elif secret:
-            problems.append(f"setting '{where}' has an invalid value")
-        else:
-            problems.append(f"setting '{where}': {error.message[:120]}")
+        problems.append(_schema_problem(error, where, secret=secret))
     for name, (bound, inclusive) in BOUNDS.items():
         value = config.get(name)
         if name in wrong or not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -134,22 +136,12 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
                 "is accepted only for a local emulator)"
             )
     start = config.get("start_date")
-    if "start_date" not in wrong and isinstance(start, str) and start and not _is_datetime(start):
+    if "start_date" not in wrong and isinstance(start, str) and start and not is_time(start):
         problems.append(
             f"setting 'start_date' is not a date ({start[:40]!r}): use an ISO 8601 date or "
             "date-time such as 2024-01-01 or 2024-01-01T00:00:00Z"
         )
     return problems
-
-
-def _is_datetime(value: t.Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
 
 
 # -- STATE -----------------------------------------------------------------------------------
@@ -189,7 +181,7 @@ def _check_entry(entry: t.Any, where: str) -> None:
     if not isinstance(entry, dict):
         raise StateError(f"STATE entry {where} is {kind(entry)}, not an object.{_ADVICE}")
     value = entry.get("replication_key_value")
-    if value is not None and not _is_datetime(value):
+    if value is not None and not is_time(value):
         shown = repr(value[:40]) if isinstance(value, str) else kind(value)
         raise StateError(
             f"STATE entry {where}.replication_key_value is not a date-time ({shown}); this "

@@ -4,7 +4,7 @@ A sync of every stream logged ~600 lines of which a user reads none: a METRIC li
 request and per parent, "Pagination stopped after 0 pages" for every parent with no
 children, "Beginning sync ... with context keys" per parent, and "Stream is assumed to be
 unsorted, progress is not resumable" for streams this tap does resume (a listing records
-the `created` ranges it completed, see `checkpoints.py`; an events read restarts from
+the `created` ranges it completed, see `state/listing.py`; an events read restarts from
 its bookmark). They stay available at DEBUG (`TAP_STRIPE_CONNECT_LOGLEVEL=debug`).
 """
 

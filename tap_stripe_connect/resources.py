@@ -1,8 +1,8 @@
 """The table of Stripe resources the tap syncs.
 
 Everything that differs between streams is a field of `Resource`; everything that is
-the same lives once in `client.py`. Adding a resource is one entry in `RESOURCES` plus
-`python scripts/generate_schemas.py`.
+the same lives once, in the client (`api/`) or the sync modes (`sync/`). Adding a
+resource is one entry in `RESOURCES` plus `python scripts/generate_schemas.py`.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ RESOURCES: tuple[Resource, ...] = (
         # Without `active`, Stripe lists active prices only (archived ones on request).
         list_variants=(("active", "true"), ("active", "false")),
         # Stripe returns `tiers` only when asked; events never carry it, so an event's
-        # price is fetched again (see `StripeStream.record_from_event`).
+        # price is fetched again (see `sync.events.record_from_event`).
         expand=("tiers",),
     ),
     Resource("plans", "plan", "/v1/plans", permission="Prices", expand=("tiers",),

@@ -20,13 +20,9 @@ import time
 import pytest
 from singer_sdk.singerlib import RecordMessage
 
-from tap_stripe_connect.concurrency import (
-    STRIPE_EPOCH,
-    CpuLoad,
-    LockedWriter,
-    Window,
-    list_windows,
-)
+from tap_stripe_connect.output.writer import LockedWriter
+from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
+from tap_stripe_connect.sync.windows import STRIPE_EPOCH, Window, list_windows
 from tests.conftest import ROOT, TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
 
@@ -254,8 +250,8 @@ def test_a_burst_of_429s_with_8_workers_loses_and_repeats_nothing(tmp_path):
 SHORT_BACKOFF = """
 import sys
 import backoff
-from tap_stripe_connect.client import StripeStream
-StripeStream.backoff_wait_generator = lambda self: backoff.constant(interval=0.05)
+from tap_stripe_connect.api.client import StripeClient
+StripeClient.backoff_wait = lambda self: backoff.constant(interval=0.05)
 from tap_stripe_connect.cli import main
 main(sys.argv[1:])
 """
@@ -323,3 +319,46 @@ def test_decimals_and_times_are_written_as_json():
     record = json.loads(line)["record"]
     assert b'"rate":1.10' in line
     assert record["created"] == "2026-01-01T00:00:00Z"
+
+
+# -- the scheduler of units of work ------------------------------------------------------------
+
+
+class Job:
+    def __init__(self, name: str, seconds: float = 0.0, fail: bool = False) -> None:
+        self.name = name
+        self.seconds = seconds
+        self.fail = fail
+        self.ran = threading.Event()
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+        self.ran.set()
+        if self.fail:
+            raise RuntimeError(f"{self.name} failed")
+
+
+def test_the_scheduler_runs_every_job_and_raises_the_first_failure_at_the_end():
+    scheduler = Scheduler(2, responses_slow=lambda: True)
+    jobs = [Job("a", 0.05), Job("b", fail=True), Job("c", fail=True), Job("d", 0.05)]
+    with pytest.raises(RuntimeError, match="b failed"):
+        scheduler.run(jobs)
+    assert all(job.ran.is_set() for job in jobs)
+    assert not scheduler.may_start.is_set()
+
+
+def test_the_scheduler_runs_at_most_parallel_jobs_at_once():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    class Counted(Job):
+        def run(self) -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+
+    Scheduler(3, responses_slow=lambda: True).run([Counted(str(i)) for i in range(9)])
+    assert most[0] == 3

@@ -224,4 +224,4 @@ def test_tls_verification_is_never_disabled():
         for needle in ("verify=False", "verify = False", "CERT_NONE", "check_hostname = False"):
             assert needle not in text, f"{path.name} disables TLS verification ({needle})"
     tap = TapStripeConnect(config={"api_key": SECRET}, validate_config=False, setup_mapper=False)
-    assert tap.requests_session.verify is True
+    assert tap.client.session.verify is True

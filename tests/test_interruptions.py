@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from tap_stripe_connect.client import rfc3339_to_unix
+from tap_stripe_connect.settings import parse_time as rfc3339_to_unix
 from tests.conftest import ROOT, TapRun, record_output
 from tests.emulator import Emulator
 from tests.test_faults import (

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tap_stripe_connect.limiter import (
+from tap_stripe_connect.api.limiter import (
     MAX_MARGIN,
     SLACK,
     WINDOW,

@@ -16,7 +16,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tap_stripe_connect.client import rfc3339_to_unix
 from tap_stripe_connect.resources import (
     CREATED,
     EVENTS,
@@ -26,6 +25,7 @@ from tap_stripe_connect.resources import (
     RESOURCES,
     RESOURCES_BY_NAME,
 )
+from tap_stripe_connect.settings import parse_time as rfc3339_to_unix
 from tests import openapi
 from tests.conftest import TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
@@ -432,16 +432,15 @@ def test_skip_unreadable_streams_syncs_the_rest_with_a_warning_each(restricted, 
 
 
 def test_events_permission_is_checked_for_streams_that_sync_through_events(tmp_path):
-    from tap_stripe_connect.permissions import find_unreadable
+    from tap_stripe_connect.sync.permissions import find_unreadable
     from tap_stripe_connect.tap import TapStripeConnect
 
     key = "rk_test_noEvents0001"
     keys = {"sk_test_emulator": None, key: set(NAMES) - {"events"}}
     with Emulator(objects=3, seed=44, api_keys=keys) as emu:
         tap = TapStripeConnect(config=emulator_config(emu, api_key=key), validate_config=True)
-        streams = [tap.streams[name] for name in ("charges", "balance_transactions",
-                                                  "invoice_line_items", "events")]
-        unreadable = {u.stream: u for u in find_unreadable(tap, streams)}
+        streams = ("charges", "balance_transactions", "invoice_line_items", "events")
+        unreadable = {u.stream: u for u in find_unreadable(tap.run, streams)}
     # Charges (and children of an EVENTS parent) need the Events API; a CREATED stream
     # such as balance transactions does not, but the `events` stream itself does.
     assert set(unreadable) == {"charges", "invoice_line_items", "events"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import typing as t
 
-from tap_stripe_connect.records import RecordShaper
+from tap_stripe_connect.output.records import RecordShaper
 from tap_stripe_connect.streams import load_schema
 
 if t.TYPE_CHECKING:

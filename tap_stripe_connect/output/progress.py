@@ -1,8 +1,8 @@
 """What a person watching a run sees: a progress line per stream, then a summary table.
 
 `Progress` counts, per stream, the records and deletes written (from the tap's message
-writer), the requests sent (from the HTTP session) and the retries (from the backoff
-handler). Streams sync in parallel threads, so every count happens under one lock.
+writer), the requests sent and the retries (from the client, which knows the stream each
+request serves). Streams sync in parallel threads, so every count happens under one lock.
 
 While the run lasts, a background thread logs one line per active stream every
 `progress_interval_seconds`; when it ends, one log record carries the summary table as
@@ -15,14 +15,10 @@ logging, which Meltano asks for, carries them as data:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import typing as t
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
-
-from tap_stripe_connect.resources import RESOURCES
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -54,34 +50,6 @@ class StreamCounts:
             "retries": self.retries,
             "duration_seconds": round(self.duration(now), 3),
         }
-
-
-def _request_routes() -> tuple[list[tuple[re.Pattern[str], str]], dict[str, str]]:
-    """Path patterns (lists first, then retrieves) and event types -> stream name."""
-    lists: list[tuple[re.Pattern[str], str]] = []
-    retrieves: list[tuple[re.Pattern[str], str]] = []
-    by_event: dict[str, str] = {}
-    for resource in RESOURCES:
-        path = re.escape(resource.path).replace(re.escape("{parent_id}"), "[^/]+")
-        lists.append((re.compile(f"{path}/?"), resource.name))
-        retrieves.append((re.compile(f"{path}/[^/]+"), resource.name))
-        for event_type in resource.event_types:
-            by_event.setdefault(event_type, resource.name)
-    return lists + retrieves, by_event
-
-
-_ROUTES, _BY_EVENT = _request_routes()
-
-
-def stream_of_request(method: str, url: str) -> str | None:
-    """The stream a Stripe request reads for, or None (the account probe, account lists)."""
-    split = urlsplit(url)
-    if split.path.rstrip("/") == "/v1/events":
-        types = parse_qs(split.query).get("types[]") or []
-        stream = next((_BY_EVENT[x] for x in types if x in _BY_EVENT), None)
-        if stream is not None:
-            return stream
-    return next((name for pattern, name in _ROUTES if pattern.fullmatch(split.path)), None)
 
 
 class Progress:
@@ -127,8 +95,8 @@ class Progress:
             counts.records += 1
             counts.deletes += deleted
 
-    def observe_request(self, method: str, url: str) -> None:
-        stream = stream_of_request(method, url)
+    def observe_request(self, stream: str | None) -> None:
+        """Count a request sent for `stream` (None: the tap's own, such as the account)."""
         with self._lock:
             if stream is None:
                 self._other_requests += 1

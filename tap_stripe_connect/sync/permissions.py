@@ -24,14 +24,15 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from tap_stripe_connect.api import list_read
 from tap_stripe_connect.errors import StripePermissionError, TapError
-from tap_stripe_connect.resources import EVENTS
+from tap_stripe_connect.resources import EVENTS, RESOURCES_BY_NAME
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tap_stripe_connect.client import StripeStream
-    from tap_stripe_connect.tap import TapStripeConnect
+    from tap_stripe_connect.resources import Resource
+    from tap_stripe_connect.sync.run import Run
 
 SKIP_SETTING = "skip_unreadable_streams"
 # Stripe's 403 names the permission: "Having the 'rak_charge_read' permission would ...".
@@ -63,87 +64,89 @@ class Unreadable:
         return f"stream '{self.stream}' needs " + " and ".join(str(n) for n in self.needs)
 
 
-def is_restricted(tap: TapStripeConnect) -> bool:
-    return str(tap.config.get("api_key") or "").startswith("rk_")
-
-
-def find_unreadable(tap: TapStripeConnect, streams: t.Iterable[StripeStream]) -> list[Unreadable]:
+def find_unreadable(run: Run, names: t.Iterable[str]) -> list[Unreadable]:
     """The given streams the credential may not read, each with what it lacks.
 
     One request per distinct endpoint the streams need, several at once.
     """
-    streams = list(streams)
-    by_name = t.cast("dict[str, StripeStream]", dict(tap.streams))
+    names = list(names)
     checks: dict[str, Callable[[], Need | None]] = {}
     needed: dict[str, list[str]] = {}
-    for stream in streams:
-        root = stream
-        while root.resource.parent:
-            root = by_name[root.resource.parent]
+    for name in names:
+        resource = root = RESOURCES_BY_NAME[name]
+        while root.parent:
+            root = RESOURCES_BY_NAME[root.parent]
         keys = []
-        if stream.resource.list_per:
-            parent = by_name[stream.resource.list_per]
-            key = f"{stream.name} of one {parent.name}"
+        if resource.list_per:
+            parent = RESOURCES_BY_NAME[resource.list_per]
+            key = f"{name} of one {parent.name}"
             keys += [parent.name, key]
-            checks.setdefault(parent.name, functools.partial(_probe, parent))
-            checks.setdefault(key, functools.partial(_probe_one_parent, stream, parent))
+            checks.setdefault(parent.name, functools.partial(_check, run, parent))
+            checks.setdefault(key, functools.partial(_check_one_parent, run, resource, parent))
         else:
             keys.append(root.name)
-            checks.setdefault(root.name, functools.partial(_probe, root))
+            checks.setdefault(root.name, functools.partial(_check, run, root))
         # A child is re-read with its parent, which follows events when it is an EVENTS one.
-        if EVENTS in (stream.resource.sync, root.resource.sync) and "events" in by_name:
+        if EVENTS in (resource.sync, root.sync):
             keys.append("events")
-            checks.setdefault("events", functools.partial(_probe, by_name["events"]))
-        needed[stream.name] = keys
+            checks.setdefault("events", functools.partial(_check, run, RESOURCES_BY_NAME["events"]))
+        needed[name] = keys
 
-    workers = max(1, min(8, tap.max_workers, len(checks)))
+    workers = max(1, min(8, run.settings.max_workers, len(checks)))
     with ThreadPoolExecutor(workers, thread_name_prefix="permissions") as pool:
         futures = {key: pool.submit(check) for key, check in checks.items()}
         failed = {key: need for key, f in futures.items() if (need := f.result()) is not None}
     unreadable = []
-    for stream in streams:
-        needs = tuple(dict.fromkeys(failed[k] for k in needed[stream.name] if k in failed))
+    for name in names:
+        needs = tuple(dict.fromkeys(failed[k] for k in needed[name] if k in failed))
         if needs:
-            unreadable.append(Unreadable(stream.name, needs))
+            unreadable.append(Unreadable(name, needs))
     return unreadable
 
 
-def _probe(stream: StripeStream, context: dict | None = None) -> Need | None:
-    """None if the credential may read the stream's list, else what it needs."""
+def _first(run: Run, resource: Resource, parent_id: str | None = None) -> dict | None:
+    """The first object of the resource's list, of the first connected account of a
+    platform sync (the platform's own list of accounts is read as the platform)."""
+    accounts = run.connected_accounts() if resource.object != "account" else None
+    read = list_read(
+        resource,
+        account=accounts[0] if accounts else None,
+        created=(run.settings.start_timestamp, None),
+        parent_id=parent_id,
+    )
+    return run.client.first(read)
+
+
+def _check(run: Run, resource: Resource, parent_id: str | None = None) -> Need | None:
+    """None if the credential may read the resource's list, else what it needs."""
     try:
-        stream.probe({**_context(stream), **(context or {})})
+        _first(run, resource, parent_id)
     except StripePermissionError as exc:
         if exc.code == "account_invalid":
             return None  # the account, not a permission: the sync reports the account
         found = _STRIPE_PERMISSION.search(str(exc))
-        return Need(stream.resource.permission, found.group(1) if found else None)
+        return Need(resource.permission, found.group(1) if found else None)
     return None
 
 
-def _probe_one_parent(stream: StripeStream, parent: StripeStream) -> Need | None:
+def _check_one_parent(run: Run, resource: Resource, parent: Resource) -> Need | None:
     """A per-parent list: read the list of the first parent, if the parent list has one."""
     try:
-        first = parent.probe(_context(parent))
+        first = _first(run, parent)
     except StripePermissionError:
         return None  # reported by the parent's own check
-    return None if first is None else _probe(stream, {"parent_id": first["id"]})
+    return None if first is None else _check(run, resource, first["id"])
 
 
-def _context(stream: StripeStream) -> dict:
-    """The first partition (connected account) of a platform sync, else no context."""
-    partitions = stream.partitions
-    return dict(partitions[0]) if partitions else {}
-
-
-def check_permissions(tap: TapStripeConnect) -> None:
-    """Before any stream starts: stop naming every unreadable stream, or skip them."""
-    if not is_restricted(tap):
-        return
-    selected = [s for s in tap.streams.values() if s.selected]
-    unreadable = find_unreadable(tap, t.cast("list[StripeStream]", selected))
+def unreadable_to_skip(run: Run, selected: t.Iterable[str], logger: t.Any) -> list[str]:
+    """Before any stream starts: stop naming every unreadable stream, or name those to
+    skip (`skip_unreadable_streams`), with a warning each."""
+    if not run.settings.restricted:
+        return []
+    unreadable = find_unreadable(run, selected)
     if not unreadable:
-        return
-    if not tap.config.get(SKIP_SETTING):
+        return []
+    if not run.settings.skip_unreadable_streams:
         raise UnreadableStreamsError(
             f"The API key may not read {len(unreadable)} of the selected streams: "
             + "; ".join(str(u) for u in unreadable)
@@ -151,7 +154,5 @@ def check_permissions(tap: TapStripeConnect) -> None:
             f"deselect the streams, or set '{SKIP_SETTING}' to true to sync the others."
         )
     for item in unreadable:
-        tap.logger.warning(
-            "Skipping stream '%s' (setting '%s'): %s.", item.stream, SKIP_SETTING, item
-        )
-        tap.streams[item.stream].selected = False
+        logger.warning("Skipping stream '%s' (setting '%s'): %s.", item.stream, SKIP_SETTING, item)
+    return [item.stream for item in unreadable]

@@ -1,6 +1,6 @@
 """Resumable listings: a killed first sync goes on where its last STATE left off.
 
-A full listing reads a stream's `created` range in windows (see `concurrency.py`). Each
+A full listing reads a stream's `created` range in windows (see `sync/windows.py`). Each
 time a batch of a window has been written, the part of the range it completes is recorded
 in the stream's (or partition's) state, and a STATE message is written:
 

@@ -1,0 +1,18 @@
+"""Stripe's API: one client for every request (auth, paging, budgets, retries, errors).
+
+Nothing here imports a stream, a sync mode or the tap: the rest of the package calls in.
+"""
+
+from tap_stripe_connect.api.client import StripeClient
+from tap_stripe_connect.api.clock import StripeClock
+from tap_stripe_connect.api.reads import Kind, Read, events_read, list_read, retrieve_read
+
+__all__ = [
+    "Kind",
+    "Read",
+    "StripeClient",
+    "StripeClock",
+    "events_read",
+    "list_read",
+    "retrieve_read",
+]

@@ -1,0 +1,310 @@
+"""The Stripe client: every request of a run goes through one `StripeClient`.
+
+It owns what is the same for every read: the base URL, auth (and refreshing an OAuth
+token Stripe says expired), `Stripe-Version`, `Stripe-Account`, cursor paging, the rate
+limiter of each account, the bound on requests in flight, retries, Stripe's clock and
+the errors a person reads. Callers describe a read (`reads.py`) and get objects back;
+it imports nothing of the streams, the sync modes or the tap.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import threading
+import time
+import typing as t
+from urllib.parse import urlencode, urlsplit
+
+import backoff
+import requests
+from requests.utils import resolve_proxies
+
+from tap_stripe_connect.api import failures, metering
+from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
+from tap_stripe_connect.api.body import body_problem, parse
+from tap_stripe_connect.api.clock import StripeClock
+from tap_stripe_connect.api.limiter import RateLimiter, endpoint_of
+from tap_stripe_connect.api.reads import ACCOUNT, Kind, Read
+from tap_stripe_connect.errors import (
+    StripeAPIError,
+    StripeNotFoundError,
+    StripePermissionError,
+    redact,
+    request_label,
+    stripe_error,
+)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tap_stripe_connect.settings import Settings
+
+BODY_READ = 1 << 22
+logger = logging.getLogger("tap-stripe-connect")
+
+
+class StripeClient:
+    """Reads Stripe for one run: `list`, `pages`, `retrieve`, `first` and `account`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        authenticator: t.Any,
+        *,
+        user_agent: str = "tap-stripe-connect",
+        clock: StripeClock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.user_agent = user_agent
+        self.clock = clock or StripeClock()
+        self.session = requests.Session()
+        self.in_flight = threading.Semaphore(settings.max_workers)
+        #: Whether the credential's account is in live mode (a larger rate budget).
+        self.livemode = False
+        self.requests_by_endpoint: collections.Counter[str] = collections.Counter()
+        self.retries_by_stream: collections.Counter[str] = collections.Counter()
+        #: Told the stream (None: the tap's own reads) of every request and retry.
+        self.on_request: Callable[[str | None], None] | None = None
+        self.on_retry: Callable[[str | None], None] | None = None
+        self._lock = threading.Lock()
+        self._limiters: dict[str | None, RateLimiter] = {}
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+
+    # -- the reads -----------------------------------------------------------------------
+
+    def pages(self, read: Read) -> Iterator[list[dict]]:
+        """The objects of a list, page by page (newest first, `starting_after`)."""
+        after = read.after
+        seen: set[str] = set()
+        with metering.counter(read) as counter:
+            yield from self._pages(read, after, seen, counter)
+
+    def _pages(
+        self, read: Read, after: str | None, seen: set[str], counter: metering.Counter
+    ) -> Iterator[list[dict]]:
+        while True:
+            body, response = self.call(read, after)
+            counter.increment()
+            data = body.get("data") or []
+            if data:
+                yield data
+            if not body.get("has_more") or not data:
+                return
+            cursor = str(data[-1]["id"])
+            # A cursor seen before means the list is cycling; paging on would never end.
+            if cursor in seen:
+                raise StripeAPIError(
+                    f"Stripe returned the same page cursor twice ({cursor}) while listing "
+                    f"{request_label(response)}; stopping instead of looping."
+                )
+            seen.add(cursor)
+            after = cursor
+
+    def list(self, read: Read) -> Iterator[dict]:
+        """The objects of a list (or the events of an events read), one by one."""
+        for page in self.pages(read):
+            yield from page
+
+    def first(self, read: Read) -> dict | None:
+        """A list's first object, from one request: whether the credential may read it."""
+        with metering.counter(read) as counter:
+            body, _ = self.call(read.first_only())
+            counter.increment()
+        data = body.get("data") or []
+        return data[0] if data else None
+
+    def retrieve(self, read: Read) -> dict | None:
+        """One object; None when Stripe no longer has it."""
+        try:
+            with metering.counter(read) as counter:
+                body, _ = self.call(read)
+                counter.increment()
+        except StripeNotFoundError:
+            return None
+        return body
+
+    def account(self) -> dict | None:
+        """The credential's own account (and Stripe's time, from the same response).
+
+        Restricted keys often may not read it; Stripe then names it in the error.
+        """
+        account: dict | None
+        try:
+            with metering.counter(ACCOUNT) as counter:
+                account, _ = self.call(ACCOUNT)
+                counter.increment()
+        except StripePermissionError as exc:
+            found = re.search(r"on account '(acct_[A-Za-z0-9]+)'", str(exc))
+            account = {"id": found.group(1)} if found else None
+        self.livemode = bool((account or {}).get("livemode"))
+        return account
+
+    # -- budgets -------------------------------------------------------------------------
+
+    def limiter_for(self, account: str | None) -> RateLimiter:
+        """Stripe's budgets are per account: each connected account has its own."""
+        with self._lock:
+            limiter = self._limiters.get(account)
+            if limiter is None:
+                limiter = self._limiters[account] = RateLimiter(
+                    self.settings.account_rate(self.livemode),
+                    self.settings.max_requests_per_second_per_endpoint,
+                )
+            return limiter
+
+    # -- one request, with its retries ---------------------------------------------------
+
+    def backoff_wait(self) -> t.Iterator[float]:
+        """Seconds between tries: 0.5, 1, 2, ... up to 30 (before jitter)."""
+        return t.cast("t.Iterator[float]", backoff.expo(base=2, factor=0.5, max_value=30))
+
+    def call(self, read: Read, after: str | None = None) -> tuple[dict, requests.Response]:
+        """The parsed body of `read` (one page of it), retried while retrying may help."""
+        request = self.prepare(read, after)
+        waits = self.backoff_wait()
+        next(waits)  # a generator: the first value comes after one `send`
+        started = time.monotonic()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return self.attempt(read, request)
+            except (failures.Retriable, *failures.NETWORK_ERRORS) as exc:
+                elapsed = time.monotonic() - started
+                if tries > self.settings.max_retries or elapsed >= self.settings.max_retry_seconds:
+                    raise failures.giving_up(
+                        read,
+                        request,
+                        exc,
+                        tries=failures.tries_text(tries, elapsed),
+                        settings=self.settings,
+                    ) from None
+                wait = min(
+                    backoff.random_jitter(next(waits)), self.settings.max_retry_seconds - elapsed
+                )
+                self.retrying(read, exc, wait, tries)
+                time.sleep(wait)
+
+    def retrying(self, read: Read, exc: Exception, wait: float, tries: int) -> None:
+        with self._lock:
+            self.retries_by_stream[read.name] += 1
+        if self.on_retry is not None:
+            self.on_retry(read.stream)
+        logger.getChild(read.name).warning(
+            "Retrying stream '%s' in %.1fs (try %d): %s", read.name, wait, tries, redact(str(exc))
+        )
+
+    def prepare(self, read: Read, after: str | None = None) -> requests.PreparedRequest:
+        url = self.settings.api_url + read.path
+        if query := read.query(after):
+            url += "?" + urlencode(query)
+        headers = {"Stripe-Version": self.settings.api_version, "User-Agent": self.user_agent}
+        if account := read.account or self.settings.account_id:
+            headers["Stripe-Account"] = account
+        return self.session.prepare_request(requests.Request("GET", url, headers=headers))
+
+    def attempt(
+        self, read: Read, request: requests.PreparedRequest
+    ) -> tuple[dict, requests.Response]:
+        """One try: through the account's budget and the bound on requests in flight."""
+        request = self.authenticator(request)
+        endpoint = endpoint_of("GET", read.path)
+        limiter = self.limiter_for(read.account)
+        with self.in_flight:
+            grant = limiter.acquire(endpoint)
+            with self._lock:
+                self.requests_by_endpoint[endpoint] += 1
+            if self.on_request is not None:
+                self.on_request(read.stream)
+            response = self.session.send(
+                request,
+                stream=True,
+                timeout=self.settings.request_timeout,
+                proxies=self.proxies_for(request),
+            )
+            # Headers are in, the body not yet read: the sooner a response, the sooner its
+            # place in the rate budget is free again (see limiter.py).
+            grant.responded()
+            metering.log_duration(read, response)
+            # Kept where requests keeps a body it read itself (`response.json()` reads it).
+            response._content = content = self.read_body(response)
+        return self.check(read, response, content, limiter), response
+
+    def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:
+        # requests reads the proxy variables of the environment (all of it) for every
+        # request, ~1% of a sync's CPU; a run asks a host or two, in one environment.
+        where = urlsplit(request.url or "")[:2]
+        proxies = self._proxies.get(where)
+        if proxies is None:
+            proxies = resolve_proxies(request, dict(self.session.proxies), self.session.trust_env)
+            self._proxies[where] = proxies
+        return proxies
+
+    @staticmethod
+    def read_body(response: requests.Response) -> bytes:
+        """The body, read here so that a connection broken mid-body still names the
+        response (and its Request-Id) in the error.
+
+        In 4 MB reads instead of requests' 10 KB ones: each read gives up the GIL and waits
+        to take it back, up to 5 ms while other threads parse pages, ~40 times for a page
+        of invoices.
+        """
+        try:
+            return b"".join(response.iter_content(BODY_READ)) or b""
+        except requests.RequestException as exc:
+            response.close()
+            raise failures.BodyBroken(response, exc) from exc
+
+    def check(
+        self, read: Read, response: requests.Response, content: bytes, limiter: RateLimiter
+    ) -> dict:
+        """The body of a 2xx answer, or the error (retriable or not) of any other."""
+        self.clock.observe(response)
+        status = response.status_code
+        if status < 300:
+            return self.checked_body(read, response, content)
+        if status == 401 and stripe_error(response).get("code") == "api_key_expired":
+            used = (response.request.headers.get("Authorization") or "")[len("Bearer ") :]
+            if self.authenticator.expire(used):
+                # The next try refreshes the token once (shared by every waiting thread).
+                raise failures.Retriable(failures.retriable_message(response), response)
+        if status == 429:
+            limiter.on_throttled()
+        if failures.should_retry(response):
+            raise failures.Retriable(failures.retriable_message(response), response)
+        raise failures.fatal_error(
+            read,
+            response,
+            account=response.request.headers.get("Stripe-Account") or self.own_account_id,
+            oauth=isinstance(self.authenticator, StripeOAuthAuthenticator),
+        )
+
+    @staticmethod
+    def checked_body(read: Read, response: requests.Response, content: bytes) -> dict:
+        try:
+            body = parse(content)
+        except ValueError as exc:
+            # A body cut short or not JSON at all: the request itself was fine.
+            raise failures.Retriable(
+                f"Stripe sent an unreadable response body ({request_label(response)})", response
+            ) from exc
+        problem = body_problem(
+            body,
+            listing=read.listing,
+            # Also the `events` stream's own list: every item an event.
+            events=read.path == "/v1/events",
+            created=read.created and read.kind is Kind.LIST,
+        )
+        if problem:
+            # JSON, but not a Stripe object: a proxy's page, or a body cut short.
+            raise failures.Retriable(
+                f"Stripe sent a malformed response body: {problem} ({request_label(response)})",
+                response,
+            )
+        return t.cast("dict", body)
+
+    #: The credential's own account id, once known (errors name it).
+    own_account_id: str | None = None

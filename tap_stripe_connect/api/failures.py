@@ -1,0 +1,177 @@
+"""Stripe's answers that are not data, as errors a person can act on.
+
+One line each, naming the cause, the stream or setting involved and the `Request-Id`
+(what Stripe support asks for); never a secret. Whether an answer is worth retrying is
+decided here once (`Stripe-Should-Retry`, 409, 429, 5xx), as stripe-python does.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import requests
+
+from tap_stripe_connect.errors import (
+    StripeAPIError,
+    StripeAuthError,
+    StripeNotFoundError,
+    StripePermissionError,
+    TapError,
+    request_label,
+    stripe_error,
+)
+
+if t.TYPE_CHECKING:
+    from tap_stripe_connect.api.reads import Read
+
+#: Failures of a request that a later try may not have.
+NETWORK_ERRORS = (
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class Retriable(Exception):  # noqa: N818 (a signal, not an error a user sees)
+    """A try that failed in a way a later try may not: `message`, and the response if any."""
+
+    def __init__(self, message: str, response: requests.Response | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+def should_retry(response: requests.Response) -> bool:
+    """Whether Stripe says, or the status implies, that the same request may succeed."""
+    header = response.headers.get("Stripe-Should-Retry")
+    if header is not None and header in ("true", "false"):
+        return header == "true"
+    status = response.status_code
+    return status in {409, 429} or status >= 500
+
+
+def retriable_message(response: requests.Response) -> str:
+    message = stripe_error(response).get("message") or response.reason
+    return f"Stripe answered {response.status_code} ({message}) for {request_label(response)}"
+
+
+def fatal_error(
+    read: Read, response: requests.Response, *, account: str | None, oauth: bool
+) -> StripeAPIError:
+    """One line naming the cause, the stream or setting involved, and the Request-Id."""
+    error = stripe_error(response)
+    status = response.status_code
+    if status == 401:
+        return _auth_error(read, response, account=account, oauth=oauth)
+    if status == 403:
+        return _permission_error(read, response, account=account)
+    where = f"[{request_label(response)}]"
+    message = error.get("message") or response.reason or "no message"
+    if status == 404:
+        return StripeNotFoundError(
+            f"Stripe has no such {read.object} for stream '{read.name}': {message} {where}",
+            response,
+        )
+    param = error.get("param")
+    setting = {"created": "start_date"}.get(str(param).split("[")[0]) if param else None
+    hint = f" Check setting '{setting}'." if setting else ""
+    about = f" parameter '{param}'" if param else ""
+    return StripeAPIError(
+        f"Stripe rejected the request{about} for stream '{read.name}' "
+        f"({status}): {message}.{hint} {where}",
+        response,
+    )
+
+
+def _auth_error(
+    read: Read, response: requests.Response, *, account: str | None, oauth: bool
+) -> StripeAuthError:
+    where = f"[{request_label(response)}]"
+    if oauth:
+        return StripeAuthError(
+            f"Stripe rejected the access token of connected account {account} (the "
+            f"connection was revoked or deauthorised) while reading stream '{read.name}': "
+            f"connect the account again with `tap-stripe-connect connect`. {where}",
+            response,
+        )
+    return StripeAuthError(
+        f"Stripe rejected the credential in setting 'api_key' (invalid, expired or "
+        f"revoked) while reading stream '{read.name}': create or roll a key in the "
+        f"Stripe Dashboard and update the setting. {where}",
+        response,
+    )
+
+
+def _permission_error(
+    read: Read, response: requests.Response, *, account: str | None
+) -> StripePermissionError:
+    error = stripe_error(response)
+    where = f"[{request_label(response)}]"
+    if error.get("code") == "account_invalid":
+        return StripePermissionError(
+            f"The platform may no longer read connected account {account} (deauthorised, "
+            f"or not connected to this platform): reconnect it or remove it from setting "
+            f"'account_ids'. {where}",
+            response,
+        )
+    message = error.get("message") or response.reason or "no message"
+    return StripePermissionError(
+        f"The credential may not read stream '{read.name}' ({read.object} "
+        f"objects): give the restricted key the '{read.permission}' read "
+        f"permission, or deselect the stream. Stripe said: {message} {where}",
+        response,
+    )
+
+
+def tries_text(tries: int, elapsed: float) -> str:
+    return f"{tries} tr{'y' if tries == 1 else 'ies'} in {elapsed:.1f}s"
+
+
+def giving_up(
+    read: Read,
+    request: requests.PreparedRequest,
+    exc: Exception,
+    *,
+    tries: str,
+    settings: t.Any,
+) -> TapError:
+    """The last try failed too: one line saying what, and what the user can do."""
+    if isinstance(exc, Retriable) and not isinstance(exc, BodyBroken):
+        return TapError(
+            f"Giving up on stream '{read.name}' after {tries}: {exc}. Stripe "
+            "may be having trouble; run the tap again later (progress so far is in "
+            "STATE; settings 'max_retries' and 'max_retry_seconds' bound the retries)."
+        )
+    if isinstance(exc, BodyBroken):
+        return TapError(
+            f"Giving up on stream '{read.name}' after {tries}: the connection broke while "
+            f"Stripe was sending the response ({request_label(exc.response)}; "
+            f"{type(exc.cause).__name__}). Check the network and run the tap again (progress "
+            "so far is in STATE)."
+        )
+    method = request.method or "GET"
+    path = (request.path_url or "").split("?")[0]
+    if isinstance(exc, requests.exceptions.Timeout) and not isinstance(
+        exc, requests.exceptions.ConnectTimeout
+    ):
+        return TapError(
+            f"Giving up on stream '{read.name}' after {tries}: Stripe did not answer "
+            f"{method} {path} within {settings.request_timeout}s (setting 'request_timeout'; "
+            "no response, so no Request-Id). Run the tap again later (progress so far is "
+            "in STATE)."
+        )
+    return TapError(
+        f"Could not reach Stripe at {settings.api_url} (setting 'api_url') for stream "
+        f"'{read.name}' ({method} {path}, {tries}): {type(exc).__name__}. Check the URL "
+        "and the network."
+    )
+
+
+class BodyBroken(Retriable):
+    """The connection broke while the body was read: the response (and its Request-Id)
+    is known, the data is not."""
+
+    def __init__(self, response: requests.Response, cause: requests.RequestException) -> None:
+        super().__init__(str(cause), response)
+        self.response: requests.Response = response
+        self.cause = cause

@@ -1,0 +1,135 @@
+"""What one read asks Stripe for: a small, typed description the client carries out.
+
+A `Read` says which kind of request it is (a list, the events, one object, the
+account), its path and parameters, the connected account it is made for (sent as
+`Stripe-Account`) and the stream it serves (named in errors, counted in progress). The
+functions below build the reads of a resource from the resource table; nothing else
+decides what a request looks like.
+"""
+
+from __future__ import annotations
+
+import enum
+import typing as t
+from dataclasses import dataclass, replace
+
+if t.TYPE_CHECKING:
+    from tap_stripe_connect.resources import Resource
+
+PAGE_SIZE = 100  # Stripe's maximum `limit`.
+
+Params = tuple[tuple[str, t.Any], ...]
+
+
+class Kind(enum.Enum):
+    LIST = "list"  # a list object, paged with `starting_after`
+    EVENTS = "events"  # `GET /v1/events`: a list of events
+    RETRIEVE = "retrieve"  # one object
+    ACCOUNT = "account"  # `GET /v1/account`: the credential's own account
+
+
+@dataclass(frozen=True)
+class Read:
+    kind: Kind
+    path: str
+    params: Params = ()
+    #: The connected account read (`Stripe-Account`); None: the credential's own.
+    account: str | None = None
+    #: The stream the read serves, named in errors and counted in progress; None: the
+    #: tap's own reads (the account).
+    stream: str | None = None
+    #: Stripe's object name and the permission a restricted key needs (for errors).
+    object: str = "object"
+    permission: str = ""
+    #: Every listed object must carry an integer `created` (a `created`-windowed list).
+    created: bool = False
+    limit: int = PAGE_SIZE
+    after: str | None = None
+
+    @property
+    def listing(self) -> bool:
+        return self.kind in (Kind.LIST, Kind.EVENTS)
+
+    @property
+    def name(self) -> str:
+        """What errors call the read: its stream, or the object read."""
+        return self.stream or self.object
+
+    def query(self, after: str | None = None) -> list[tuple[str, t.Any]]:
+        """The query string's pairs (a list value repeats its key, as `expand[]`)."""
+        pairs: list[tuple[str, t.Any]] = []
+        if self.listing:
+            pairs.append(("limit", self.limit))
+            if after or self.after:
+                pairs.append(("starting_after", after or self.after))
+        for key, value in self.params:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            pairs += [(key, v) for v in values if v is not None]
+        return pairs
+
+    def first_only(self) -> Read:
+        """The same list, one object: enough to learn whether it may be read."""
+        return replace(self, limit=1)
+
+
+def _fill(text: str, parent_id: str | None) -> str:
+    return text.replace("{parent_id}", str(parent_id))
+
+
+def _about(resource: Resource, account: str | None, stream: str | None) -> dict[str, t.Any]:
+    return {
+        "account": account,
+        "stream": stream or resource.name,
+        "object": resource.object,
+        "permission": resource.permission,
+    }
+
+
+def list_read(
+    resource: Resource,
+    *,
+    account: str | None = None,
+    created: tuple[int | None, int | None] = (None, None),
+    variant: tuple[str, str] | None = None,
+    parent_id: str | None = None,
+    after: str | None = None,
+    stream: str | None = None,
+) -> Read:
+    """A list of `resource`, within `created` = [gte, lt) when the list filters on it."""
+    params: list[tuple[str, t.Any]] = []
+    if resource.expand:
+        params.append(("expand[]", [f"data.{field}" for field in resource.expand]))
+    params += [(key, _fill(value, parent_id)) for key, value in resource.list_params]
+    if variant:
+        params.append(variant)
+    if resource.created_filter:
+        gte, lt = created
+        params += [("created[gte]", gte), ("created[lt]", lt)]
+    return Read(
+        Kind.LIST,
+        _fill(resource.path, parent_id),
+        tuple((k, v) for k, v in params if v is not None),
+        after=after,
+        # Lists of one parent's objects (`{parent_id}`) are not windowed by `created`.
+        created=resource.created_filter and "{parent_id}" not in resource.path,
+        **_about(resource, account, stream),
+    )
+
+
+def events_read(resource: Resource, since: int, *, account: str | None = None) -> Read:
+    """The events that change `resource`, created at or after `since`, newest first."""
+    params = (("types[]", list(resource.event_types)), ("created[gte]", since))
+    return Read(Kind.EVENTS, "/v1/events", params, **_about(resource, account, None))
+
+
+def retrieve_read(
+    resource: Resource, object_id: str, *, account: str | None = None, stream: str | None = None
+) -> Read:
+    """`GET /v1/<resource>/<id>`, expanded as the resource's lists are."""
+    params = (("expand[]", list(resource.expand)),) if resource.expand else ()
+    path = resource.retrieve_path.replace("{id}", object_id)
+    return Read(Kind.RETRIEVE, path, params, **_about(resource, account, stream))
+
+
+#: The credential's own account: Stripe's clock, its id and its mode.
+ACCOUNT = Read(Kind.ACCOUNT, "/v1/account", object="account", permission="Account")

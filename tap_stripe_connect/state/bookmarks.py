@@ -1,0 +1,156 @@
+"""The state of each (stream, account) unit: its bookmark, table version and listing.
+
+This is the only code that reads or changes the state dict of a run. Every access holds
+the run lock: units of work change their own entries while others write STATE.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import typing as t
+
+from tap_stripe_connect.sdk_compat import StreamStateManager
+from tap_stripe_connect.settings import format_time, parse_time
+from tap_stripe_connect.state.listing import LISTING, Listing
+from tap_stripe_connect.state.lock import RUN_LOCK
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
+# The manager's operations on the shared dict (tests/test_sdk_compat.py checks they exist).
+LOCKED_METHODS = (
+    "get_context_state",
+    "write_starting_replication_value",
+    "write_replication_key_signpost",
+    "increment_state",
+    "finalize_state",
+    "finalize_progress_markers",
+    "get_state_partitions",
+)
+# A STATE message holds every stream's state: one per page of 100 records took ~3% of a
+# sync's CPU (and as much of a target's). One per second per listing bounds what a killed
+# run reads again to a second or so of work.
+CHECKPOINT_SECONDS = 1.0
+
+
+def _locked(method: Callable) -> Callable:
+    def call(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        with RUN_LOCK:
+            return method(self, *args, **kwargs)
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class LockedStateManager(StreamStateManager):
+    """The SDK's state manager; each operation on the shared dict holds the run lock."""
+
+    @property
+    def stream_state(self) -> dict:
+        with RUN_LOCK:
+            return StreamStateManager.stream_state.fget(self)  # type: ignore[attr-defined, no-any-return]
+
+
+for _name in LOCKED_METHODS:
+    setattr(LockedStateManager, _name, _locked(getattr(StreamStateManager, _name)))
+
+
+class Throttle:
+    """At most one STATE per `CHECKPOINT_SECONDS` for the listings of one stream."""
+
+    def __init__(self, seconds: float = CHECKPOINT_SECONDS) -> None:
+        self.seconds = seconds
+        self._last = -math.inf  # monotonic time of the last checkpoint STATE
+
+    def due(self) -> bool:
+        """Whether a STATE may be written now (if so, the clock restarts)."""
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
+
+
+class UnitState:
+    """The state entry of one stream, or of one account's partition of it."""
+
+    def __init__(
+        self,
+        manager: StreamStateManager,
+        context: t.Mapping[str, t.Any] | None,
+        *,
+        bookmarked: bool,
+        write_state: Callable[[], None],
+        throttle: Throttle,
+    ) -> None:
+        self.manager = manager
+        self.context = context
+        #: Whether the stream keeps a bookmark (children and full-table streams do not).
+        self.bookmarked = bookmarked
+        self._write_state = write_state
+        self._throttle = throttle
+
+    def _entry(self) -> dict:
+        return t.cast("dict", self.manager.get_context_state(self.context))
+
+    def bookmark(self) -> int | None:
+        """Where the last sync of this unit got to (a Stripe time), or None."""
+        with RUN_LOCK:
+            value = self._entry().get("replication_key_value")
+        return None if value is None else parse_time(value)
+
+    def table_version(self) -> int | None:
+        with RUN_LOCK:
+            return t.cast("int | None", self._entry().get("table_version"))
+
+    def set_table_version(self, version: int | None) -> None:
+        with RUN_LOCK:
+            self._entry()["table_version"] = version
+
+    def mark_synced(self, started: int) -> None:
+        """Move the bookmark to the start of this read, also when nothing changed."""
+        if self.bookmarked:
+            self.manager.increment_state(
+                {"updated": format_time(started)}, context=self.context, replication_key="updated"
+            )
+
+    def forget_progress(self) -> None:
+        """A failed unit keeps its bookmark where it was: nothing is lost when it works."""
+        with RUN_LOCK:
+            self._entry().pop("progress_markers", None)
+
+    # -- an unfinished listing (see listing.py) --------------------------------------------
+
+    def listing(self) -> Listing | None:
+        with RUN_LOCK:
+            entry = self._entry().get(LISTING)
+        return None if entry is None else Listing.from_state(entry)
+
+    def drop_listing(self) -> None:
+        with RUN_LOCK:
+            self._entry().pop(LISTING, None)
+
+    def checkpoint(self, started: int, version: int | None, covers: tuple[int, int]) -> None:
+        """Record a written `created` range of the listing; emit STATE now and then."""
+        with RUN_LOCK:
+            entry = self._entry()
+            current = entry.get(LISTING)
+            listing = (
+                Listing.from_state(current) if current is not None else Listing(started, version)
+            )
+            listing.complete(*covers)
+            entry[LISTING] = listing.to_state()
+            self.manager.is_flushed = False
+            if self._throttle.due():
+                self._write_state()
+
+    def finish_listing(self, started: int | None) -> None:
+        """The listing is complete: its start becomes the bookmark, in the same STATE."""
+        with RUN_LOCK:
+            entry = self._entry()
+            had_listing = entry.pop(LISTING, None) is not None
+            if had_listing and started is not None and self.bookmarked:
+                entry["replication_key"] = "updated"
+                entry["replication_key_value"] = format_time(started)

@@ -1,0 +1,145 @@
+"""What the units of work of one run share: the client, the workers, the account."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+from tap_stripe_connect.api import list_read
+from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
+from tap_stripe_connect.errors import ConfigError
+from tap_stripe_connect.resources import RESOURCES_BY_NAME
+from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
+from tap_stripe_connect.sync.windows import STRIPE_EPOCH
+
+if t.TYPE_CHECKING:
+    import logging
+
+    from tap_stripe_connect.api import StripeClient
+    from tap_stripe_connect.api.limiter import RateLimiter
+    from tap_stripe_connect.settings import Settings
+
+
+class Run:
+    """One sync: its client, settings, background workers, scheduler and account(s)."""
+
+    def __init__(
+        self,
+        client: StripeClient,
+        settings: Settings,
+        logger: logging.Logger,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.logger = logger
+        #: The credential's own account, as `GET /v1/account` describes it.
+        self.account: dict | None = None
+        self.failed_accounts: dict[str, str] = {}
+        self.scheduler = Scheduler(1, lambda: client.limiter_for(None).responses_slow)
+        self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
+        self._lock = threading.Lock()
+        self._account_read = False
+        self._connected: list[str] | None = None
+        self._listed = False
+
+    def read_account(self) -> None:
+        """Learn Stripe's time and the credential's account, from one request."""
+        self.account = self.client.account()
+        self._account_read = True
+        self.client.own_account_id = self.account_id
+
+    def ensure_account(self) -> None:
+        """A stream synced on its own (SDK tests, dry runs) still needs its account."""
+        with self._lock:
+            if not self._account_read and not self.account_id:
+                self.read_account()
+            self.client.own_account_id = self.account_id
+
+    def connected_accounts(self) -> list[str] | None:
+        """The connected accounts of a platform sync (`account_ids`; "*": every one),
+        listed once per run."""
+        with self._lock:
+            if not self._listed:
+                self._connected = self._list_connected()
+                self._listed = True
+            return self._connected
+
+    def _list_connected(self) -> list[str] | None:
+        wanted = self.settings.account_ids
+        if not wanted:
+            return None
+        if "*" in wanted:
+            accounts = RESOURCES_BY_NAME["accounts"]
+            listed = [a["id"] for a in self.client.list(list_read(accounts))]
+            return listed + [a for a in wanted if a != "*" and a not in listed]
+        return list(dict.fromkeys(wanted))
+
+    @property
+    def account_id(self) -> str | None:
+        """The account records come from, unless a connected account is read."""
+        if self.settings.account_id:
+            return self.settings.account_id
+        auth = self.client.authenticator
+        if isinstance(auth, StripeOAuthAuthenticator) and auth.account_id:
+            return str(auth.account_id)
+        return (self.account or {}).get("id")
+
+    def require_account(self) -> None:
+        if not self.connected_accounts() and not self.account_id:
+            raise ConfigError(
+                "Could not tell which Stripe account the credential belongs to (it may not "
+                "read the account): set setting 'account_id' to its id (acct_...)."
+            )
+
+    def report_account_failure(self, account_id: str, error: Exception) -> None:
+        """One account failed: the others go on; the run fails at the end."""
+        with self._lock:
+            self.failed_accounts.setdefault(account_id, str(error))
+        self.logger.error("Account %s failed and is skipped: %s", account_id, error)
+
+    # -- shared workers ------------------------------------------------------------------
+
+    @functools.cached_property
+    def background(self) -> ThreadPoolExecutor:
+        """Workers for child lists fetched ahead of their parent's record."""
+        return ThreadPoolExecutor(self.settings.max_workers, thread_name_prefix="children")
+
+    @property
+    def window_workers(self) -> int:
+        """Workers for one stream's `created` windows, sharing `max_workers` across streams."""
+        return max(1, self.settings.max_workers // self.scheduler.parallel)
+
+    def may_split(self, limiter: RateLimiter, endpoint: str) -> bool:
+        """Whether a listing may split a `created` window for one more worker now."""
+        return not (
+            self.scheduler.may_start.is_set()
+            or limiter.saturated(endpoint)
+            or self.cpu_bound(limiter)
+        )
+
+    def cpu_bound(self, limiter: RateLimiter) -> bool:
+        """Whether more `created` windows would only compete for the CPU.
+
+        With fast responses and a busy CPU, another window adds thread switches and a
+        partial page, not speed. With slow ones, a window split now is answered after
+        a response time, when the CPU has caught up: waiting for the CPU to be idle left
+        the last windows of a run to page alone (~10% of a run with 250 ms responses).
+        """
+        return not limiter.responses_slow and self.cpu_load.busy()
+
+    def earliest_created(self, account: str | None) -> int:
+        """The earliest `created` an account's objects plausibly carry (for estimates only).
+
+        The account's own creation when the credential's account is read (a connected
+        account's is when it was connected: older objects are still listed); else 2010.
+        """
+        created = (self.account or {}).get("created")
+        if account or not isinstance(created, int):
+            return STRIPE_EPOCH
+        return created
+
+    def close(self) -> None:
+        if "background" in self.__dict__:
+            self.background.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,118 @@
+"""The scheduler of parallel work: which units of work run at once, and when one more starts.
+
+singer-sdk syncs streams one after another. Stripe's budgets are per endpoint and per
+account, so a run keeps several units of work (today: a top-level stream with all its
+accounts; with many accounts: one (account, stream) pair each) in flight at once, each
+through the same client and writer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+# Share of a CPU a sync must have used over the last 50 ms for no other unit to start.
+STREAM_START_BUSY = 0.5
+
+
+class Job(t.Protocol):
+    """A unit of work the scheduler runs: its name (for progress) and the work."""
+
+    @property
+    def name(self) -> str: ...
+
+    def run(self) -> None: ...
+
+
+class CpuLoad:
+    """How much of one CPU this process used over the last `span` seconds.
+
+    Python runs one thread at a time. A sync that already keeps a CPU busy (parsing and
+    writing records) gains nothing from more `created` windows in flight: they add
+    partial pages and thread switches. In a local run without latency, splitting cost
+    ~15% of the throughput.
+    """
+
+    def __init__(
+        self,
+        span: float = 0.5,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu: Callable[[], float] = time.process_time,
+    ) -> None:
+        self.span = span
+        self._clock = clock
+        self._cpu = cpu
+        self._lock = threading.Lock()
+        self._at = clock()
+        self._used = cpu()
+        self.share = 0.0
+
+    def busy(self, threshold: float = 0.9) -> bool:
+        """Whether the process used at least `threshold` of a CPU lately."""
+        with self._lock:
+            now = self._clock()
+            if now - self._at >= self.span:
+                used = self._cpu()
+                self.share = (used - self._used) / (now - self._at)
+                self._at, self._used = now, used
+            return self.share >= threshold
+
+
+class Scheduler:
+    """Runs jobs up to `parallel` at once, starting one more only when it helps.
+
+    Parallel jobs overlap their waits for Stripe (for responses, for the rate budget).
+    When nothing waits, the process already keeps a CPU busy and one more job only
+    competes for the GIL: without latency, four streams at once took ~30% longer than one
+    after another. So a job starts when another ends, or when the last 50 ms left at least
+    half a CPU idle, or at once when Stripe's responses are slow (then every job mostly
+    waits). (Starting one whenever the CPU was 10% idle ran all four together at some
+    point of a long sync: its peak memory, pages queued for four streams, was ~25% above
+    a short sync's.) Every job runs even if one fails; the first failure (in job order) is
+    raised at the end.
+    """
+
+    def __init__(self, parallel: int, responses_slow: Callable[[], bool]) -> None:
+        self.parallel = max(1, parallel)
+        self.responses_slow = responses_slow
+        #: Set while a job may still start: running jobs then split no `created` window
+        #: (a job adds requests for full pages, a split window partial ones).
+        self.may_start = threading.Event()
+
+    def run(self, jobs: Sequence[Job]) -> None:
+        waiting = list(jobs)
+        futures: list[Future] = []
+        running: set[Future] = set()
+        room = CpuLoad(0.05)  # a quick look: jobs start within a few responses
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool:
+            while waiting or running:
+                slow = self.responses_slow()
+                while self._room_for_one(waiting, running, slow, room):
+                    future = pool.submit(waiting.pop(0).run)
+                    futures.append(future)
+                    running.add(future)
+                    if not slow:
+                        break  # one at a time: see whether the CPU is left idle
+                if waiting and len(running) < self.parallel:
+                    self.may_start.set()
+                else:
+                    self.may_start.clear()
+                timeout = room.span if self.may_start.is_set() else None
+                _, pending = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                running = set(pending)
+        self.may_start.clear()
+        for future in futures:
+            future.result()
+
+    def _room_for_one(self, waiting: list, running: set[Future], slow: bool, room: CpuLoad) -> bool:
+        return (
+            bool(waiting)
+            and len(running) < self.parallel
+            and (not running or slow or not room.busy(STREAM_START_BUSY))
+        )

@@ -1,0 +1,85 @@
+"""One unit of work: one stream of one account, and what its sync mode needs.
+
+A sync mode (`listing`, `events`, `created`, `full_table`, `children`) is a function of
+a `Unit`: it reads through the run's client, shapes records, and keeps the unit's state.
+The stream it writes for is seen only through `StreamOutput`, so the modes import no
+stream and no tap, and a scheduler can hand out (account, stream) units freely.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+from dataclasses import dataclass
+
+if t.TYPE_CHECKING:
+    import logging
+
+    from tap_stripe_connect.api import StripeClient
+    from tap_stripe_connect.output.records import Records
+    from tap_stripe_connect.resources import Resource
+    from tap_stripe_connect.settings import Settings
+    from tap_stripe_connect.state.bookmarks import UnitState
+    from tap_stripe_connect.sync.run import Run
+
+# Far beyond any `created`: the upper bound of a listing before Stripe's time is known.
+FAR_FUTURE = 2**33
+
+
+class StreamOutput(t.Protocol):
+    """What a sync mode may ask of the stream it writes for."""
+
+    @property
+    def table_version(self) -> int | None: ...
+
+    def use_table_version(self, version: int | None) -> None:
+        """Tag this stream's (and its children's) records with a table version."""
+
+    def activate_table_version(self) -> None:
+        """Write ACTIVATE_VERSION for this stream and its selected children."""
+
+    def prefetch_children(self, parents: list[dict], account: str | None) -> None:
+        """Start fetching the child lists that overflow these parents' embedded pages."""
+
+
+@dataclass
+class Unit:
+    run: Run
+    resource: Resource
+    #: The connected account read (a platform sync's partition); None: the credential's.
+    account: str | None
+    state: UnitState
+    records: Records
+    out: StreamOutput
+    logger: logging.Logger
+
+    @property
+    def client(self) -> StripeClient:
+        return self.run.client
+
+    @property
+    def settings(self) -> Settings:
+        return self.run.settings
+
+    @property
+    def name(self) -> str:
+        return self.resource.name
+
+    def now(self) -> int | None:
+        """Stripe's time, or None before any response."""
+        return self.client.clock.now()
+
+    @functools.cached_property
+    def owner(self) -> str | None:
+        """The account the records come from (`account_id` of every record)."""
+        return self.account or self.run.account_id
+
+    def shape(self, obj: dict, updated: int | None, *, deleted_at: int | None = None) -> dict:
+        return self.records.shape(obj, updated, self.owner, deleted_at=deleted_at)
+
+    def mark_synced(self, started: int | None) -> None:
+        """Move the bookmark to the start of this read, also when nothing changed."""
+        if started is None:
+            started = self.now()
+        if started is not None:
+            self.state.mark_synced(started)
