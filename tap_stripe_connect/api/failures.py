@@ -11,9 +11,11 @@ import typing as t
 
 import requests
 
+from tap_stripe_connect.api.reads import Kind
 from tap_stripe_connect.errors import (
     StripeAPIError,
     StripeAuthError,
+    StripeEndpointMissingError,
     StripeNotFoundError,
     StripePermissionError,
     TapError,
@@ -68,10 +70,7 @@ def fatal_error(
     where = f"[{request_label(response)}]"
     message = error.get("message") or response.reason or "no message"
     if status == 404:
-        return StripeNotFoundError(
-            f"Stripe has no such {read.object} for stream '{read.name}': {message} {where}",
-            response,
-        )
+        return not_found(read, response, message)
     param = error.get("param")
     setting = {"created": "start_date"}.get(str(param).split("[")[0]) if param else None
     hint = f" Check setting '{setting}'." if setting else ""
@@ -79,6 +78,38 @@ def fatal_error(
     return StripeAPIError(
         f"Stripe rejected the request{about} for stream '{read.name}' "
         f"({status}): {message}.{hint} {where}",
+        response,
+    )
+
+
+def what_for(read: Read) -> str:
+    """What a read was for, in words: a stream, or the tap's own start-up check."""
+    if read.kind is Kind.ACCOUNT:
+        return "the start-up account check"
+    return f"stream '{read.name}'"
+
+
+def not_found(read: Read, response: requests.Response, message: str) -> StripeAPIError:
+    """A 404 names either a missing object (`resource_missing`: a parent deleted since it
+    was listed, which a listing may skip) or a URL Stripe does not know ("Unrecognized
+    request URL", or no Stripe error at all): nothing was read, which no listing may take
+    for "no data"."""
+    request, _, request_id = request_label(response).partition(", ")
+    if stripe_error(response).get("code") == "resource_missing":
+        return StripeNotFoundError(
+            f"Stripe has no object at {request} for {what_for(read)}: {message} [{request_id}]",
+            response,
+        )
+    unknown = "Unrecognized request URL"
+    said = unknown if message.startswith(unknown) else message
+    hint = (
+        "or set setting 'account_id' to the credential's account (acct_...)"
+        if read.kind is Kind.ACCOUNT
+        else f"or deselect stream '{read.name}' if this server does not offer it"
+    )
+    return StripeEndpointMissingError(
+        f"Stripe does not serve the endpoint {request} needed by {what_for(read)} (404: "
+        f"{said}): check setting 'api_url', {hint}. [{request_id}]",
         response,
     )
 
