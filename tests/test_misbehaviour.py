@@ -357,3 +357,16 @@ def test_any_answer_sequence_gives_every_object_once_or_an_error_naming_the_caus
         assert result.error_line.startswith("tap-stripe-connect: error: "), result.stderr[-2000:]
         assert "Request-Id" in result.error_line or "setting" in result.error_line
         assert "Traceback" not in result.stderr
+
+
+def test_a_failing_account_check_is_named_as_the_start_up_check_not_a_stream(tmp_path):
+    with emulator(objects=5) as emu:
+        emu.inject(503, count=50, path_prefix="/v1/account")
+        result = run(emu, tmp_path, ("customers",), max_retries=1)
+    assert result.returncode == 1
+    assert re.fullmatch(
+        r"tap-stripe-connect: error: Giving up on the start-up account check after 2 tries in "
+        r"[\d.]+s: Stripe answered 503 \(.*\) for GET /v1/account, Request-Id req_\w+\. .*",
+        result.error_line,
+    ), result.error_line
+    assert "stream 'account'" not in result.stderr

@@ -239,7 +239,11 @@ class StripeClient:
         if self.on_retry is not None:
             self.on_retry(read.stream)
         logger.getChild(read.name).warning(
-            "Retrying stream '%s' in %.1fs (try %d): %s", read.name, wait, tries, redact(str(exc))
+            "Retrying %s in %.1fs (try %d): %s",
+            failures.what_for(read),
+            wait,
+            tries,
+            redact(str(exc)),
         )
 
     def prepare(self, read: Read, after: str | None = None) -> requests.PreparedRequest:

@@ -76,7 +76,7 @@ def fatal_error(
     hint = f" Check setting '{setting}'." if setting else ""
     about = f" parameter '{param}'" if param else ""
     return StripeAPIError(
-        f"Stripe rejected the request{about} for stream '{read.name}' "
+        f"Stripe rejected the request{about} for {what_for(read)} "
         f"({status}): {message}.{hint} {where}",
         response,
     )
@@ -121,13 +121,13 @@ def _auth_error(
     if oauth:
         return StripeAuthError(
             f"Stripe rejected the access token of connected account {account} (the "
-            f"connection was revoked or deauthorised) while reading stream '{read.name}': "
+            f"connection was revoked or deauthorised) while reading {what_for(read)}: "
             f"connect the account again with `tap-stripe-connect connect`. {where}",
             response,
         )
     return StripeAuthError(
         f"Stripe rejected the credential in setting 'api_key' (invalid, expired or "
-        f"revoked) while reading stream '{read.name}': create or roll a key in the "
+        f"revoked) while reading {what_for(read)}: create or roll a key in the "
         f"Stripe Dashboard and update the setting. {where}",
         response,
     )
@@ -169,13 +169,13 @@ def giving_up(
     """The last try failed too: one line saying what, and what the user can do."""
     if isinstance(exc, Retriable) and not isinstance(exc, BodyBroken):
         return TapError(
-            f"Giving up on stream '{read.name}' after {tries}: {exc}. Stripe "
+            f"Giving up on {what_for(read)} after {tries}: {exc}. Stripe "
             "may be having trouble; run the tap again later (progress so far is in "
             "STATE; settings 'max_retries' and 'max_retry_seconds' bound the retries)."
         )
     if isinstance(exc, BodyBroken):
         return TapError(
-            f"Giving up on stream '{read.name}' after {tries}: the connection broke while "
+            f"Giving up on {what_for(read)} after {tries}: the connection broke while "
             f"Stripe was sending the response ({request_label(exc.response)}; "
             f"{type(exc.cause).__name__}). Check the network and run the tap again (progress "
             "so far is in STATE)."
@@ -186,14 +186,14 @@ def giving_up(
         exc, requests.exceptions.ConnectTimeout
     ):
         return TapError(
-            f"Giving up on stream '{read.name}' after {tries}: Stripe did not answer "
+            f"Giving up on {what_for(read)} after {tries}: Stripe did not answer "
             f"{method} {path} within {settings.request_timeout}s (setting 'request_timeout'; "
             "no response, so no Request-Id). Run the tap again later (progress so far is "
             "in STATE)."
         )
     return TapError(
-        f"Could not reach Stripe at {settings.api_url} (setting 'api_url') for stream "
-        f"'{read.name}' ({method} {path}, {tries}): {type(exc).__name__}. Check the URL "
+        f"Could not reach Stripe at {settings.api_url} (setting 'api_url') for "
+        f"{what_for(read)} ({method} {path}, {tries}): {type(exc).__name__}. Check the URL "
         "and the network."
     )
 
