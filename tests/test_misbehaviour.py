@@ -23,6 +23,7 @@ from tap_stripe_connect.api.auth import StripeKeyAuthenticator
 from tap_stripe_connect.api.reads import Kind, Read
 from tap_stripe_connect.settings import Settings
 from tap_stripe_connect.tap import TapStripeConnect
+from tests.catalogs import select_streams
 from tests.conftest import TapRun, run_tap
 from tests.emulator import Emulator
 
@@ -33,12 +34,7 @@ REQUEST_ID = r"\[Request-Id req_[A-Za-z0-9]+\]"
 @functools.cache
 def catalog_of(*streams: str) -> str:
     tap = TapStripeConnect(config={"api_key": SECRET}, validate_config=False, setup_mapper=False)
-    catalog = tap.catalog_dict
-    for entry in catalog["streams"]:
-        for md in entry["metadata"]:
-            if md["breadcrumb"] == []:
-                md["metadata"]["selected"] = entry["tap_stream_id"] in streams
-    return json.dumps(catalog)
+    return json.dumps(select_streams(tap.catalog_dict, streams))
 
 
 def emulator(objects: int = 40) -> Emulator:
@@ -240,9 +236,7 @@ def test_keep_undeclared_fields_declares_and_fills_an_extra_json_column(tmp_path
         catalog = json.loads(discovered.stdout)
         for entry in catalog["streams"]:
             assert entry["schema"]["properties"]["_sdc_extra"] == {"type": ["object", "null"]}
-            for md in entry["metadata"]:
-                if md["breadcrumb"] == []:
-                    md["metadata"]["selected"] = entry["tap_stream_id"] in ("charges", "customers")
+        select_streams(catalog, ("charges", "customers"))
         result = run_tap(
             config={"api_key": SECRET, "api_url": emu.url, "keep_undeclared_fields": True},
             catalog=catalog,
