@@ -94,6 +94,10 @@ class StripeNotFoundError(StripeAPIError):
     """404: the object does not exist (or no longer does)."""
 
 
+class StripeEndpointMissingError(StripeAPIError):
+    """Stripe does not know the URL (404 "Unrecognized request URL"): nothing was read."""
+
+
 def stripe_error(response: requests.Response) -> dict[str, t.Any]:
     """The `error` object of a Stripe error body, or {} when the body is not one."""
     try:

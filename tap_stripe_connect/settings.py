@@ -35,6 +35,7 @@ DEFAULTS: dict[str, t.Any] = {
     "max_requests_per_second_per_endpoint": ENDPOINT_RATE,
     "progress_interval_seconds": 10,
     "skip_unreadable_streams": False,
+    "keep_undeclared_fields": False,
 }
 
 
@@ -257,6 +258,18 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
             "Restricted keys (rk_...) are checked before a sync: by default a selected "
             "stream the key may not read stops the run, naming every such stream and "
             "the permission it needs. True skips those streams, with a warning each."
+        ),
+    ),
+    th.Property(
+        "keep_undeclared_fields",
+        th.BooleanType,
+        default=DEFAULTS["keep_undeclared_fields"],
+        title="Keep undeclared fields",
+        description=(
+            "Fields Stripe sends that the stream's schema lacks (a newer API version, a "
+            "new feature) are named in a warning once per stream; targets drop them. True "
+            "adds a JSON column `_sdc_extra` to every stream's schema (at discovery) that "
+            "holds them."
         ),
     ),
 ).to_dict()

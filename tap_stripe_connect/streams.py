@@ -12,7 +12,7 @@ import typing as t
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_stripe_connect.errors import StripeAuthError, StripePermissionError
-from tap_stripe_connect.output.records import Records
+from tap_stripe_connect.output.records import Records, with_extra_column
 from tap_stripe_connect.resources import (
     CREATED,
     EVENTS,
@@ -58,6 +58,13 @@ class StripeStream(CompatStream):
     # walks every nested value of every record again and took ~45% of the CPU of a sync.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
+    def __init__(self, tap: t.Any, **kwargs: t.Any) -> None:
+        if tap.config.get("keep_undeclared_fields"):
+            # Declared at discovery, so that targets create the column (`schema` is the
+            # class's dict: see `stream_class`).
+            self.__dict__["schema"] = with_extra_column(load_schema(self.resource.name))
+        super().__init__(tap, **kwargs)
+
     @property
     def run(self) -> Run:
         return t.cast("Run", t.cast("t.Any", self.tap).run)
@@ -72,7 +79,7 @@ class StripeStream(CompatStream):
 
     @functools.cached_property
     def records(self) -> Records:
-        return Records(self.schema)
+        return Records(self.schema, stream=self.name, logger=self.logger)
 
     @functools.cached_property
     def every_property_selected(self) -> bool:  # type: ignore[override]
@@ -182,7 +189,7 @@ class StripeChildStream(StripeStream):
         # Every child names its parent (`line_item.invoice`); Stripe's credit note lines
         # do not, so the tap adds the field the schema has for it.
         parent = RESOURCES_BY_NAME[t.cast("str", self.resource.parent)].object
-        return Records(self.schema, parent_field=parent)
+        return Records(self.schema, parent_field=parent, stream=self.name, logger=self.logger)
 
     @functools.cached_property
     def lists(self) -> EmbeddedLists:

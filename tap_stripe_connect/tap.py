@@ -17,7 +17,13 @@ from tap_stripe_connect.api.auth import (
     build_authenticator,
     secrets_in,
 )
-from tap_stripe_connect.errors import ConfigError, TapError, install_redaction, register_secrets
+from tap_stripe_connect.errors import (
+    ConfigError,
+    TapError,
+    install_redaction,
+    redact,
+    register_secrets,
+)
 from tap_stripe_connect.inputs import check_catalog, check_state, config_problems
 from tap_stripe_connect.output.progress import Progress
 from tap_stripe_connect.output.writer import LockedStateWriter, LockedWriter
@@ -68,7 +74,11 @@ class StreamJob:
 
     def run(self) -> None:
         self.progress.stream_started(self.stream.name)
-        self.stream.sync()
+        try:
+            self.stream.sync()
+        except Exception as exc:
+            self.progress.stream_failed(self.stream.name, redact(str(exc)))
+            raise
         self.stream.finalize_state_progress_markers()
         for done in (self.stream, *self.stream.descendent_streams):
             self.progress.stream_finished(done.name)
@@ -222,6 +232,12 @@ class TapStripeConnect(CompatTap):
         self.streams_started = True
         try:
             self.run.scheduler.run([StreamJob(stream, self.progress) for stream in streams])
+        except Exception:
+            if len(failed := self.progress.failures) > 1:
+                # Every failed stream's own cause, not only the first one's.
+                causes = "; ".join(f"'{name}': {why}" for name, why in failed.items())
+                raise TapError(f"{len(failed)} streams failed: {causes}") from None
+            raise
         finally:
             self.run.close()
         for stream in self.streams.values():

@@ -35,3 +35,13 @@ def catalog_selecting(
             elif wanted and breadcrumb[-1] in left_out:
                 entry["metadata"]["selected"] = False
     return catalog
+
+
+def select_streams(catalog: dict, streams: t.Iterable[str]) -> dict:
+    """`catalog` (changed in place) with exactly `streams` selected."""
+    wanted = set(streams)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in wanted
+    return catalog

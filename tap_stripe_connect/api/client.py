@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 import backoff
 import requests
+import requests.adapters
 from requests.utils import resolve_proxies
 
 from tap_stripe_connect.api import failures, metering
@@ -29,6 +30,7 @@ from tap_stripe_connect.api.limiter import RateLimiter, endpoint_of
 from tap_stripe_connect.api.reads import ACCOUNT, Kind, Read
 from tap_stripe_connect.errors import (
     StripeAPIError,
+    StripeEndpointMissingError,
     StripeNotFoundError,
     StripePermissionError,
     redact,
@@ -43,6 +45,38 @@ if t.TYPE_CHECKING:
 
 BODY_READ = 1 << 22
 logger = logging.getLogger("tap-stripe-connect")
+
+
+class Newest:
+    """The guard on Stripe's documented newest-first order of a `created` list.
+
+    `created` windows and their splits trust it: a window's last object bounds what is
+    left to read, so a list out of order would be read twice (duplicates) or not at all.
+    A page that breaks it stops the read with an error instead.
+    """
+
+    def __init__(self, read: Read) -> None:
+        self.read = read
+        self.last: tuple[int, str] | None = None
+
+    def check(self, page: list[dict], response: requests.Response) -> None:
+        if not (self.read.created or self.read.kind is Kind.EVENTS):
+            return
+        for obj in page:
+            created = obj.get("created")
+            if not isinstance(created, int):
+                continue
+            if self.last is not None and created > self.last[0]:
+                request, _, request_id = request_label(response).partition(", ")
+                raise StripeAPIError(
+                    f"Stripe listed {request} out of its newest-first order for "
+                    f"{failures.what_for(self.read)} ({obj.get('id')}, created {created}, "
+                    f"came after {self.last[1]}, created {self.last[0]}); the tap relies "
+                    "on that order to read each object once, so it stops here (nothing "
+                    f"past the last STATE is lost). Run the tap again later. [{request_id}]",
+                    response,
+                )
+            self.last = (created, str(obj.get("id")))
 
 
 class StripeClient:
@@ -61,6 +95,11 @@ class StripeClient:
         self.user_agent = user_agent
         self.clock = clock or StripeClock()
         self.session = requests.Session()
+        # Up to `max_workers` requests are in flight at once (`in_flight`), each holding a
+        # connection: a pool of requests' default 10 would discard (and reopen) the rest.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(10, settings.max_workers))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         self.in_flight = threading.Semaphore(settings.max_workers)
         #: Whether the credential's account is in live mode (a larger rate budget).
         self.livemode = False
@@ -85,11 +124,13 @@ class StripeClient:
     def _pages(
         self, read: Read, after: str | None, seen: set[str], counter: metering.Counter
     ) -> Iterator[list[dict]]:
+        newest = Newest(read)
         while True:
             body, response = self.call(read, after)
             counter.increment()
             data = body.get("data") or []
             if data:
+                newest.check(data, response)
                 yield data
             if not body.get("has_more") or not data:
                 return
@@ -139,6 +180,10 @@ class StripeClient:
         except StripePermissionError as exc:
             found = re.search(r"on account '(acct_[A-Za-z0-9]+)'", str(exc))
             account = {"id": found.group(1)} if found else None
+        except (StripeNotFoundError, StripeEndpointMissingError) as exc:
+            # Not needed when setting 'account_id' names the account (the run checks).
+            logger.warning("%s", exc)
+            account = None
         self.livemode = bool((account or {}).get("livemode"))
         return account
 
@@ -194,7 +239,11 @@ class StripeClient:
         if self.on_retry is not None:
             self.on_retry(read.stream)
         logger.getChild(read.name).warning(
-            "Retrying stream '%s' in %.1fs (try %d): %s", read.name, wait, tries, redact(str(exc))
+            "Retrying %s in %.1fs (try %d): %s",
+            failures.what_for(read),
+            wait,
+            tries,
+            redact(str(exc)),
         )
 
     def prepare(self, read: Read, after: str | None = None) -> requests.PreparedRequest:

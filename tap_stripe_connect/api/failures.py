@@ -11,9 +11,11 @@ import typing as t
 
 import requests
 
+from tap_stripe_connect.api.reads import Kind
 from tap_stripe_connect.errors import (
     StripeAPIError,
     StripeAuthError,
+    StripeEndpointMissingError,
     StripeNotFoundError,
     StripePermissionError,
     TapError,
@@ -68,17 +70,46 @@ def fatal_error(
     where = f"[{request_label(response)}]"
     message = error.get("message") or response.reason or "no message"
     if status == 404:
-        return StripeNotFoundError(
-            f"Stripe has no such {read.object} for stream '{read.name}': {message} {where}",
-            response,
-        )
+        return not_found(read, response, message)
     param = error.get("param")
     setting = {"created": "start_date"}.get(str(param).split("[")[0]) if param else None
     hint = f" Check setting '{setting}'." if setting else ""
     about = f" parameter '{param}'" if param else ""
     return StripeAPIError(
-        f"Stripe rejected the request{about} for stream '{read.name}' "
+        f"Stripe rejected the request{about} for {what_for(read)} "
         f"({status}): {message}.{hint} {where}",
+        response,
+    )
+
+
+def what_for(read: Read) -> str:
+    """What a read was for, in words: a stream, or the tap's own start-up check."""
+    if read.kind is Kind.ACCOUNT:
+        return "the start-up account check"
+    return f"stream '{read.name}'"
+
+
+def not_found(read: Read, response: requests.Response, message: str) -> StripeAPIError:
+    """A 404 names either a missing object (`resource_missing`: a parent deleted since it
+    was listed, which a listing may skip) or a URL Stripe does not know ("Unrecognized
+    request URL", or no Stripe error at all): nothing was read, which no listing may take
+    for "no data"."""
+    request, _, request_id = request_label(response).partition(", ")
+    if stripe_error(response).get("code") == "resource_missing":
+        return StripeNotFoundError(
+            f"Stripe has no object at {request} for {what_for(read)}: {message} [{request_id}]",
+            response,
+        )
+    unknown = "Unrecognized request URL"
+    said = unknown if message.startswith(unknown) else message
+    hint = (
+        "or set setting 'account_id' to the credential's account (acct_...)"
+        if read.kind is Kind.ACCOUNT
+        else f"or deselect stream '{read.name}' if this server does not offer it"
+    )
+    return StripeEndpointMissingError(
+        f"Stripe does not serve the endpoint {request} needed by {what_for(read)} (404: "
+        f"{said}): check setting 'api_url', {hint}. [{request_id}]",
         response,
     )
 
@@ -90,13 +121,13 @@ def _auth_error(
     if oauth:
         return StripeAuthError(
             f"Stripe rejected the access token of connected account {account} (the "
-            f"connection was revoked or deauthorised) while reading stream '{read.name}': "
+            f"connection was revoked or deauthorised) while reading {what_for(read)}: "
             f"connect the account again with `tap-stripe-connect connect`. {where}",
             response,
         )
     return StripeAuthError(
         f"Stripe rejected the credential in setting 'api_key' (invalid, expired or "
-        f"revoked) while reading stream '{read.name}': create or roll a key in the "
+        f"revoked) while reading {what_for(read)}: create or roll a key in the "
         f"Stripe Dashboard and update the setting. {where}",
         response,
     )
@@ -138,13 +169,13 @@ def giving_up(
     """The last try failed too: one line saying what, and what the user can do."""
     if isinstance(exc, Retriable) and not isinstance(exc, BodyBroken):
         return TapError(
-            f"Giving up on stream '{read.name}' after {tries}: {exc}. Stripe "
+            f"Giving up on {what_for(read)} after {tries}: {exc}. Stripe "
             "may be having trouble; run the tap again later (progress so far is in "
             "STATE; settings 'max_retries' and 'max_retry_seconds' bound the retries)."
         )
     if isinstance(exc, BodyBroken):
         return TapError(
-            f"Giving up on stream '{read.name}' after {tries}: the connection broke while "
+            f"Giving up on {what_for(read)} after {tries}: the connection broke while "
             f"Stripe was sending the response ({request_label(exc.response)}; "
             f"{type(exc.cause).__name__}). Check the network and run the tap again (progress "
             "so far is in STATE)."
@@ -155,14 +186,14 @@ def giving_up(
         exc, requests.exceptions.ConnectTimeout
     ):
         return TapError(
-            f"Giving up on stream '{read.name}' after {tries}: Stripe did not answer "
+            f"Giving up on {what_for(read)} after {tries}: Stripe did not answer "
             f"{method} {path} within {settings.request_timeout}s (setting 'request_timeout'; "
             "no response, so no Request-Id). Run the tap again later (progress so far is "
             "in STATE)."
         )
     return TapError(
-        f"Could not reach Stripe at {settings.api_url} (setting 'api_url') for stream "
-        f"'{read.name}' ({method} {path}, {tries}): {type(exc).__name__}. Check the URL "
+        f"Could not reach Stripe at {settings.api_url} (setting 'api_url') for "
+        f"{what_for(read)} ({method} {path}, {tries}): {type(exc).__name__}. Check the URL "
         "and the network."
     )
 

@@ -70,6 +70,8 @@ class Progress:
         self._streams: dict[str, StreamCounts] = {}
         self._other_requests = 0
         self._other_retries = 0
+        #: Stream -> the one-line cause it failed with.
+        self.failures: dict[str, str] = {}
         self._started: float | None = None
         self._finished: float | None = None
         self._stop = threading.Event()
@@ -114,6 +116,13 @@ class Progress:
         with self._lock:
             counts = self._counts(stream)
             counts.finished = None
+
+    def stream_failed(self, stream: str, cause: str) -> None:
+        """A stream failed: its own cause goes to the log now and to the summary table."""
+        with self._lock:
+            self.failures.setdefault(stream, cause)
+            self._counts(stream).finished = self._clock()
+        self.logger.error("Stream '%s' failed: %s", stream, cause)
 
     def stream_finished(self, stream: str) -> None:
         with self._lock:
@@ -196,7 +205,14 @@ class Progress:
             "retries": sum(s["retries"] for s in streams.values()) + other_retries,
             "duration_seconds": round(duration, 3),
         }
-        return {"status": "failed" if failed else "succeeded", "streams": streams, "total": total}
+        with self._lock:
+            failures = dict(self.failures)
+        return {
+            "status": "failed" if failed or failures else "succeeded",
+            "streams": streams,
+            "total": total,
+            "failures": failures,
+        }
 
 
 COLUMNS = ("records", "deletes", "requests", "retries")
@@ -222,4 +238,8 @@ def render_table(summary: dict[str, t.Any]) -> str:
     lines = [f"Sync {verb}: {total['records']:,} records in {total['duration_seconds']:.1f}s"]
     lines += [line(header), *(line(row) for row in rows[:-1])]
     lines += ["-" * len(line(header)), line(rows[-1])]
+    failures = summary.get("failures") or {}
+    if failures:
+        lines.append(f"{len(failures)} stream(s) failed:")
+        lines += [f"  {name}: {cause}" for name, cause in sorted(failures.items())]
     return "\n".join(lines)

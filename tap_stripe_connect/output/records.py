@@ -7,10 +7,25 @@ per stream from it and then visits only those paths, not every field of every re
 from __future__ import annotations
 
 import decimal
+import logging
+import threading
 import typing as t
 
 from tap_stripe_connect.errors import TapError
 from tap_stripe_connect.settings import format_time
+
+#: The JSON column that keeps the fields Stripe sent and the schema lacks (setting
+#: 'keep_undeclared_fields').
+EXTRA_COLUMN = "_sdc_extra"
+#: `deleted: true` of a deleted object is what `_sdc_deleted_at` records.
+KNOWN_UNDECLARED = frozenset({"deleted"})
+
+
+def with_extra_column(schema: dict) -> dict:
+    """The schema with the JSON column of undeclared fields."""
+    properties = {**schema.get("properties", {}), EXTRA_COLUMN: {"type": ["object", "null"]}}
+    return {**schema, "properties": properties}
+
 
 # A plan maps a field name to True (a time) or to a nested plan (object or array items).
 Plan = dict[str, t.Any]
@@ -97,8 +112,22 @@ class Records:
     """A stream's records from Stripe objects: times as RFC 3339, plus the fields the tap
     adds to every record (`updated`, `account_id`, `_sdc_deleted_at`)."""
 
-    def __init__(self, schema: dict, *, parent_field: str | None = None) -> None:
+    def __init__(
+        self,
+        schema: dict,
+        *,
+        parent_field: str | None = None,
+        stream: str = "",
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.shaper = RecordShaper(schema)
+        properties = schema.get("properties") or {}
+        self.keep_extra = EXTRA_COLUMN in properties
+        self.declared = frozenset(properties) | KNOWN_UNDECLARED
+        self.stream = stream
+        self.logger = logger or logging.getLogger("tap-stripe-connect")
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
         #: A child's field naming its parent (`line_item.invoice`), filled when Stripe
         #: leaves it out (credit note lines).
         self.parent_field = parent_field
@@ -116,6 +145,10 @@ class Records:
         # and the SDK writes the parent after its children, so the fields added below
         # would otherwise show up inside the parent record.
         record = self.shaper.shape(dict(obj))
+        if undeclared := obj.keys() - self.declared:
+            self.undeclared(record, undeclared)
+        elif self.keep_extra:
+            record[EXTRA_COLUMN] = None
         # `updated`: the Stripe time from which the record is known current. An object with
         # its own (`product.updated`, when it last changed) keeps Stripe's value.
         if record.get("updated") is None:
@@ -125,3 +158,25 @@ class Records:
         if self.parent_field and record.get(self.parent_field) is None:
             record[self.parent_field] = parent_id
         return record
+
+    def undeclared(self, record: dict, names: t.AbstractSet[str]) -> None:
+        """Fields Stripe sent that the schema lacks: targets write only declared columns,
+        so say which (once per stream), and keep them in `_sdc_extra` when asked to."""
+        if self.keep_extra:
+            record[EXTRA_COLUMN] = {name: record.pop(name) for name in sorted(names)}
+        with self._lock:
+            new = names - self._warned
+            self._warned |= names
+        if new:
+            kept = (
+                f"kept in column '{EXTRA_COLUMN}'"
+                if self.keep_extra
+                else f"dropped; set setting 'keep_undeclared_fields' to keep them in "
+                f"column '{EXTRA_COLUMN}'"
+            )
+            self.logger.warning(
+                "Stream '%s': Stripe sent fields the schema lacks (%s): %s.",
+                self.stream,
+                kept,
+                ", ".join(sorted(new)),
+            )

@@ -65,7 +65,7 @@ def list_all(unit: Unit, since: int | None = None) -> Generator[dict, None, List
         unit.out.use_table_version(resumed.table_version)
     batches = listing_batches(unit, started, since, resumed)
     started = yield from write_batches(unit, batches, started)
-    if (version := unit.out.table_version) is not None:
+    if (version := unit.out.table_version) is not None and not unit.skipped:
         unit.out.activate_table_version()
         unit.state.set_table_version(version)
     unit.state.finish_listing(started)
@@ -156,7 +156,15 @@ def list_of_parent(unit: Unit, parent_id: str) -> list[dict]:
     read = list_read(unit.resource, account=unit.account, parent_id=parent_id)
     try:
         return list(unit.client.list(read))
-    except StripeNotFoundError:  # the parent was deleted since it was listed
+    except StripeNotFoundError as exc:  # the parent was deleted since it was listed
+        unit.skipped.append(parent_id)
+        unit.logger.warning(
+            "Stream '%s': skipped the list of %s, gone since it was listed (no "
+            "ACTIVATE_VERSION this run): %s",
+            unit.name,
+            parent_id,
+            exc,
+        )
         return []
 
 

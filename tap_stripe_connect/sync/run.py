@@ -90,7 +90,8 @@ class Run:
         if not self.connected_accounts() and not self.account_id:
             raise ConfigError(
                 "Could not tell which Stripe account the credential belongs to (it may not "
-                "read the account): set setting 'account_id' to its id (acct_...)."
+                "read GET /v1/account, or the server does not serve it): set setting "
+                "'account_id' to its id (acct_...)."
             )
 
     def report_account_failure(self, account_id: str, error: Exception) -> None:

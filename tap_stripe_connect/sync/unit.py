@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 if t.TYPE_CHECKING:
     import logging
@@ -52,6 +52,9 @@ class Unit:
     records: Records
     out: StreamOutput
     logger: logging.Logger
+    #: What a listing skipped (parents deleted while read): it then activates no table
+    #: version, which would delete what it did not read.
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def client(self) -> StripeClient:

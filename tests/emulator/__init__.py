@@ -13,6 +13,11 @@ kept in the 2024-06-20 shape (`emu.objects()` returns that); a request with
 shape (`versions.py`).
 Every stream of the tap is served; `emu.update(stream, id, changes)`, `emu.create(stream,
 ...)` and `emu.delete(stream, id)` work for any of them, with the events Stripe sends.
+Misbehaviour, as servers Stripe did not write may show it: `emu.inject(...)` (a status,
+a stall, a truncated or reset body), `emu.unserve("GET /v1/account", ...)` (Stripe's 404
+"Unrecognized request URL"), `emu.scramble_order("customers")` (pages oldest first) and
+`emu.add_undeclared("charges", source=...)` (fields the tap's schemas lack);
+`emu.clear_faults()` undoes them all.
 Run it as a separate process with `python -m tests.emulator --port 12111`.
 """
 

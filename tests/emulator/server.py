@@ -438,6 +438,10 @@ class Emulator:
         self._rng_lock = threading.Lock()
         self._faults: list[Fault] = []
         self._fault_lock = threading.Lock()
+        #: Misbehaviour switches (see `unserve`, `scramble_order`, `add_undeclared`).
+        self.unserved: set[str] = set()
+        self.scrambled: set[str] = set()
+        self.undeclared: dict[str, dict[str, Any]] = {}
         self._records: list[RequestRecord] = []
         self._records_lock = threading.Lock()
         self.rate_limited = 0
@@ -560,6 +564,22 @@ class Emulator:
     def clear_faults(self) -> None:
         with self._fault_lock:
             self._faults.clear()
+        self.unserved.clear()
+        self.scrambled.clear()
+        self.undeclared.clear()
+
+    def unserve(self, *endpoints: str) -> None:
+        """Answer these endpoints ("GET /v1/account", "GET /v1/customers/:id/payment_methods")
+        with Stripe's 404 for a URL it does not know, as a server that lacks them would."""
+        self.unserved.update(endpoints)
+
+    def scramble_order(self, *streams: str) -> None:
+        """List these streams' pages oldest first: out of Stripe's documented order."""
+        self.scrambled.update(streams)
+
+    def add_undeclared(self, stream: str, **fields: Any) -> None:
+        """Serve `stream`'s objects with these extra top-level fields (as a newer Stripe)."""
+        self.undeclared.setdefault(stream, {}).update(fields)
 
     def set_latency(self, mean_ms: float, jitter_ms: float = 0) -> None:
         self._latency = (float(mean_ms), float(jitter_ms))
@@ -726,6 +746,9 @@ class Emulator:
                 code="account_invalid",
             )
         stream, endpoint, ids = _route(method, path)
+        if endpoint in self.unserved:
+            raise ApiError(404, f"Unrecognized request URL ({method}: {path}). Please see "
+                           "https://stripe.com/docs or we can help at https://support.stripe.com/.")
         if method != "GET":
             raise ApiError(400, f"The Stripe emulator only serves reads ({method} {path}); "
                            "change data with the /_emulator/ endpoints or the Python API.")
@@ -771,9 +794,10 @@ class Emulator:
         with self.store.lock:
             obj = self.store.retrieve(stream, ids[0])
             if fields:
-                return 200, self._json(stream, self.store.expand(stream, obj, fields), version,
-                                       stored=False)
-            return 200, self._json(stream, obj, version)
+                expanded = self._json(stream, self.store.expand(stream, obj, fields), version,
+                                      stored=False)
+                return 200, self._with_undeclared(stream, expanded)
+            return 200, self._with_undeclared(stream, self._json(stream, obj, version))
 
     def _json(self, stream: str, obj: dict, version: str, *, stored: bool = True) -> bytes:
         """An object's JSON in the shape of the requested API version (store lock held).
@@ -785,6 +809,10 @@ class Emulator:
                 parent = self.store.collections["subscriptions"].by_id.get(obj["subscription"])
             return dumps(render_version(stream, obj, version, parent))
         return self.store.json_of(obj) if stored else dumps(obj)
+
+    def _with_undeclared(self, stream: str, part: bytes) -> bytes:
+        extra = self.undeclared.get(stream)
+        return dumps({**json.loads(part), **extra}) if extra else part
 
     @staticmethod
     def _expand_fields(params: dict[str, Any], prefix: str) -> list[str]:
@@ -827,12 +855,15 @@ class Emulator:
                 ending_before=before, subset=self._subset(stream, params),
             )
         fields = self._expand_fields(params, prefix="data.")
+        if stream in self.scrambled:
+            objs = list(reversed(objs))
         with store.lock:
             parts = [
                 self._json(stream, store.expand(stream, obj, fields), version, stored=False)
                 if fields else self._json(stream, obj, version)
                 for obj in objs
             ]
+        parts = [self._with_undeclared(stream, part) for part in parts]
         return b"".join((
             b'{"object":"list","data":[', b",".join(parts), b'],"has_more":',
             b"true" if has_more else b"false", b',"url":', dumps(path), b"}",
