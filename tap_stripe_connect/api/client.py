@@ -71,6 +71,9 @@ class StripeClient:
         self.on_retry: Callable[[str | None], None] | None = None
         self._lock = threading.Lock()
         self._limiters: dict[str | None, RateLimiter] = {}
+        #: The optional cap on a whole run's requests, across accounts (one budget).
+        cap = settings.max_requests_per_second_total
+        self.total_limiter = RateLimiter(cap, cap) if cap else None
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- the reads -----------------------------------------------------------------------
@@ -214,6 +217,7 @@ class StripeClient:
         endpoint = endpoint_of("GET", read.path)
         limiter = self.limiter_for(read.account)
         with self.in_flight:
+            total = self.total_limiter.acquire("") if self.total_limiter else None
             grant = limiter.acquire(endpoint)
             with self._lock:
                 self.requests_by_endpoint[endpoint] += 1
@@ -228,6 +232,8 @@ class StripeClient:
             # Headers are in, the body not yet read: the sooner a response, the sooner its
             # place in the rate budget is free again (see limiter.py).
             grant.responded()
+            if total is not None:
+                total.responded()
             metering.log_duration(read, response)
             # Kept where requests keeps a body it read itself (`response.json()` reads it).
             response._content = content = self.read_body(response)
