@@ -158,6 +158,12 @@ class StripeClient:
                 )
             return limiter
 
+    def responses_slow(self) -> bool:
+        """Whether any account's responses are slow (a sync then mostly waits)."""
+        with self._lock:
+            limiters = list(self._limiters.values())
+        return any(limiter.responses_slow for limiter in limiters)
+
     # -- one request, with its retries ---------------------------------------------------
 
     def backoff_wait(self) -> t.Iterator[float]:

@@ -37,7 +37,7 @@ class Run:
         #: The credential's own account, as `GET /v1/account` describes it.
         self.account: dict | None = None
         self.failed_accounts: dict[str, str] = {}
-        self.scheduler = Scheduler(1, lambda: client.limiter_for(None).responses_slow)
+        self.scheduler = Scheduler(1, client.responses_slow)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
         self._lock = threading.Lock()
         self._account_read = False
