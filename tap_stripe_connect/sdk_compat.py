@@ -74,7 +74,15 @@ class CompatStream(Stream):
 
     def write_state_now(self) -> None:
         """A STATE message now, if the state changed since the last one."""
-        self._write_state_message()
+        Stream._write_state_message(self)
+
+    def state_message_due(self) -> bool:
+        """Whether the STATE the SDK writes after each sync (and every N records) is due."""
+        return True
+
+    def _write_state_message(self) -> None:
+        if self.state_message_due():
+            super()._write_state_message()
 
     def write_activate_version(self, version: int) -> None:
         self._write_activate_version_message(version)

@@ -271,6 +271,8 @@ class TapStripeConnect(CompatTap):
             self.run.scheduler.run(jobs)
         finally:
             self.run.close()
+        # The last STATE (a many-account run writes the SDK's at most once a second).
+        self.state_writer.write_state(self.state)
         for stream in self.streams.values():
             stream.log_sync_costs()
         if failed := self.run.failed_accounts:
