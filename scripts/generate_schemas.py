@@ -1,16 +1,22 @@
-"""Generate `tap_stripe_connect/schemas/*.json` from Stripe's OpenAPI description.
+"""Generate the tap's JSON Schemas, per Stripe API version, from vendored descriptions.
 
 One schema per entry of `tap_stripe_connect.resources.RESOURCES`, taken from
 `components.schemas[resource.object]`: field names and types only (no prose, no enums,
 no length limits), Unix times as `date-time` strings (the tap converts them using these
 formats), nested objects resolved to a limited depth.
 
-    python scripts/generate_schemas.py            # write the schema files
+    python scripts/generate_schemas.py            # write the schema files of every version
     python scripts/generate_schemas.py --check    # exit 1 if the committed files differ
-    python scripts/generate_schemas.py --spec PATH (or STRIPE_OPENAPI_SPEC=PATH)
+    python scripts/generate_schemas.py --api-version 2024-06-20 --spec PATH
+        (or STRIPE_OPENAPI_SPEC=PATH: another copy of that version's description)
 
-The default spec is the copy vendored in `vendor/stripe-openapi/` (see its README);
-a `.json.gz` or a plain `.json` file both work.
+Sources (see the READMEs beside them), both OpenAPI `components.schemas`, `.json.gz` or
+plain `.json`:
+- 2024-06-20: Stripe's OpenAPI description, `vendor/stripe-openapi/`;
+  schemas in `tap_stripe_connect/schemas/*.json` (the default version's folder);
+- 2026-10-28.endive: the typed classes of `stripe` (stripe-python) 16.1.0 extracted by
+  `scripts/extract_stripe_python.py` into `vendor/stripe-python/`;
+  schemas in `tap_stripe_connect/schemas/2026-10-28.endive/*.json`.
 """
 
 from __future__ import annotations
@@ -24,11 +30,25 @@ import typing as t
 from pathlib import Path
 
 from tap_stripe_connect.resources import RESOURCES, RESOURCES_BY_NAME, Resource
+from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION, schema_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_DIR = ROOT / "tap_stripe_connect" / "schemas"
+PACKAGE = ROOT / "tap_stripe_connect"
+# The default version's (2024-06-20) folder and description.
+SCHEMA_DIR = PACKAGE / schema_folder(DEFAULT_API_VERSION)
 DEFAULT_SPEC = ROOT / "vendor" / "stripe-openapi" / "spec3.2024-06-20.json.gz"
 SPEC_ENV = "STRIPE_OPENAPI_SPEC"
+
+# The vendored description of each version the tap offers.
+SPECS: dict[str, Path] = {
+    "2024-06-20": DEFAULT_SPEC,
+    "2026-10-28.endive": ROOT / "vendor" / "stripe-python" / "components.2026-10-28.endive.json.gz",
+}
+assert set(SPECS) == set(API_VERSIONS), "a vendored description for every version"
+
+
+def schema_dir(api_version: str) -> Path:
+    return PACKAGE / schema_folder(api_version)
 
 # Nested objects deeper than this (the resource itself is depth 0) become generic
 # objects: Stripe's objects reference each other widely, and fully resolved schemas
@@ -59,9 +79,9 @@ UNDECLARED_UNIX_TIMES: frozenset[tuple[str, str]] = frozenset(
 Schema = dict[str, t.Any]
 
 
-def spec_path(cli_value: str | None = None) -> Path:
-    """`--spec`, else `$STRIPE_OPENAPI_SPEC`, else the vendored copy."""
-    return Path(cli_value or os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
+def spec_path(cli_value: str | None = None, api_version: str = DEFAULT_API_VERSION) -> Path:
+    """`--spec`, else `$STRIPE_OPENAPI_SPEC`, else the vendored copy of the version."""
+    return Path(cli_value or os.environ.get(SPEC_ENV) or SPECS[api_version])
 
 
 def load_components(path: Path) -> dict[str, Schema]:
@@ -279,28 +299,43 @@ def write(expected: dict[str, str], schema_dir: Path = SCHEMA_DIR) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", help=f"OpenAPI spec (default: ${SPEC_ENV} or {DEFAULT_SPEC})")
+    parser.add_argument(
+        "--api-version", choices=API_VERSIONS,
+        help="one version only (default: every version, each from its vendored source)",
+    )
+    parser.add_argument(
+        "--spec", help=f"another copy of the version's description (or ${SPEC_ENV}); "
+        "needs --api-version"
+    )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the committed schemas differ; write nothing"
     )
     args = parser.parse_args(argv)
-    try:
-        components = load_components(spec_path(args.spec))
-    except FileNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    if (args.spec or os.environ.get(SPEC_ENV)) and not args.api_version:
+        print(f"--spec and ${SPEC_ENV} describe one version: add --api-version", file=sys.stderr)
         return 2
-    expected = render(RESOURCES, components)
-    if args.check:
-        stale = differences(expected)
-        for name in stale:
-            print(f"out of date: {SCHEMA_DIR.relative_to(ROOT) / name}")
-        if stale:
-            print("run: python scripts/generate_schemas.py", file=sys.stderr)
-        return 1 if stale else 0
-    write(expected)
-    for name, text in expected.items():
-        print(f"{SCHEMA_DIR.relative_to(ROOT) / name}: {len(text.encode())} bytes")
-    return 0
+    versions = [args.api_version] if args.api_version else list(API_VERSIONS)
+    status = 0
+    for version in versions:
+        try:
+            components = load_components(spec_path(args.spec, version))
+        except FileNotFoundError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        expected = render(RESOURCES, components)
+        folder = schema_dir(version)
+        if args.check:
+            stale = differences(expected, folder)
+            for name in stale:
+                print(f"out of date ({version}): {folder.relative_to(ROOT) / name}")
+            if stale:
+                print("run: python scripts/generate_schemas.py", file=sys.stderr)
+                status = 1
+            continue
+        write(expected, folder)
+        for name, text in expected.items():
+            print(f"{folder.relative_to(ROOT) / name}: {len(text.encode())} bytes")
+    return status
 
 
 if __name__ == "__main__":

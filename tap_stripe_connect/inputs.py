@@ -79,6 +79,22 @@ def kind(value: t.Any) -> str:
     return next((name for cls, name in _KINDS if isinstance(value, cls)), "a value")
 
 
+def _schema_problem(error: t.Any, where: str, *, secret: bool) -> str:
+    """One setting's schema error as a phrase (a secret's value never shown)."""
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = [expected] if isinstance(expected, str) else list(expected)
+        words = " or ".join(_TYPE_NAMES.get(e, e) for e in expected if e != "null")
+        return f"setting '{where}' must be {words}, not {kind(error.instance)}"
+    if error.validator == "enum" and not secret:
+        # `api_version`: only versions the tap has schemas for.
+        choices = " or ".join(repr(v) for v in error.validator_value)
+        return f"setting '{where}' must be {choices}, not {str(error.instance)[:40]!r}"
+    if secret:
+        return f"setting '{where}' has an invalid value"
+    return f"setting '{where}': {error.message[:120]}"
+
+
 def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
     """Everything wrong with the settings, one short phrase each."""
     properties: dict[str, dict] = schema.get("properties") or {}
@@ -98,15 +114,7 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
         wrong.add(name)
         where = ".".join(path)
         secret = bool(properties.get(name, {}).get("secret"))
-        if error.validator == "type":
-            expected = error.validator_value
-            expected = [expected] if isinstance(expected, str) else list(expected)
-            words = " or ".join(_TYPE_NAMES.get(e, e) for e in expected if e != "null")
-            problems.append(f"setting '{where}' must be {words}, not {kind(error.instance)}")
-        elif secret:
-            problems.append(f"setting '{where}' has an invalid value")
-        else:
-            problems.append(f"setting '{where}': {error.message[:120]}")
+        problems.append(_schema_problem(error, where, secret=secret))
     for name, (bound, inclusive) in BOUNDS.items():
         value = config.get(name)
         if name in wrong or not isinstance(value, (int, float)) or isinstance(value, bool):

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from singer_sdk import typing as th
 
 from tap_stripe_connect.errors import ConfigError
+from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION
 
 # Stripe's read limits: per account (test mode; live mode, less room for the account's
 # other clients) and per endpoint.
@@ -23,8 +24,8 @@ TEST_RATE, LIVE_RATE, ENDPOINT_RATE = 25, 90, 25
 
 DEFAULTS: dict[str, t.Any] = {
     "api_url": "https://api.stripe.com",
-    # The schemas in `schemas/` are generated for this version.
-    "api_version": "2024-06-20",
+    # Each version offered has its schemas (`versions.py`); existing warehouses have this one.
+    "api_version": DEFAULT_API_VERSION,
     "oauth_url": "https://connect.stripe.com",
     "event_lag_seconds": 60,
     "request_timeout": 60,
@@ -110,10 +111,12 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         "api_version",
         th.StringType,
         default=DEFAULTS["api_version"],
+        allowed_values=list(API_VERSIONS),
         title="API version",
         description=(
-            "Stripe API version sent as `Stripe-Version` on every request; the schemas "
-            "are generated for 2024-06-20."
+            "Stripe API version sent as `Stripe-Version` on every request, with the "
+            "schemas generated for it: 2024-06-20 (default) or 2026-10-28.endive. "
+            "Changing it changes columns: see the README's API versions."
         ),
     ),
     th.Property(

@@ -7,9 +7,7 @@ table names (sync/), read for one (account, stream) `Unit` at a time.
 from __future__ import annotations
 
 import functools
-import json
 import typing as t
-from importlib import resources as importlib_resources
 
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
@@ -28,6 +26,7 @@ from tap_stripe_connect.state.bookmarks import LockedStateManager, Throttle, Uni
 from tap_stripe_connect.sync import created, events, full_table
 from tap_stripe_connect.sync.children import EmbeddedLists
 from tap_stripe_connect.sync.unit import Unit
+from tap_stripe_connect.versions import DEFAULT_API_VERSION, load_schema
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -42,11 +41,6 @@ MODES: dict[str, Callable[[Unit], Iterator[dict]]] = {
     CREATED: created.sync,
     FULL_TABLE: full_table.sync,
 }
-
-
-def load_schema(name: str) -> dict:
-    text = importlib_resources.files("tap_stripe_connect").joinpath(f"schemas/{name}.json")
-    return t.cast("dict", json.loads(text.read_text()))
 
 
 class StripeStream(CompatStream):
@@ -115,6 +109,12 @@ class StripeStream(CompatStream):
             throttle=self.checkpoints,
         )
         account = (context or {}).get("account_id")
+        other = state.claim(self.run.account_id)
+        if other:
+            self.logger.warning(
+                "The state of stream '%s' is account %s's, not %s's: syncing %s from "
+                "start_date.", self.name, other, self.run.account_id, self.run.account_id,
+            )
         return Unit(self.run, self.resource, account, state, self.records, self, self.logger)
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
@@ -201,14 +201,18 @@ class StripeChildStream(StripeStream):
         )
 
 
-def stream_class(resource: Resource, parent: type[StripeStream] | None = None) -> type:
-    """A stream class for one table entry."""
+def stream_class(
+    resource: Resource,
+    parent: type[StripeStream] | None = None,
+    api_version: str = DEFAULT_API_VERSION,
+) -> type:
+    """A stream class for one table entry, with its schema in the API version."""
     base = StripeChildStream if resource.parent else StripeStream
     attrs: dict[str, t.Any] = {
         "name": resource.name,
         "resource": resource,
         "primary_keys": list(resource.primary_key),
-        "schema": load_schema(resource.name),
+        "schema": load_schema(resource.name, api_version),
         "selected_by_default": resource.selected_by_default,
     }
     if resource.sync == FULL_TABLE:
@@ -219,10 +223,10 @@ def stream_class(resource: Resource, parent: type[StripeStream] | None = None) -
     return type(f"{resource.name.title().replace('_', '')}Stream", (base,), attrs)
 
 
-def stream_classes() -> list[type]:
+def stream_classes(api_version: str = DEFAULT_API_VERSION) -> list[type]:
     """Classes for every resource, parents before children."""
     classes: dict[str, type] = {}
     for resource in RESOURCES:
         parent = classes.get(resource.parent) if resource.parent else None
-        classes[resource.name] = stream_class(resource, parent)
+        classes[resource.name] = stream_class(resource, parent, api_version)
     return list(classes.values())

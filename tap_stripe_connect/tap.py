@@ -27,6 +27,7 @@ from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings
 from tap_stripe_connect.streams import stream_classes
 from tap_stripe_connect.sync.permissions import unreadable_to_skip
 from tap_stripe_connect.sync.run import Run
+from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION, unsupported
 
 if t.TYPE_CHECKING:
     import collections
@@ -163,7 +164,11 @@ class TapStripeConnect(CompatTap):
         super().load_state(state)
 
     def discover_streams(self) -> list:
-        return [cls(tap=self) for cls in stream_classes()]
+        # Each API version has its own schemas: records are converted and typed by them.
+        api_version = str(self.config.get("api_version") or DEFAULT_API_VERSION)
+        if api_version not in API_VERSIONS:  # --discover lets the SDK skip validation
+            raise ConfigError(f"Invalid settings: {unsupported(api_version)}.")
+        return [cls(tap=self) for cls in stream_classes(api_version)]
 
     @functools.cached_property
     def settings(self) -> Settings:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import functools
 import importlib.util
 import typing as t
+from pathlib import Path
 
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "generate_schemas.py"
 
 
-def _load_generator() -> t.Any:
-    spec = importlib.util.spec_from_file_location("generate_schemas", SCRIPT)
+def load_script(path: Path) -> t.Any:
+    """A script of `scripts/` as a module (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -24,7 +26,7 @@ def _load_generator() -> t.Any:
     return module
 
 
-generator = _load_generator()
+generator = load_script(SCRIPT)
 SPEC = generator.DEFAULT_SPEC
 
 

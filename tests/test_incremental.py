@@ -153,6 +153,25 @@ def test_a_31_day_pause_relists_the_stream_with_a_warning(emu, tmp_path):
     assert_equal_to_stripe(warehouse, emu, ALL)
 
 
+def test_state_of_another_account_is_not_used_for_this_one(emu, tmp_path):
+    """A project that switches its key to another account keeps Meltano's state: the other
+    account's bookmarks would skip everything this account changed before them."""
+    first = sync(emu, tmp_path)
+    with Emulator(objects=30, seed=22) as other:
+        assert other.account_id != emu.account_id
+        second = sync(other, tmp_path, state=first.last_state)
+    for stream in CORE:
+        assert {r["id"] for r in second.records(stream)} == {
+            o["id"] for o in other.objects(stream)
+        }, stream
+    assert (
+        f"The state of stream 'charges' is account {emu.account_id}'s, not "
+        f"{other.account_id}'s: syncing {other.account_id} from start_date." in second.stderr
+    )
+    bookmarks = second.last_state["bookmarks"]
+    assert bookmarks["charges"]["account_id"] == other.account_id
+
+
 def test_an_invoice_with_40_lines_yields_40_line_items_also_after_an_update(emu, tmp_path):
     invoice = emu.create("invoices", lines=40, status="open")
     first = sync(emu, tmp_path)

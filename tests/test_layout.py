@@ -1,7 +1,7 @@
 """The package's layout holds: imports point one way and form no cycle.
 
     tap (tap, cli, connect, inputs) -> streams -> sync / state / output -> api
-                                     -> settings, errors, logs, resources, sdk_compat
+                                     -> settings, errors, logs, resources, sdk_compat, versions
 
 Every import counts, also those under `TYPE_CHECKING` and inside functions: a cycle
 hidden behind `TYPE_CHECKING` is still a cycle a reader has to untangle.
@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "logs": 0,
     "resources": 0,
     "sdk_compat": 0,
+    "versions": 0,
     "api": 1,
     "state": 2,
     "output": 2,

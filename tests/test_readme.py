@@ -61,6 +61,9 @@ def test_meltano_yml_declares_every_setting_of_the_tap():
         assert bool(declared[name].get("sensitive")) == bool(setting.get("secret")), name
         if "default" in setting:
             assert declared[name].get("value") == setting["default"], name
+        if "enum" in setting:  # `api_version`: Meltano offers the same choices
+            assert declared[name]["kind"] == "options", name
+            assert [o["value"] for o in declared[name]["options"]] == setting["enum"], name
     # Meltano selects every stream unless told: the tap's own default selection.
     from tap_stripe_connect.resources import RESOURCES
 
@@ -241,9 +244,10 @@ def test_the_test_script_runs_pytest():
 
 
 def test_the_development_scripts():
-    schemas = {p.name: p.read_bytes() for p in (ROOT / "tap_stripe_connect/schemas").glob("*")}
+    folder = ROOT / "tap_stripe_connect/schemas"
+    schemas = {p: p.read_bytes() for p in folder.rglob("*.json")}
     shell(readme.command(".venv/bin/python scripts/generate_schemas.py"), ROOT)
-    after = {p.name: p.read_bytes() for p in (ROOT / "tap_stripe_connect/schemas").glob("*")}
+    after = {p: p.read_bytes() for p in folder.rglob("*.json")}
     assert after == schemas, "the committed schemas differ from the vendored spec's"
     shell(readme.command(".venv/bin/ruff check . && .venv/bin/mypy"), ROOT)
     # These rewrite a committed file: --check says whether they would change it.

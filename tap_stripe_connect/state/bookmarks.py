@@ -28,6 +28,10 @@ LOCKED_METHODS = (
     "finalize_progress_markers",
     "get_state_partitions",
 )
+# The account a stream's own (unpartitioned) entry belongs to: a project that switches
+# credentials to another account keeps its state, and the old account's bookmark would
+# skip everything the new account changed before it.
+ACCOUNT = "account_id"
 # A STATE message holds every stream's state: one per page of 100 records took ~3% of a
 # sync's CPU (and as much of a target's). One per second per listing bounds what a killed
 # run reads again to a second or so of work.
@@ -94,6 +98,25 @@ class UnitState:
 
     def _entry(self) -> dict:
         return t.cast("dict", self.manager.get_context_state(self.context))
+
+    def claim(self, account: str | None) -> str | None:
+        """Mark the stream's own entry as `account`'s; another account's state is dropped.
+
+        Returns the other account whose bookmark, listing and table version were dropped
+        (this account then syncs as for the first time), else None. Partitions are keyed
+        by their account already.
+        """
+        if account is None or self.context:
+            return None
+        with RUN_LOCK:
+            entry = self._entry()
+            previous = entry.get(ACCOUNT)
+            entry[ACCOUNT] = account
+            if previous is None or previous == account:
+                return None
+            for key in ("replication_key_value", "progress_markers", LISTING, "table_version"):
+                entry.pop(key, None)
+            return str(previous)
 
     def bookmark(self) -> int | None:
         """Where the last sync of this unit got to (a Stripe time), or None."""

@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 from tests.emulator.billing import KINDS
 from tests.emulator.generate import API_VERSION, BASE62, DEFAULT_CLOCK
 from tests.emulator.store import STREAMS, ApiError, Store, dumps, no_such
+from tests.emulator.versions import ENDIVE
+from tests.emulator.versions import render as render_version
 
 DEFAULT_KEY = "sk_test_emulator"
 _REQUEST_IDS = random.Random()
@@ -763,14 +765,26 @@ class Emulator:
             parse_params(query, RETRIEVE_PARAMS)
             return 200, dumps(self.store.account)
         if endpoint in _PARENT_LISTS or not ids:
-            return 200, self._list(stream, path, query, ids[0] if ids else None)
+            return 200, self._list(stream, path, query, ids[0] if ids else None, version)
         params = parse_params(query, RETRIEVE_PARAMS)
         fields = self._expand_fields(params, prefix="")
         with self.store.lock:
             obj = self.store.retrieve(stream, ids[0])
             if fields:
-                return 200, dumps(self.store.expand(stream, obj, fields))
-            return 200, self.store.json_of(obj)
+                return 200, self._json(stream, self.store.expand(stream, obj, fields), version,
+                                       stored=False)
+            return 200, self._json(stream, obj, version)
+
+    def _json(self, stream: str, obj: dict, version: str, *, stored: bool = True) -> bytes:
+        """An object's JSON in the shape of the requested API version (store lock held).
+
+        `stored`: `obj` is the store's own object, whose 2024-06-20 JSON is cached."""
+        if version == ENDIVE:
+            parent = None
+            if stream == "subscription_items":
+                parent = self.store.collections["subscriptions"].by_id.get(obj["subscription"])
+            return dumps(render_version(stream, obj, version, parent))
+        return self.store.json_of(obj) if stored else dumps(obj)
 
     @staticmethod
     def _expand_fields(params: dict[str, Any], prefix: str) -> list[str]:
@@ -781,7 +795,7 @@ class Emulator:
         return fields
 
     def _list(self, stream: str, path: str, query: dict[str, list[str]],
-              parent_id: str | None) -> bytes:
+              parent_id: str | None, version: str) -> bytes:
         store = self.store
         params = parse_params(query, LIST_PARAMS[stream])
         limit = params.get("limit", 10)
@@ -814,10 +828,11 @@ class Emulator:
             )
         fields = self._expand_fields(params, prefix="data.")
         with store.lock:
-            if fields:
-                parts = [dumps(store.expand(stream, obj, fields)) for obj in objs]
-            else:
-                parts = [store.json_of(obj) for obj in objs]
+            parts = [
+                self._json(stream, store.expand(stream, obj, fields), version, stored=False)
+                if fields else self._json(stream, obj, version)
+                for obj in objs
+            ]
         return b"".join((
             b'{"object":"list","data":[', b",".join(parts), b'],"has_more":',
             b"true" if has_more else b"false", b',"url":', dumps(path), b"}",

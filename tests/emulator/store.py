@@ -37,6 +37,7 @@ from tests.emulator.generate import (
     Generator,
     embedded_list,
 )
+from tests.emulator.versions import render as render_version
 
 #: Stripe keeps events for 30 days.
 EVENT_RETENTION = 30 * DAY
@@ -73,6 +74,8 @@ STREAMS.update(
     (name, StreamInfo(name, kind.object, kind.permission, kind.event_prefix))
     for name, kind in KINDS.items()
 )
+
+_STREAM_OF_OBJECT = {info.object: name for name, info in STREAMS.items()}
 
 #: Top-level fields `expand[]` can replace with the object they name, per stream.
 EXPANDABLE: dict[str, dict[str, str]] = {
@@ -319,6 +322,10 @@ class Store(BillingStore):
         self._event_seq += 1
         # Ids grow with creation order, so events of the same second keep their order.
         event_id = f"evt_1{_base62(self._event_seq, 5)}{self.gen.tag}{self.gen.rand(8)}"
+        stream = _STREAM_OF_OBJECT.get(obj.get("object"))
+        if stream is not None:
+            # Payloads are rendered in the API version of the event.
+            obj = render_version(stream, obj, self.event_api_version)
         data: dict[str, Any] = {"object": obj}
         if previous is not None:
             data["previous_attributes"] = previous
