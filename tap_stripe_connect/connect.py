@@ -90,8 +90,7 @@ class Redirect:
     def page(self) -> bytes:
         title, details = self.outcome or (
             "Connection not finished",
-            "tap-stripe-connect stopped before it could check the connection: "
-            "see the terminal.",
+            "tap-stripe-connect stopped before it could check the connection: see the terminal.",
         )
         return (
             '<!doctype html><html lang="en"><meta charset="utf-8">'
@@ -217,7 +216,7 @@ def validate(settings: dict[str, t.Any], access_token: str) -> dict:
 def connect(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tap-stripe-connect connect",
-        description="\"Connect with Stripe\": connect a Stripe account through Stripe "
+        description='"Connect with Stripe": connect a Stripe account through Stripe '
         "Connect OAuth and save its credentials for the tap.",
     )
     parser.add_argument("--config", action="append", default=[], help="config file, or ENV")

@@ -43,6 +43,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "event_lag_seconds": (0, True),
     "max_requests_per_second": (0, False),
     "max_requests_per_second_per_endpoint": (0, False),
+    "max_requests_per_second_total": (0, False),
     "progress_interval_seconds": (0, True),
 }
 # Settings holding URLs that credentials are sent to.

@@ -39,7 +39,7 @@ class CompatStream(Stream):
     """A stream with public names for the private SDK members the tap uses."""
 
     #: Write the SCHEMA message once per run (the SDK syncs a child once per parent).
-    schema_once: t.ClassVar[bool] = False
+    schema_once: bool = False
     schema_written = False
 
     @property
@@ -74,10 +74,23 @@ class CompatStream(Stream):
 
     def write_state_now(self) -> None:
         """A STATE message now, if the state changed since the last one."""
-        self._write_state_message()
+        Stream._write_state_message(self)
+
+    def state_message_due(self) -> bool:
+        """Whether the STATE the SDK writes after each sync (and every N records) is due."""
+        return True
+
+    def _write_state_message(self) -> None:
+        if self.state_message_due():
+            super()._write_state_message()
 
     def write_activate_version(self, version: int) -> None:
         self._write_activate_version_message(version)
+
+    def write_schema_once(self) -> None:
+        """The SCHEMA message now, and no more of this stream's in this run."""
+        self.schema_once = True
+        self._write_schema_message()
 
     def _write_schema_message(self) -> None:
         if self.schema_once and self.schema_written:

@@ -240,6 +240,17 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description="Budget for each endpoint, such as GET /v1/charges (Stripe allows 25).",
     ),
     th.Property(
+        "max_requests_per_second_total",
+        th.NumberType,
+        title="Max requests per second in total",
+        description=(
+            "A cap on the requests of a whole run, across every connected account (each "
+            "account also keeps its own budget). Off by default: Stripe counts its limits "
+            "per account; set it when the platform's requests for its connected accounts "
+            "must stay under one figure."
+        ),
+    ),
+    th.Property(
         "progress_interval_seconds",
         th.NumberType,
         default=DEFAULTS["progress_interval_seconds"],
@@ -292,6 +303,8 @@ class Settings:
     max_workers: int
     max_requests_per_second: float | None
     max_requests_per_second_per_endpoint: float
+    #: A cap across every account of a run (None: each account's own budget only).
+    max_requests_per_second_total: float | None
     progress_interval_seconds: float
     skip_unreadable_streams: bool
 
@@ -318,6 +331,9 @@ class Settings:
             max_requests_per_second=float(rate) if rate else None,
             max_requests_per_second_per_endpoint=float(
                 config.get("max_requests_per_second_per_endpoint") or ENDPOINT_RATE
+            ),
+            max_requests_per_second_total=(
+                float(total) if (total := config.get("max_requests_per_second_total")) else None
             ),
             progress_interval_seconds=float(get("progress_interval_seconds")),
             skip_unreadable_streams=bool(get("skip_unreadable_streams")),

@@ -73,6 +73,12 @@ class StripeStream(CompatStream):
         # Streams sync in parallel and share one state dict (see state/).
         return LockedStateManager(**kwargs)
 
+    def state_message_due(self) -> bool:
+        # A STATE holds every unit's state: with many accounts, one after each of thousands
+        # of units (and of each parent's children) made the run quadratic in its accounts.
+        # Once a second is enough; the run writes the last one at its end.
+        return not self.run.connected_accounts() or self.run.state_messages.due()
+
     @functools.cached_property
     def checkpoints(self) -> Throttle:
         return Throttle()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import threading
 import typing as t
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from tap_stripe_connect.errors import (
 from tap_stripe_connect.inputs import check_catalog, check_state, config_problems
 from tap_stripe_connect.output.progress import Progress
 from tap_stripe_connect.output.writer import LockedStateWriter, LockedWriter
-from tap_stripe_connect.sdk_compat import CompatTap
+from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
 from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings
 from tap_stripe_connect.streams import stream_classes
 from tap_stripe_connect.sync.permissions import unreadable_to_skip
@@ -61,27 +62,73 @@ def fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
-@dataclass
-class StreamJob:
-    """A top-level stream (with its children and all its accounts) as a scheduler job."""
+class StreamRun:
+    """One top-level stream of a run, synced as one or many (account, stream) units.
 
-    stream: Stream
-    progress: Progress
+    Its SCHEMA is written before its first unit, its progress markers finalized (and
+    its end reported) after its last.
+    """
 
-    @property
-    def name(self) -> str:
-        return self.stream.name
+    def __init__(self, stream: Stream, progress: Progress, units: int) -> None:
+        self.stream = stream
+        self.progress = progress
+        self.left = units
+        self._started = False
+        self._lock = threading.Lock()
 
-    def run(self) -> None:
-        self.progress.stream_started(self.stream.name)
-        try:
-            self.stream.sync()
-        except Exception as exc:
-            self.progress.stream_failed(self.stream.name, redact(str(exc)))
-            raise
+    def begin(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self.progress.stream_started(self.stream.name)
+            if self.stream.selected:
+                t.cast("CompatStream", self.stream).write_schema_once()
+
+    def end(self) -> None:
+        with self._lock:
+            self.left -= 1
+            if self.left:
+                return
         self.stream.finalize_state_progress_markers()
         for done in (self.stream, *self.stream.descendent_streams):
             self.progress.stream_finished(done.name)
+
+
+@dataclass
+class StreamJob:
+    """A scheduler job: a top-level stream (with its children) for one account, or for
+    all its accounts one after another (`account` None)."""
+
+    stream_run: StreamRun
+    account: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.stream_run.stream.name
+
+    def run(self) -> None:
+        self.stream_run.begin()
+        try:
+            self.stream_run.stream.sync({"account_id": self.account} if self.account else None)
+        except Exception as exc:
+            self.stream_run.progress.stream_failed(self.name, redact(str(exc)))
+            raise
+        self.stream_run.end()
+
+
+def stream_jobs(streams: list[Stream], accounts: list[str] | None, progress: Progress) -> list:
+    """The jobs of a run: one per stream, or one per (account, stream) for connected accounts.
+
+    Account-major order: the scheduler takes the first job of the account with the fewest
+    jobs running, so units of different accounts run together, each in its own budget.
+    """
+    whole = [s for s in streams if not accounts or s.partitions is None]
+    parted = [s for s in streams if s not in whole]
+    jobs: list[StreamJob] = [StreamJob(StreamRun(s, progress, 1)) for s in whole]
+    runs = [StreamRun(s, progress, len(accounts or ())) for s in parted]
+    jobs += [StreamJob(run, account) for account in accounts or () for run in runs]
+    return jobs
 
 
 class TapStripeConnect(CompatTap):
@@ -228,10 +275,15 @@ class TapStripeConnect(CompatTap):
             if (stream.selected or stream.has_selected_descendents)
             and not stream.parent_stream_type
         ]
-        self.run.scheduler.parallel = min(len(streams), max(1, self.settings.max_workers // 4)) or 1
+        jobs = stream_jobs(streams, self.run.connected_accounts(), self.progress)
+        # Many accounts: a unit per worker (each account has its own budget); one account:
+        # streams share the workers with their `created` windows.
+        per_job = 1 if len(jobs) > len(streams) else 4
+        workers = max(1, self.settings.max_workers // per_job)
+        self.run.scheduler.parallel = min(len(jobs), workers) or 1
         self.streams_started = True
         try:
-            self.run.scheduler.run([StreamJob(stream, self.progress) for stream in streams])
+            self.run.scheduler.run(jobs)
         except Exception:
             if len(failed := self.progress.failures) > 1:
                 # Every failed stream's own cause, not only the first one's.
@@ -240,6 +292,8 @@ class TapStripeConnect(CompatTap):
             raise
         finally:
             self.run.close()
+        # The last STATE (a many-account run writes the SDK's at most once a second).
+        self.state_writer.write_state(self.state)
         for stream in self.streams.values():
             stream.log_sync_costs()
         if failed := self.run.failed_accounts:

@@ -110,6 +110,9 @@ class StripeClient:
         self.on_retry: Callable[[str | None], None] | None = None
         self._lock = threading.Lock()
         self._limiters: dict[str | None, RateLimiter] = {}
+        #: The optional cap on a whole run's requests, across accounts (one budget).
+        cap = settings.max_requests_per_second_total
+        self.total_limiter = RateLimiter(cap, cap) if cap else None
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- the reads -----------------------------------------------------------------------
@@ -200,6 +203,12 @@ class StripeClient:
                 )
             return limiter
 
+    def responses_slow(self) -> bool:
+        """Whether any account's responses are slow (a sync then mostly waits)."""
+        with self._lock:
+            limiters = list(self._limiters.values())
+        return any(limiter.responses_slow for limiter in limiters)
+
     # -- one request, with its retries ---------------------------------------------------
 
     def backoff_wait(self) -> t.Iterator[float]:
@@ -263,6 +272,7 @@ class StripeClient:
         endpoint = endpoint_of("GET", read.path)
         limiter = self.limiter_for(read.account)
         with self.in_flight:
+            total = self.total_limiter.acquire("") if self.total_limiter else None
             grant = limiter.acquire(endpoint)
             with self._lock:
                 self.requests_by_endpoint[endpoint] += 1
@@ -277,6 +287,8 @@ class StripeClient:
             # Headers are in, the body not yet read: the sooner a response, the sooner its
             # place in the rate budget is free again (see limiter.py).
             grant.responded()
+            if total is not None:
+                total.responded()
             metering.log_duration(read, response)
             # Kept where requests keeps a body it read itself (`response.json()` reads it).
             response._content = content = self.read_body(response)

@@ -11,6 +11,7 @@ from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.errors import ConfigError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME
+from tap_stripe_connect.state.bookmarks import Throttle
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
 from tap_stripe_connect.sync.windows import STRIPE_EPOCH
 
@@ -37,8 +38,10 @@ class Run:
         #: The credential's own account, as `GET /v1/account` describes it.
         self.account: dict | None = None
         self.failed_accounts: dict[str, str] = {}
-        self.scheduler = Scheduler(1, lambda: client.limiter_for(None).responses_slow)
+        self.scheduler = Scheduler(1, client.responses_slow)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
+        #: The SDK's own STATE messages of a many-account run, at most one a second.
+        self.state_messages = Throttle()
         self._lock = threading.Lock()
         self._account_read = False
         self._connected: list[str] | None = None

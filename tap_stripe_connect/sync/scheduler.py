@@ -8,6 +8,7 @@ through the same client and writer.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 import typing as t
@@ -21,10 +22,14 @@ STREAM_START_BUSY = 0.5
 
 
 class Job(t.Protocol):
-    """A unit of work the scheduler runs: its name (for progress) and the work."""
+    """A unit of work the scheduler runs: its name (for progress), its account and the work."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def account(self) -> str | None:
+        """The account whose budget the job spends (None: the credential's own)."""
 
     def run(self) -> None: ...
 
@@ -76,6 +81,10 @@ class Scheduler:
     point of a long sync: its peak memory, pages queued for four streams, was ~25% above
     a short sync's.) Every job runs even if one fails; the first failure (in job order) is
     raised at the end.
+
+    Jobs of many accounts rotate: the next job is the first waiting one of the account
+    with the fewest jobs running, so every account's budget is used at once (Stripe limits
+    each account on its own) and a large or slow account holds one worker, not the pool.
     """
 
     def __init__(self, parallel: int, responses_slow: Callable[[], bool]) -> None:
@@ -89,12 +98,15 @@ class Scheduler:
         waiting = list(jobs)
         futures: list[Future] = []
         running: set[Future] = set()
+        accounts: dict[Future, str | None] = {}
         room = CpuLoad(0.05)  # a quick look: jobs start within a few responses
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool:
             while waiting or running:
                 slow = self.responses_slow()
                 while self._room_for_one(waiting, running, slow, room):
-                    future = pool.submit(waiting.pop(0).run)
+                    job = waiting.pop(next_job(waiting, accounts.values()))
+                    future = pool.submit(job.run)
+                    accounts[future] = getattr(job, "account", None)
                     futures.append(future)
                     running.add(future)
                     if not slow:
@@ -105,6 +117,8 @@ class Scheduler:
                     self.may_start.clear()
                 timeout = room.span if self.may_start.is_set() else None
                 _, pending = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in running - pending:
+                    accounts.pop(future, None)
                 running = set(pending)
         self.may_start.clear()
         for future in futures:
@@ -116,3 +130,16 @@ class Scheduler:
             and len(running) < self.parallel
             and (not running or slow or not room.busy(STREAM_START_BUSY))
         )
+
+
+def next_job(waiting: Sequence[Job], running: t.Iterable[str | None]) -> int:
+    """The index of the first waiting job of the account with the fewest jobs running."""
+    busy = collections.Counter(running)
+    best, fewest = 0, None
+    for index, job in enumerate(waiting):
+        count = busy[getattr(job, "account", None)]
+        if count == 0:
+            return index  # no account has fewer
+        if fewest is None or count < fewest:
+            best, fewest = index, count
+    return best

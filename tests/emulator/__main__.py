@@ -97,6 +97,8 @@ def serve_connect(args: argparse.Namespace) -> int:
     platform = ConnectPlatform(
         accounts=args.accounts, objects=args.objects, seed=args.seed,
         consent_page=True, host=args.host, port=args.port,
+        latency=args.latency, rate_limit=args.rate_limit,
+        endpoint_rate_limit=args.endpoint_rate_limit,
     )
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

@@ -1,0 +1,148 @@
+"""A platform's full sync of many connected accounts (issue 14), against the local emulator.
+
+    .venv/bin/python benchmarks/platform_sync.py                      # 100 accounts x 100 objects
+    .venv/bin/python benchmarks/platform_sync.py --accounts 40 --objects 50
+
+The emulator plays a Connect platform (`python -m tests.emulator --connect`) whose every
+connected account answers with 100+-30 ms of latency and its own limits (25 requests/s,
+and 25 per endpoint). The tap syncs `account_ids: ["*"]` with its default streams and
+settings into a sink that counts RECORD lines per stream. Printed: the wall time of the
+sync beside the ideal `max(requests x latency / max_workers, records / A-rate)` (A-rate:
+objects/s of scenario A, `--a-rate`, measured by benchmarks/throughput.py on this machine),
+and whether every account's objects came once with its `account_id`. It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+LATENCY = 0.1  # seconds: the mean of 100+-30 ms
+
+
+def start_platform(accounts: int, objects: int) -> tuple[subprocess.Popen, str]:
+    argv = [
+        PYTHON, "-m", "tests.emulator", "--connect", "--port", "0",
+        "--accounts", str(accounts), "--objects", str(objects),
+        "--latency", "100,30", "--rate-limit", "25", "--endpoint-rate-limit", "25",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    found = re.search(r"listening on (\S+)", line)
+    if not found:
+        proc.kill()
+        raise SystemExit(f"the emulator did not start: {line!r}")
+    return proc, found.group(1)
+
+
+def run_tap(url: str, workdir: Path, max_workers: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from tests.emulator.connect import PLATFORM_KEY
+
+    config = workdir / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "api_key": PLATFORM_KEY,
+                "api_url": url,
+                "account_ids": ["*"],
+                "max_workers": max_workers,
+                "progress_interval_seconds": 0,
+            }
+        )
+    )
+    log = (workdir / "stderr.log").open("w+b")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tap_stripe_connect", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,  # a file: a pipe read only at the end would fill up and stop the tap
+    )
+    records: collections.Counter[str] = collections.Counter()
+    owners: dict[str, set[str]] = collections.defaultdict(set)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(b'{"type":"RECORD"'):
+            message = json.loads(line)
+            records[message["stream"]] += 1
+            owners[message["stream"]].add(message["record"].get("account_id"))
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    log.seek(0)
+    stderr = log.read().decode(errors="replace")
+    log.close()
+    total = re.search(r"^total\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)", stderr, re.M)
+    return {
+        "returncode": proc.returncode,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "wall": wall,
+        "records": records,
+        "owners": owners,
+        "requests": int(total.group(3).replace(",", "")) if total else None,
+        "stderr": stderr[-2000:],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=100)
+    parser.add_argument("--objects", type=int, default=100, help="objects per core stream")
+    parser.add_argument("--max-workers", type=int, default=32)
+    parser.add_argument(
+        "--a-rate", type=float, default=20_000.0, help="objects/s of scenario A on this machine"
+    )
+    parser.add_argument("--verbose", action="store_true", help="print the tap's summary")
+    args = parser.parse_args()
+    emulator, url = start_platform(args.accounts, args.objects)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_tap(url, Path(tmp), args.max_workers)
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+    if result["returncode"] != 0:
+        print(result["stderr"])
+        return 1
+    records = sum(result["records"].values())
+    requests = result["requests"] or 0
+    ideal = max(requests * LATENCY / args.max_workers, records / args.a_rate)
+    core = ("charges", "customers", "invoices", "subscriptions")
+    exact = all(
+        result["records"][s] == args.accounts * args.objects
+        and len(result["owners"][s]) == args.accounts
+        and None not in result["owners"][s]
+        for s in core
+    )
+    print(
+        f"platform: {args.accounts} accounts x {args.objects} objects per core stream, "
+        f"100+-30 ms, 25 requests/s per account and per endpoint, max_workers {args.max_workers}"
+    )
+    print(
+        f"  records {records:,}  requests {requests:,}  "
+        f"({requests / args.accounts:.1f} per account)"
+    )
+    print(
+        f"  wall {result['wall']:.1f}s  ideal {ideal:.1f}s  ratio {result['wall'] / ideal:.2f}x  "
+        f"(tap CPU {result['cpu']:.1f}s)"
+    )
+    if "--verbose" in sys.argv[1:]:
+        print(result["stderr"])
+    print(f"  core streams exact (every account's objects once, account_id on each): {exact}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""A platform sync of many connected accounts: (account, stream) units run together, each
+account within its own budget, and an optional cap on the whole run."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+
+import pytest
+
+from tap_stripe_connect.sync.scheduler import next_job
+from tests.conftest import run_tap
+from tests.emulator import Emulator
+from tests.emulator.connect import ConnectPlatform
+
+CORE = ("charges", "customers", "invoices", "subscriptions")
+LATENCY = (30, 10)
+PER_ACCOUNT = 10  # requests/s: small, so that an account's budget is what bounds it
+
+
+@pytest.fixture
+def platform():
+    """Five connected accounts; the first (listed first) holds 10x the objects."""
+    platform = ConnectPlatform(accounts=5, objects=30, latency=LATENCY)
+    big = platform.account_ids[0]
+    platform.accounts[big] = Emulator(objects=300, seed=100, latency=LATENCY)
+    assert platform.accounts[big].account_id == big
+    with platform:
+        yield platform
+
+
+def platform_settings(platform: ConnectPlatform, **extra) -> dict:
+    return {
+        "api_key": platform.platform_key,
+        "api_url": platform.url,
+        "account_ids": ["*"],
+        "max_requests_per_second": PER_ACCOUNT,
+        "max_workers": 16,
+        "max_retry_seconds": 10,
+        **extra,
+    }
+
+
+def peak_per_second(times: list[float]) -> int:
+    """The most requests that arrived within any one second."""
+    times = sorted(times)
+    return max((bisect.bisect_left(times, at + 1.0) - i for i, at in enumerate(times)), default=0)
+
+
+def arrivals(platform: ConnectPlatform) -> dict[str, list[float]]:
+    return {
+        account: [r.time for r in emulator.requests if r.path.startswith("/v1/")]
+        for account, emulator in platform.accounts.items()
+    }
+
+
+def assert_every_object_once(platform: ConnectPlatform, run) -> None:
+    assert run.returncode == 0, run.stderr[-2000:]
+    for stream in CORE:
+        emitted = Counter((r["account_id"], r["id"]) for r in run.records(stream))
+        expected = Counter(
+            (account, o["id"])
+            for account, emulator in platform.accounts.items()
+            for o in emulator.objects(stream)
+        )
+        assert emitted == expected, stream
+
+
+def test_accounts_sync_together_each_within_its_budget_and_a_large_one_holds_none_back(
+    platform, tmp_path
+):
+    run = run_tap(config=platform_settings(platform), tmp_path=tmp_path)
+    assert_every_object_once(platform, run)
+    times = arrivals(platform)
+    for account, at in times.items():
+        assert peak_per_second(at) <= PER_ACCOUNT, f"{account} over its budget"
+        assert not platform.accounts[account].rate_limited
+    # Accounts run at once: the run as a whole goes faster than one account's budget.
+    everything = [at for at in times.values() for at in at]
+    assert peak_per_second(everything) > 2 * PER_ACCOUNT
+    # Fair rotation: the large account (listed first) does not delay the small ones; each
+    # ends within its own share of the run, long before the large one.
+    start = min(everything)
+    big, *small = platform.account_ids
+    big_took = max(times[big]) - start
+    for account in small:
+        took = max(times[account]) - start
+        assert took < 0.6 * big_took, (account, took, big_took)
+
+
+def test_the_total_cap_bounds_every_second_of_the_run(platform, tmp_path):
+    total = 12
+    run = run_tap(
+        config=platform_settings(platform, max_requests_per_second_total=total),
+        tmp_path=tmp_path,
+    )
+    assert_every_object_once(platform, run)
+    times = arrivals(platform)
+    assert peak_per_second([at for at in times.values() for at in at]) <= total
+    for at in times.values():
+        assert peak_per_second(at) <= PER_ACCOUNT
+
+
+class Job:
+    def __init__(self, account: str | None) -> None:
+        self.account = account
+        self.name = str(account)
+
+    def run(self) -> None:
+        pass
+
+
+def test_the_next_job_is_of_the_account_with_fewest_running():
+    waiting = [Job("a"), Job("a"), Job("b"), Job("c")]
+    assert next_job(waiting, []) == 0
+    assert next_job(waiting, ["a"]) == 2
+    assert next_job(waiting, ["a", "b"]) == 3
+    assert next_job(waiting, ["a", "b", "c", "b", "c"]) == 0
+
+
+def run_killed(config: dict, tmp_path, after_records: int) -> tuple[list[dict], dict | None]:
+    """Run the tap, SIGKILL it after `after_records` RECORD messages: its records and last STATE."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = tmp_path / "killed.json"
+    path.write_text(json.dumps(config))
+    argv = [sys.executable, "-m", "tap_stripe_connect", "--config", str(path)]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    records, state = [], None
+    for line in proc.stdout:
+        message = json.loads(line)
+        if message["type"] == "RECORD":
+            records.append(message)
+            if len(records) >= after_records:
+                proc.send_signal(signal.SIGKILL)
+                break
+        elif message["type"] == "STATE":
+            state = message["value"]
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return records, state
+
+
+def test_a_killed_platform_run_resumes_every_account_without_gaps(platform, tmp_path):
+    config = platform_settings(platform)
+    killed, state = run_killed(config, tmp_path, after_records=1500)
+    assert state is not None, "no STATE before the kill"
+    resumed = run_tap(config=config, state=state, tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # Resumed per account from the STATE, not from scratch.
+    everything = sum(len(e.objects(s)) for e in platform.accounts.values() for s in CORE)
+    assert sum(len(resumed.records(s)) for s in CORE) < everything
+    for stream in CORE:
+        emitted = {
+            (m["record"]["account_id"], m["record"]["id"]) for m in killed if m["stream"] == stream
+        } | {(r["account_id"], r["id"]) for r in resumed.records(stream)}
+        expected = {
+            (account, o["id"])
+            for account, emulator in platform.accounts.items()
+            for o in emulator.objects(stream)
+        }
+        assert emitted == expected, f"{stream}: {len(expected - emitted)} objects lost"
