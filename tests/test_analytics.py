@@ -157,16 +157,7 @@ def expected_mrr_monthly(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
 
 def expected_daily_overview(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
     """(account, currency, day) -> the row of stripe_daily_overview."""
-    fields = (
-        "gross_volume",
-        "refunds",
-        "disputes",
-        "fees",
-        "net",
-        "successful_charges",
-        "new_customers",
-    )
-    rows: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(fields, 0))
+    rows: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(DAILY_FIELDS, 0))
     for account, emu in accounts.items():
         refunds = {r["id"] for r in emu.objects("refunds")}
         disputes = {d["id"] for d in emu.objects("disputes")}

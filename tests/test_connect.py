@@ -19,6 +19,19 @@ from tests.emulator.connect import ConnectPlatform
 CORE = ("charges", "customers", "invoices", "subscriptions")
 
 
+def assert_every_object_once(platform: ConnectPlatform, run) -> None:
+    """Exit 0, and every connected account's core objects exactly once, by (account, id)."""
+    assert run.returncode == 0, run.stderr[-2000:]
+    for stream in CORE:
+        emitted = Counter((r["account_id"], r["id"]) for r in run.records(stream))
+        expected = Counter(
+            (account, o["id"])
+            for account, emulator in platform.accounts.items()
+            for o in emulator.objects(stream)
+        )
+        assert emitted == expected, stream
+
+
 @pytest.fixture
 def platform():
     with ConnectPlatform(accounts=3, objects=25) as connect_platform:
@@ -188,15 +201,7 @@ def test_every_connected_account_as_its_own_partition(platform, tmp_path):
     settings = platform_settings(platform, api_key=platform.platform_key, account_ids=["*"])
     settings.pop("client_secret")
     run = run_tap(config=settings, tmp_path=tmp_path)
-    assert run.returncode == 0, run.stderr[-2000:]
-    for stream in CORE:
-        emitted = Counter((r["account_id"], r["id"]) for r in run.records(stream))
-        expected = Counter(
-            (account, o["id"])
-            for account, emulator in platform.accounts.items()
-            for o in emulator.objects(stream)
-        )
-        assert emitted == expected, stream
+    assert_every_object_once(platform, run)
     partitions = run.last_state["bookmarks"]["charges"]["partitions"]
     assert {p["context"]["account_id"] for p in partitions} == set(platform.account_ids)
     assert all(p["replication_key_value"] for p in partitions)

@@ -4,7 +4,6 @@ account within its own budget, and an optional cap on the whole run."""
 from __future__ import annotations
 
 import bisect
-from collections import Counter
 
 import pytest
 
@@ -12,8 +11,8 @@ from tap_stripe_connect.sync.scheduler import next_job
 from tests.conftest import run_tap
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
+from tests.test_connect import CORE, assert_every_object_once
 
-CORE = ("charges", "customers", "invoices", "subscriptions")
 LATENCY = (30, 10)
 PER_ACCOUNT = 10  # requests/s: small, so that an account's budget is what bounds it
 
@@ -52,18 +51,6 @@ def arrivals(platform: ConnectPlatform) -> dict[str, list[float]]:
         account: [r.time for r in emulator.requests if r.path.startswith("/v1/")]
         for account, emulator in platform.accounts.items()
     }
-
-
-def assert_every_object_once(platform: ConnectPlatform, run) -> None:
-    assert run.returncode == 0, run.stderr[-2000:]
-    for stream in CORE:
-        emitted = Counter((r["account_id"], r["id"]) for r in run.records(stream))
-        expected = Counter(
-            (account, o["id"])
-            for account, emulator in platform.accounts.items()
-            for o in emulator.objects(stream)
-        )
-        assert emitted == expected, stream
 
 
 def test_accounts_sync_together_each_within_its_budget_and_a_large_one_holds_none_back(
