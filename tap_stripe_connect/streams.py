@@ -125,6 +125,9 @@ class StripeStream(CompatStream):
         return Unit(self.run, self.resource, account, state, self.records, self, self.logger)
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
+        account = (context or {}).get("account_id")
+        if account and self.run.account_lost(account):
+            return ()  # named once already; its state stays as it was
         unit = self.unit(context)
         records = MODES[self.resource.sync](unit)
         if unit.account and self.run.connected_accounts():
