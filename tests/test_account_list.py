@@ -5,11 +5,15 @@ platform lost named once."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
+import requests
 
-from tests.conftest import run_tap
-from tests.emulator.connect import ConnectPlatform
+from tests.conftest import ROOT, run_tap
+from tests.emulator.connect import PLATFORM_KEY, ConnectPlatform
 
 MANY = 1050  # more than ten pages of `GET /v1/accounts`
 
@@ -154,3 +158,34 @@ def test_an_account_the_platform_may_not_read_is_named_once_and_skipped(
     for stream in STREAMS:
         synced = {r["account_id"] for r in run.records(stream)}
         assert synced == set(asked[:2]), stream
+
+
+def test_the_command_line_emulator_connects_more_accounts_while_it_runs():
+    argv = [sys.executable, "-m", "tests.emulator", "--connect", "--in-process", "--port", "0",
+            "--accounts", "3", "--objects", "0"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = re.search(r"listening on (\S+)", proc.stdout.readline())
+        assert url, "the emulator did not start"
+        base = url.group(1)
+        added = requests.post(f"{base}/_emulator/accounts?count=2", timeout=10).json()["added"]
+        headers = {"Authorization": f"Bearer {PLATFORM_KEY}"}
+        listed, after = [], None
+        while True:
+            params = {"limit": 2, **({"starting_after": after} if after else {})}
+            page = requests.get(f"{base}/v1/accounts", params=params, headers=headers, timeout=10)
+            body = page.json()
+            listed += [a["id"] for a in body["data"]]
+            if not body["has_more"]:
+                break
+            after = listed[-1]
+        assert len(listed) == len(set(listed)) == 5
+        assert listed[-2:] == added
+        charges = requests.get(
+            f"{base}/v1/charges", headers={**headers, "Stripe-Account": added[0]}, timeout=10
+        )
+        assert charges.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -214,6 +214,12 @@ class ConnectPlatform:
             form = {k: v[-1] for k, v in parse_qs(body).items()}
             self.deauthorize(form.get("stripe_user_id", ""))
             self._reply(handler, 200, {"stripe_user_id": form.get("stripe_user_id")})
+        elif split.path == "/_emulator/accounts" and method == "POST":
+            # More accounts connect (`count`, default 1; `objects`): for a running emulator.
+            form = {k: v[-1] for k, v in parse_qs(split.query or body).items()}
+            objects = int(form["objects"]) if form.get("objects") else None
+            added = self.add_accounts(int(form.get("count") or 1), objects)
+            self._reply(handler, 200, {"added": added, "accounts": len(self.account_ids)})
         elif split.path.startswith("/v1/"):
             self._api(handler, method, split.path, split.query)
         else:
