@@ -81,7 +81,9 @@ class StripeStream(CompatStream):
 
     @functools.cached_property
     def checkpoints(self) -> Throttle:
-        return Throttle()
+        # A platform's STATE holds every account's entries (thousands): its listings
+        # checkpoint at most once a second for the whole run, not once per stream.
+        return self.run.state_messages if self.run.platform else Throttle()
 
     @functools.cached_property
     def records(self) -> Records:
