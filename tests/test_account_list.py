@@ -12,6 +12,7 @@ import sys
 import pytest
 import requests
 
+from tests.catalogs import select_streams
 from tests.conftest import ROOT, run_tap
 from tests.emulator.connect import PLATFORM_KEY, ConnectPlatform
 
@@ -32,12 +33,7 @@ def settings_for(platform: ConnectPlatform, **extra) -> dict:
 def catalog_of(platform: ConnectPlatform, tmp_path, streams: tuple[str, ...]) -> dict:
     discovered = run_tap("--discover", config=settings_for(platform), tmp_path=tmp_path)
     assert discovered.returncode == 0, discovered.stderr[-2000:]
-    catalog = json.loads(discovered.stdout)
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"]["selected"] = stream["tap_stream_id"] in streams
-    return catalog
+    return select_streams(json.loads(discovered.stdout), streams)
 
 
 def partitioned(state: dict, stream: str) -> dict[str, dict]:

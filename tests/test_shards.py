@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tap_stripe_connect.settings import AccountShard, shard_of
 from tests.conftest import ROOT, run_tap
 from tests.emulator.connect import ConnectPlatform
+from tests.test_account_list import settings_for
 from tests.test_connect import CORE
 
 # Fixed ids and their shards of 2, 3 and 16: the SHA-256 of the id, modulo N, plus 1.
@@ -117,16 +118,6 @@ def platform():
         yield connect_platform
 
 
-def platform_settings(platform: ConnectPlatform, **extra) -> dict:
-    return {
-        "api_key": platform.platform_key,
-        "api_url": platform.url,
-        "account_ids": ["*"],
-        "max_retry_seconds": 10,
-        **extra,
-    }
-
-
 STREAMS = (*CORE, "accounts")
 
 
@@ -145,7 +136,7 @@ def requested_accounts(platform: ConnectPlatform, since: int) -> set[str]:
 
 
 def test_two_shards_sync_exactly_the_accounts_of_one_unsharded_run(platform, tmp_path):
-    whole = run_tap(config=platform_settings(platform), tmp_path=tmp_path)
+    whole = run_tap(config=settings_for(platform), tmp_path=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
     everything = rows(whole)
     assert {account for _, account, _ in everything} == set(platform.account_ids)
@@ -153,7 +144,7 @@ def test_two_shards_sync_exactly_the_accounts_of_one_unsharded_run(platform, tmp
     shards = {}
     for k in (1, 2):
         before = len(platform.api_requests)
-        run = run_tap(config=platform_settings(platform, account_shard=f"{k}/2"), tmp_path=tmp_path)
+        run = run_tap(config=settings_for(platform, account_shard=f"{k}/2"), tmp_path=tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
         shards[k] = rows(run)
         mine = {a for a in platform.account_ids if shard_of(a, 2) == k}
@@ -170,7 +161,7 @@ def test_two_shards_sync_exactly_the_accounts_of_one_unsharded_run(platform, tmp
 
 
 def test_a_shard_leaves_other_accounts_state_as_it_came(platform, tmp_path):
-    first = run_tap(config=platform_settings(platform, account_shard="1/2"), tmp_path=tmp_path)
+    first = run_tap(config=settings_for(platform, account_shard="1/2"), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     state = first.last_state
     assert state is not None
@@ -178,7 +169,7 @@ def test_a_shard_leaves_other_accounts_state_as_it_came(platform, tmp_path):
     # writes shard 1's entries back untouched.
     before = len(platform.api_requests)
     second = run_tap(
-        config=platform_settings(platform, account_shard="2/2"), state=state, tmp_path=tmp_path
+        config=settings_for(platform, account_shard="2/2"), state=state, tmp_path=tmp_path
     )
     assert second.returncode == 0, second.stderr[-2000:]
     mine = {a for a in platform.account_ids if shard_of(a, 2) == 2}
@@ -198,7 +189,7 @@ def test_an_empty_shard_reads_nothing_as_the_platform(platform, tmp_path):
     empty = min(set(range(1, count + 1)) - used)
     before = len(platform.api_requests)
     run = run_tap(
-        config=platform_settings(platform, account_shard=f"{empty}/{count}"), tmp_path=tmp_path
+        config=settings_for(platform, account_shard=f"{empty}/{count}"), tmp_path=tmp_path
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.records() == []
