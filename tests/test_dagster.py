@@ -14,14 +14,19 @@ target-jsonl (the `meltano` fixture, scripts/install_meltano.sh).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests import readme
 from tests.conftest import ROOT
@@ -181,3 +186,44 @@ def test_a_failing_meltano_run_fails_its_partition(meltano, env):  # noqa: F811
     assert "`meltano run` exited with 1" in run.stdout, run.stdout[-4000:]
     # Meltano's own words reach Dagster's log.
     assert "target-that-is-not-in-meltano-yml" in run.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dagster_dev_serves_the_shard_partitions(env):
+    """The README's `dagster dev`: the UI's GraphQL lists the asset with one partition
+    per shard."""
+    needs_dagster()
+    port = free_port()
+    command = f"{readme.command('.venv/bin/dagster dev')} -p {port}"
+    server = subprocess.Popen(
+        command, shell=True, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    query = {"query": "{ assetNodes { assetKey { path } partitionKeys } }"}
+    nodes = None
+    try:
+        deadline = time.monotonic() + 180
+        while nodes is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                answer = requests.post(f"http://127.0.0.1:{port}/graphql", json=query, timeout=10)
+                nodes = answer.json()["data"]["assetNodes"] or None
+            except (requests.ConnectionError, KeyError, ValueError):
+                time.sleep(1)
+    finally:
+        # `dagster dev` runs the webserver, the daemon and code servers in its process
+        # group; they outlive a SIGTERM to `dagster dev` by many seconds.
+        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=15)
+    assert nodes, f"dagster dev served no asset:\n{server.stderr.read()[-4000:]}"  # type: ignore[union-attr]
+    assert nodes == [
+        {"assetKey": {"path": ["stripe_connect"]}, "partitionKeys": ["1/3", "2/3", "3/3"]}
+    ]
