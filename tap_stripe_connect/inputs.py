@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from jsonschema import Draft7Validator
 
 from tap_stripe_connect.errors import TapError
-from tap_stripe_connect.settings import is_time
+from tap_stripe_connect.settings import AccountShard, is_time
 from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 
 # Settings singer-sdk itself reads, whether or not the tap's schema lists them.
@@ -142,7 +142,26 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
             f"setting 'start_date' is not a date ({start[:40]!r}): use an ISO 8601 date or "
             "date-time such as 2024-01-01 or 2024-01-01T00:00:00Z"
         )
+    if "account_shard" not in wrong and (problem := account_shard_problem(config)):
+        problems.append(problem)
     return problems
+
+
+def account_shard_problem(config: t.Mapping[str, t.Any]) -> str | None:
+    """What is wrong with `account_shard`: its form, its numbers, or nothing to shard."""
+    value = config.get("account_shard")
+    if value in (None, ""):
+        return None
+    try:
+        AccountShard.parse(value)
+    except ValueError as exc:
+        return str(exc)
+    if not config.get("account_ids"):
+        return (
+            "setting 'account_shard' shards the connected accounts of setting 'account_ids', "
+            'which is not set: set it too (["*"]: every connected account)'
+        )
+    return None
 
 
 # -- STATE -----------------------------------------------------------------------------------

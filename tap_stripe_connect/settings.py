@@ -8,6 +8,7 @@ Every default lives in `DEFAULTS`, which the JSON Schema the SDK validates with 
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 import typing as t
 from dataclasses import dataclass
@@ -82,6 +83,63 @@ def parse_start_date(value: t.Any) -> int | None:
         ) from None
 
 
+@dataclass(frozen=True)
+class AccountShard:
+    """`account_shard` "k/N": this run syncs the connected accounts of shard k of N.
+
+    An account's shard is its id's SHA-256 modulo N (not Python's `hash()`, which is
+    salted per process): it never moves while N is unchanged, whatever machine or run
+    computes it, and the N shards are disjoint and hold every account between them.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, value: t.Any) -> AccountShard:
+        """ "3/16" -> AccountShard(3, 16); ValueError (a phrase naming the setting) else."""
+        text = str(value).strip()
+        index, slash, count = text.partition("/")
+        if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+            raise ValueError(
+                f"setting 'account_shard' must look like \"k/N\" (e.g. \"3/16\": shard 3 "
+                f"of 16), not {text[:40]!r}"
+            )
+        shard = cls(int(index), int(count))
+        if shard.count < 1:
+            raise ValueError(
+                f"setting 'account_shard' has {shard.count} shards: N must be 1 or more"
+            )
+        if not 1 <= shard.index <= shard.count:
+            raise ValueError(
+                f"setting 'account_shard' names shard {shard.index} of {shard.count}: shards "
+                f"are numbered from 1, so k must be between 1 and {shard.count}"
+            )
+        return shard
+
+    def holds(self, account_id: str) -> bool:
+        return shard_of(account_id, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of(account_id: str, count: int) -> int:
+    """The shard (1..count) an account belongs to: stable across runs and machines."""
+    digest = hashlib.sha256(account_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def parse_account_shard(value: t.Any) -> AccountShard | None:
+    """`account_shard`, or None when unset; a clear error names the setting."""
+    if value in (None, ""):
+        return None
+    try:
+        return AccountShard.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"Invalid settings: {exc}.") from None
+
+
 CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
     th.Property(
         "api_key",
@@ -136,6 +194,16 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description=(
             "Platforms: connected accounts (acct_...) to sync with the platform's key, "
             'each as its own partition; ["*"] syncs every connected account.'
+        ),
+    ),
+    th.Property(
+        "account_shard",
+        th.StringType,
+        title="Account shard",
+        description=(
+            'Platforms: "k/N" syncs only shard k (1 to N) of the accounts of `account_ids`, '
+            "an account's shard being a stable hash of its id. Run the N shards as N "
+            "processes or machines, each with its own state. Default: every account."
         ),
     ),
     th.Property(
@@ -295,6 +363,8 @@ class Settings:
     api_version: str
     account_id: str | None
     account_ids: tuple[str, ...]
+    #: Only the connected accounts of this shard are synced (None: every one).
+    account_shard: AccountShard | None
     start_timestamp: int | None
     event_lag_seconds: int
     request_timeout: int
@@ -321,6 +391,7 @@ class Settings:
             api_version=str(get("api_version")),
             account_id=str(config["account_id"]) if config.get("account_id") else None,
             account_ids=tuple(str(a) for a in config.get("account_ids") or ()),
+            account_shard=parse_account_shard(config.get("account_shard")),
             start_timestamp=parse_start_date(config.get("start_date")),
             event_lag_seconds=int(get("event_lag_seconds")),
             request_timeout=int(get("request_timeout")),

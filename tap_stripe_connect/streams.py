@@ -77,7 +77,7 @@ class StripeStream(CompatStream):
         # A STATE holds every unit's state: with many accounts, one after each of thousands
         # of units (and of each parent's children) made the run quadratic in its accounts.
         # Once a second is enough; the run writes the last one at its end.
-        return not self.run.connected_accounts() or self.run.state_messages.due()
+        return not self.run.platform or self.run.state_messages.due()
 
     @functools.cached_property
     def checkpoints(self) -> Throttle:
@@ -96,7 +96,7 @@ class StripeStream(CompatStream):
     def partitions(self) -> list[dict] | None:
         accounts = self.run.connected_accounts()
         # The platform's list of its connected accounts is read once, not per account.
-        if not accounts or self.resource.object == "account":
+        if accounts is None or self.resource.object == "account":
             return None
         return [{"account_id": account} for account in accounts]
 
@@ -129,6 +129,9 @@ class StripeStream(CompatStream):
         records = MODES[self.resource.sync](unit)
         if unit.account and self.run.connected_accounts():
             return self.one_of_many_accounts(unit, records)
+        if self.resource.object == "account" and self.run.settings.account_shard:
+            # The platform's list holds every shard's accounts: each shard writes its own.
+            return (r for r in records if self.run.in_shard(r["id"]))
         return records
 
     def one_of_many_accounts(self, unit: Unit, records: Iterator[dict]) -> Iterator[dict]:

@@ -123,7 +123,7 @@ def stream_jobs(streams: list[Stream], accounts: list[str] | None, progress: Pro
     Account-major order: the scheduler takes the first job of the account with the fewest
     jobs running, so units of different accounts run together, each in its own budget.
     """
-    whole = [s for s in streams if not accounts or s.partitions is None]
+    whole = [s for s in streams if accounts is None or s.partitions is None]
     parted = [s for s in streams if s not in whole]
     jobs: list[StreamJob] = [StreamJob(StreamRun(s, progress, 1)) for s in whole]
     runs = [StreamRun(s, progress, len(accounts or ())) for s in parted]

@@ -81,7 +81,7 @@ def write_batches(
     # A table version covers the whole table, so it cannot serve a table that holds
     # several accounts' partitions, nor CREATED streams: their listings after the first
     # are partial, and `events` keeps what Stripe dropped.
-    versioned = not unit.run.connected_accounts() and resource.sync != CREATED
+    versioned = not unit.run.platform and resource.sync != CREATED
     for batch in batches:
         if started is None:  # no response had been seen before this read began
             started = unit.now()

@@ -60,9 +60,15 @@ class Run:
                 self.read_account()
             self.client.own_account_id = self.account_id
 
+    @property
+    def platform(self) -> bool:
+        """Whether this run syncs connected accounts (`account_ids`), maybe none of them
+        (a shard may hold no account): then nothing is read as the platform's own."""
+        return bool(self.settings.account_ids)
+
     def connected_accounts(self) -> list[str] | None:
-        """The connected accounts of a platform sync (`account_ids`; "*": every one),
-        listed once per run."""
+        """The connected accounts of a platform sync (`account_ids`; "*": every one), of
+        this run's shard (`account_shard`), listed once per run; None: not a platform."""
         with self._lock:
             if not self._listed:
                 self._connected = self._list_connected()
@@ -76,8 +82,23 @@ class Run:
         if "*" in wanted:
             accounts = RESOURCES_BY_NAME["accounts"]
             listed = [a["id"] for a in self.client.list(list_read(accounts))]
-            return listed + [a for a in wanted if a != "*" and a not in listed]
-        return list(dict.fromkeys(wanted))
+            every = listed + [a for a in wanted if a != "*" and a not in listed]
+        else:
+            every = list(dict.fromkeys(wanted))
+        shard = self.settings.account_shard
+        if shard is None:
+            return every
+        mine = [account for account in every if shard.holds(account)]
+        self.logger.info(
+            "Shard %s (setting 'account_shard'): %d of the %d connected accounts.",
+            shard, len(mine), len(every),
+        )
+        return mine
+
+    def in_shard(self, account_id: str) -> bool:
+        """Whether this run's shard holds the account (every account without a shard)."""
+        shard = self.settings.account_shard
+        return shard is None or shard.holds(account_id)
 
     @property
     def account_id(self) -> str | None:
@@ -90,7 +111,7 @@ class Run:
         return (self.account or {}).get("id")
 
     def require_account(self) -> None:
-        if not self.connected_accounts() and not self.account_id:
+        if self.connected_accounts() is None and not self.account_id:
             raise ConfigError(
                 "Could not tell which Stripe account the credential belongs to (it may not "
                 "read GET /v1/account, or the server does not serve it): set setting "
