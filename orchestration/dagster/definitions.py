@@ -100,7 +100,27 @@ class MeltanoProject(dg.ConfigurableResource):
             **extra,
             "TAP_STRIPE_CONNECT_ACCOUNT_SHARD": shard,
             "MELTANO_PROJECT_ROOT": self.project_root,
+            "MELTANO_SYS_DIR_ROOT": str(self.system_dir(shard)),
         }
+
+    def system_dir(self, shard: str) -> Path:
+        """A `.meltano` of the shard's own, everything in it but `run/` linked to the
+        project's: `meltano run` writes the plugins' config and catalog to
+        `.meltano/run/<plugin>/` and deletes them at the end, so two shards running at once
+        in one project would remove each other's files. Installed plugins, logs and the
+        system database (state, unless a `state_backend` is set) stay the project's."""
+        shared = Path(
+            os.environ.get("MELTANO_SYS_DIR_ROOT") or Path(self.project_root) / ".meltano"
+        ).resolve()
+        own = shared / "shards" / state_id_suffix(shard)
+        own.mkdir(parents=True, exist_ok=True)
+        # The system database linked even before it exists: state lands in the project's.
+        names = {entry.name for entry in shared.iterdir()} | {"meltano.db"}
+        for name in sorted(names - {"run", "shards"}):
+            link = own / name
+            if not link.is_symlink():
+                link.symlink_to(shared / name)
+        return own
 
 
 @dg.asset(
