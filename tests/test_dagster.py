@@ -227,3 +227,38 @@ def test_dagster_dev_serves_the_shard_partitions(env):
     assert nodes == [
         {"assetKey": {"path": ["stripe_connect"]}, "partitionKeys": ["1/3", "2/3", "3/3"]}
     ]
+
+
+def test_the_code_location_settings(monkeypatch, tmp_path):
+    """Shard keys, state IDs, the command and environment of a shard, and clear errors."""
+    needs_dagster()
+    from orchestration.dagster import definitions
+
+    assert definitions.shard_keys(3) == ["1/3", "2/3", "3/3"]
+    assert definitions.state_id_suffix("3/16") == "shard-3-of-16"
+    (tmp_path / ".meltano" / "extractors").mkdir(parents=True)
+    project = definitions.MeltanoProject(
+        project_root=str(tmp_path), meltano="meltano", loader="target-duckdb",
+        environment="prod", shard_env={"TARGET_DUCKDB_PATH": "w-{suffix}-{k}-{n}.duckdb"},
+    )
+    assert project.command("2/4") == [
+        "meltano", "--environment", "prod", "run", "--state-id-suffix", "shard-2-of-4",
+        "tap-stripe-connect", "target-duckdb",
+    ]
+    monkeypatch.delenv("MELTANO_SYS_DIR_ROOT", raising=False)
+    env = project.env("2/4")
+    assert env["TAP_STRIPE_CONNECT_ACCOUNT_SHARD"] == "2/4"
+    assert env["TARGET_DUCKDB_PATH"] == "w-shard-2-of-4-2-4.duckdb"
+    # A .meltano of the shard's own: its run/ apart, the rest the project's.
+    own = Path(env["MELTANO_SYS_DIR_ROOT"])
+    assert own == tmp_path / ".meltano" / "shards" / "shard-2-of-4"
+    assert (own / "extractors").resolve() == tmp_path / ".meltano" / "extractors"
+    assert (own / "meltano.db").is_symlink()
+    assert not (own / "run").exists()
+
+    monkeypatch.setenv("STRIPE_CONNECT_SHARDS", "0")
+    with pytest.raises(ValueError, match="STRIPE_CONNECT_SHARDS must be a whole number >= 1"):
+        definitions.shard_count()
+    monkeypatch.setenv("STRIPE_CONNECT_EXECUTOR", "slurm")
+    with pytest.raises(ValueError, match="STRIPE_CONNECT_EXECUTOR must be multiprocess, k8s"):
+        definitions.executor()
