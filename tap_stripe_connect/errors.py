@@ -90,6 +90,11 @@ class StripePermissionError(StripeAPIError):
     """403: the credential may not read this resource."""
 
 
+class StripeAccountInvalidError(StripePermissionError):
+    """401/403 for a connected account: the platform may no longer read that account
+    (deauthorised, disconnected, or never connected). Every read of it fails alike."""
+
+
 class StripeNotFoundError(StripeAPIError):
     """404: the object does not exist (or no longer does)."""
 

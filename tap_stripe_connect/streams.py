@@ -81,7 +81,9 @@ class StripeStream(CompatStream):
 
     @functools.cached_property
     def checkpoints(self) -> Throttle:
-        return Throttle()
+        # A platform's STATE holds every account's entries (thousands): its listings
+        # checkpoint at most once a second for the whole run, not once per stream.
+        return self.run.state_messages if self.run.platform else Throttle()
 
     @functools.cached_property
     def records(self) -> Records:
@@ -125,6 +127,9 @@ class StripeStream(CompatStream):
         return Unit(self.run, self.resource, account, state, self.records, self, self.logger)
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
+        account = (context or {}).get("account_id")
+        if account and self.run.account_lost(account):
+            return ()  # named once already; its state stays as it was
         unit = self.unit(context)
         records = MODES[self.resource.sync](unit)
         if unit.account and self.run.connected_accounts():

@@ -30,6 +30,7 @@ from tap_stripe_connect.output.progress import Progress
 from tap_stripe_connect.output.writer import LockedStateWriter, LockedWriter
 from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
 from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings
+from tap_stripe_connect.state.bookmarks import accounts_in_state
 from tap_stripe_connect.streams import stream_classes
 from tap_stripe_connect.sync.permissions import unreadable_to_skip
 from tap_stripe_connect.sync.run import Run
@@ -275,6 +276,13 @@ class TapStripeConnect(CompatTap):
             if (stream.selected or stream.has_selected_descendents)
             and not stream.parent_stream_type
         ]
+        for account in self.run.no_longer_connected(accounts_in_state(self.state)):
+            self.logger.warning(
+                "Account %s is no longer connected to the platform (GET /v1/accounts no "
+                "longer lists it): not synced; its rows stay in the warehouse and its "
+                "STATE is kept.",
+                account,
+            )
         jobs = stream_jobs(streams, self.run.connected_accounts(), self.progress)
         # Many accounts: a unit per worker (each account has its own budget); one account:
         # streams share the workers with their `created` windows.

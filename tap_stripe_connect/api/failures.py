@@ -13,6 +13,7 @@ import requests
 
 from tap_stripe_connect.api.reads import Kind
 from tap_stripe_connect.errors import (
+    StripeAccountInvalidError,
     StripeAPIError,
     StripeAuthError,
     StripeEndpointMissingError,
@@ -63,6 +64,15 @@ def fatal_error(
     """One line naming the cause, the stream or setting involved, and the Request-Id."""
     error = stripe_error(response)
     status = response.status_code
+    # Stripe refuses a `Stripe-Account` the platform lost with 403 (`account_invalid`),
+    # and has with 401: the key is fine, the account is not.
+    if _account_invalid(error) and (status == 403 or (status == 401 and account and not oauth)):
+        return StripeAccountInvalidError(
+            f"The platform may no longer read connected account {account} (deauthorised, "
+            f"or not connected to this platform): reconnect it or remove it from setting "
+            f"'account_ids'. [{request_label(response)}]",
+            response,
+        )
     if status == 401:
         return _auth_error(read, response, account=account, oauth=oauth)
     if status == 403:
@@ -80,6 +90,12 @@ def fatal_error(
         f"({status}): {message}.{hint} {where}",
         response,
     )
+
+
+def _account_invalid(error: dict) -> bool:
+    """Whether Stripe refused the `Stripe-Account` (not the key, not a permission)."""
+    message = str(error.get("message") or "")
+    return error.get("code") == "account_invalid" or "does not have access to account" in message
 
 
 def what_for(read: Read) -> str:
@@ -138,13 +154,6 @@ def _permission_error(
 ) -> StripePermissionError:
     error = stripe_error(response)
     where = f"[{request_label(response)}]"
-    if error.get("code") == "account_invalid":
-        return StripePermissionError(
-            f"The platform may no longer read connected account {account} (deauthorised, "
-            f"or not connected to this platform): reconnect it or remove it from setting "
-            f"'account_ids'. {where}",
-            response,
-        )
     message = error.get("message") or response.reason or "no message"
     return StripePermissionError(
         f"The credential may not read stream '{read.name}' ({read.object} "

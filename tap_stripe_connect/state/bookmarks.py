@@ -38,6 +38,17 @@ ACCOUNT = "account_id"
 CHECKPOINT_SECONDS = 1.0
 
 
+def accounts_in_state(state: t.Mapping[str, t.Any]) -> set[str]:
+    """The connected accounts that have an entry (a stream's partition) in STATE."""
+    with RUN_LOCK:
+        return {
+            str(account)
+            for entry in (state.get("bookmarks") or {}).values()
+            for partition in entry.get("partitions") or ()
+            if (account := (partition.get("context") or {}).get("account_id"))
+        }
+
+
 def _locked(method: Callable) -> Callable:
     def call(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
         with RUN_LOCK:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
-from tap_stripe_connect.errors import ConfigError
+from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME
 from tap_stripe_connect.state.bookmarks import Throttle
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
@@ -37,7 +37,10 @@ class Run:
         self.logger = logger
         #: The credential's own account, as `GET /v1/account` describes it.
         self.account: dict | None = None
+        #: The first failure of each connected account that failed, by account.
         self.failed_accounts: dict[str, str] = {}
+        #: Accounts the platform may no longer read: their other units make no request.
+        self._lost_accounts: set[str] = set()
         self.scheduler = Scheduler(1, client.responses_slow)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
         #: The SDK's own STATE messages of a many-account run, at most one a second.
@@ -119,10 +122,38 @@ class Run:
             )
 
     def report_account_failure(self, account_id: str, error: Exception) -> None:
-        """One account failed: the others go on; the run fails at the end."""
+        """One account failed: the others go on; the run fails at the end, naming it.
+
+        Named once (one line per account, not per stream). When the platform may no
+        longer read the account at all, its units not yet started are skipped without a
+        request (see `account_lost`).
+        """
+        lost = isinstance(error, StripeAccountInvalidError)
         with self._lock:
+            first = account_id not in self.failed_accounts
             self.failed_accounts.setdefault(account_id, str(error))
-        self.logger.error("Account %s failed and is skipped: %s", account_id, error)
+            if lost:
+                self._lost_accounts.add(account_id)
+        if first:
+            self.logger.error(
+                "Account %s failed and is skipped%s: %s",
+                account_id,
+                " (all its streams)" if lost else "",
+                error,
+            )
+
+    def account_lost(self, account_id: str) -> bool:
+        """Whether the platform lost access to the account earlier in this run."""
+        with self._lock:
+            return account_id in self._lost_accounts
+
+    def no_longer_connected(self, in_state: t.Iterable[str]) -> list[str]:
+        """Accounts of this shard with state, no longer listed by `GET /v1/accounts`
+        (under `account_ids: ["*"]`): they left the platform."""
+        if "*" not in self.settings.account_ids:
+            return []
+        listed = set(self.connected_accounts() or ())
+        return sorted(a for a in set(in_state) if a not in listed and self.in_shard(a))
 
     # -- shared workers ------------------------------------------------------------------
 

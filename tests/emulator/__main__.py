@@ -5,7 +5,9 @@
 
 `--connect` plays connect.stripe.com (consent page, token exchange) and api.stripe.com for
 a Connect platform with `--accounts` connected accounts, and writes the settings
-`tap-stripe-connect connect` and the tap need to use it.
+`tap-stripe-connect connect` and the tap need to use it. `--in-process` answers every
+account inside the platform's server (thousands of accounts); `POST /_emulator/accounts
+?count=N` connects N more while it runs.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "exchange, and api.stripe.com for the connected accounts")
     parser.add_argument("--accounts", type=int, default=2,
                         help="with --connect: connected accounts to offer")
+    parser.add_argument("--in-process", action="store_true",
+                        help="with --connect: answer every account inside the platform's "
+                             "server (no server per account; for thousands of accounts)")
     parser.add_argument("--write-config", metavar="PATH",
                         help="with --connect: write the tap's settings for this emulator here")
     args = parser.parse_args(argv)
@@ -96,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_connect(args: argparse.Namespace) -> int:
     platform = ConnectPlatform(
         accounts=args.accounts, objects=args.objects, seed=args.seed,
-        consent_page=True, host=args.host, port=args.port,
+        consent_page=True, in_process=args.in_process, host=args.host, port=args.port,
         latency=args.latency, rate_limit=args.rate_limit,
         endpoint_rate_limit=args.endpoint_rate_limit,
     )

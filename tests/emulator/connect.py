@@ -61,15 +61,21 @@ class ConnectPlatform:
         token_ttl: float | None = None,
         rotate_refresh_tokens: bool = True,
         consent_page: bool = False,
+        in_process: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
         **emulator_options: t.Any,
     ) -> None:
         self.accounts: dict[str, Emulator] = {}
-        for index in range(accounts):
-            emulator = Emulator(objects=objects, seed=seed + index, **emulator_options)
-            self.accounts[emulator.account_id] = emulator
-        self.account_ids = list(self.accounts)
+        self.account_ids: list[str] = []
+        self.objects = objects
+        self.seed = seed
+        self.emulator_options = emulator_options
+        #: Accounts answer inside this server (`Emulator.answer`), without a server each:
+        #: thousands of accounts. Else each account's emulator serves on its own port.
+        self.in_process = in_process
+        #: Accounts that left the platform: no longer in `GET /v1/accounts`, no access.
+        self.disconnected: set[str] = set()
         self.platform_key = PLATFORM_KEY
         self.client_id = CLIENT_ID
         #: Seconds an access token lives; None: until revoked (Stripe's default).
@@ -87,12 +93,14 @@ class ConnectPlatform:
         self._refresh: dict[str, Grant] = {}  # by refresh token
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self.add_accounts(accounts)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> ConnectPlatform:
-        for emulator in self.accounts.values():
-            emulator.start()
+        if not self.in_process:
+            for emulator in self.accounts.values():
+                emulator.start()
         platform = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -140,6 +148,38 @@ class ConnectPlatform:
 
     # -- test controls ---------------------------------------------------------------
 
+    def add_accounts(self, count: int, objects: int | None = None) -> list[str]:
+        """`count` more accounts connect to the platform (each with its own data, from the
+        next seeds: a platform made with more accounts over the same seed has the same
+        ones), listed after the others by `GET /v1/accounts`."""
+        added = []
+        for _ in range(count):
+            emulator = Emulator(
+                objects=self.objects if objects is None else objects,
+                seed=self.seed + len(self.accounts),
+                **self.emulator_options,
+            )
+            if self._server is not None and not self.in_process:
+                emulator.start()
+            with self._lock:
+                self.accounts[emulator.account_id] = emulator
+                self.account_ids.append(emulator.account_id)
+            added.append(emulator.account_id)
+        return added
+
+    def disconnect(self, account_id: str) -> None:
+        """The account leaves the platform: gone from `GET /v1/accounts`, and no access."""
+        self.deauthorize(account_id)
+        with self._lock:
+            self.disconnected.add(account_id)
+
+    def requests_by_account(self, since: int = 0) -> dict[str | None, list[tuple[str, str]]]:
+        """The API requests served (from index `since` of `api_requests`), by `Stripe-Account`."""
+        found: dict[str | None, list[tuple[str, str]]] = {}
+        for method, path, account in self.api_requests[since:]:
+            found.setdefault(account, []).append((method, path))
+        return found
+
     def deauthorize(self, account_id: str) -> None:
         """The account disconnects the platform: its tokens and platform access end."""
         with self._lock:
@@ -174,6 +214,12 @@ class ConnectPlatform:
             form = {k: v[-1] for k, v in parse_qs(body).items()}
             self.deauthorize(form.get("stripe_user_id", ""))
             self._reply(handler, 200, {"stripe_user_id": form.get("stripe_user_id")})
+        elif split.path == "/_emulator/accounts" and method == "POST":
+            # More accounts connect (`count`, default 1; `objects`): for a running emulator.
+            form = {k: v[-1] for k, v in parse_qs(split.query or body).items()}
+            objects = int(form["objects"]) if form.get("objects") else None
+            added = self.add_accounts(int(form.get("count") or 1), objects)
+            self._reply(handler, 200, {"added": added, "accounts": len(self.account_ids)})
         elif split.path.startswith("/v1/"):
             self._api(handler, method, split.path, split.query)
         else:
@@ -321,7 +367,7 @@ class ConnectPlatform:
             if token == self.platform_key:
                 account = header_account
                 if account is None and path == "/v1/accounts":
-                    self._reply(handler, 200, self._account_list())
+                    self._reply(handler, *self._account_list(parse_qs(query)))
                     return
                 if account is None:
                     account = self.account_ids[0] if path != "/v1/account" else None
@@ -387,22 +433,44 @@ class ConnectPlatform:
             if k.lower() not in ("host", "authorization", "stripe-account", "content-length")
         }
         headers["Authorization"] = f"Bearer {target.api_key}"
-        url = f"{target.url}{path}{'?' + query if query else ''}"
-        response = requests.request(method, url, headers=headers, timeout=60)
-        handler.send_response(response.status_code)
+        if self.in_process:
+            status, sent, content = target.answer(method, path, query, headers)
+        else:
+            url = f"{target.url}{path}{'?' + query if query else ''}"
+            response = requests.request(method, url, headers=headers, timeout=60)
+            status, sent, content = response.status_code, response.headers, response.content
+        handler.send_response(status)
         for name in _FORWARDED:
-            if name in response.headers:
-                handler.send_header(name, response.headers[name])
-        handler.send_header("Content-Length", str(len(response.content)))
+            if name in sent:
+                handler.send_header(name, sent[name])
+        handler.send_header("Content-Length", str(len(content)))
         handler.end_headers()
-        handler.wfile.write(response.content)
+        handler.wfile.write(content)
 
-    def _account_list(self) -> dict:
-        data = [
-            {**emulator.store.account, "id": account_id}
-            for account_id, emulator in self.accounts.items()
-        ]
-        return {"object": "list", "url": "/v1/accounts", "has_more": False, "data": data}
+    def _account_list(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+        """`GET /v1/accounts`, in the order the accounts connected, paged by `limit`
+        (1-100, default 10) and `starting_after` as Stripe pages its lists."""
+        arg = {k: v[-1] for k, v in query.items()}
+        limit = int(arg.get("limit") or 10) if (arg.get("limit") or "10").isdigit() else 0
+        if not 1 <= limit <= 100:
+            return 400, {"error": {"type": "invalid_request_error", "param": "limit",
+                                   "message": "Invalid limit: must be between 1 and 100"}}
+        listed = [a for a in self.account_ids if a not in self.disconnected]
+        start = 0
+        if after := arg.get("starting_after"):
+            if after not in listed:
+                return 400, {"error": {"type": "invalid_request_error",
+                                       "param": "starting_after",
+                                       "message": f"No such account: '{after}'"}}
+            start = listed.index(after) + 1
+        page = listed[start : start + limit]
+        data = [{**self.accounts[a].store.account, "id": a} for a in page]
+        return 200, {
+            "object": "list",
+            "url": "/v1/accounts",
+            "has_more": start + limit < len(listed),
+            "data": data,
+        }
 
     def clock(self) -> float | None:
         """One clock for the whole platform: the connected accounts' emulated time."""

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -280,6 +281,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.server.emulator._handle(self, "DELETE")
+
+
+@dataclass
+class _InProcess:
+    """What answering a request reads of its handler, for one answered without a socket."""
+
+    headers: HTTPMessage
 
 
 class _Server(ThreadingHTTPServer):
@@ -616,15 +624,39 @@ class Emulator:
     # -- request handling ----------------------------------------------------------------------
 
     def _handle(self, h: _Handler, method: str) -> None:
-        arrived, started = time.time(), time.monotonic()
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length > 0 else b""
         split = urlsplit(h.path)
         if split.path.startswith("/_emulator/"):
             self._control(h, method, split.path, body)
             return
+        ex, status, payload = self._exchange(h, method, split.path, split.query)
+        self._send(h, ex, status, payload)
+
+    def answer(self, method: str, path: str, query: str,
+               headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """One `/v1` request answered in this process, without a socket: status, the
+        headers Stripe adds (`Request-Id`, `Stripe-Version`, ...) and body.
+
+        A Connect platform of thousands of accounts answers each account's requests this
+        way (a server and a thread per account would not scale). Latency, rate limits,
+        faults with a status and the request log behave as over HTTP; faults that break
+        the connection (`reset_connection`, `truncated`) need the account's own server.
+        """
+        message = HTTPMessage()
+        for name, value in headers.items():
+            message[name] = value
+        ex, status, payload = self._exchange(_InProcess(message), method, path, query)
+        sent = {"Content-Type": "application/json", "Request-Id": ex.request_id,
+                "Stripe-Version": ex.version, **ex.extra}
+        return status, sent, payload
+
+    def _exchange(self, h: Any, method: str, path: str,
+                  query: str) -> tuple[_Exchange, int, bytes]:
+        """Answer one `/v1` request and log it; `h` gives its headers."""
+        arrived, started = time.time(), time.monotonic()
         ex = _Exchange(
-            method=method, path=split.path, query=parse_qs(split.query, keep_blank_values=True),
+            method=method, path=path, query=parse_qs(query, keep_blank_values=True),
             version=h.headers.get("Stripe-Version") or API_VERSION,
             request_id="req_" + "".join(_REQUEST_IDS.choices(BASE62, k=14)),
         )
@@ -640,7 +672,7 @@ class Emulator:
                                arrived, ex.fault_tag, ex.request_id, time.monotonic() - started)
         with self._records_lock:
             self._records.append(record)
-        self._send(h, ex, status, payload)
+        return ex, status, payload
 
     def _respond(self, h: _Handler, ex: _Exchange) -> tuple[int, bytes]:
         """Status and body for one `/v1` request; sets `ex.extra`/`ex.mode`/`ex.fault_tag`."""
