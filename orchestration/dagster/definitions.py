@@ -33,7 +33,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 DEFAULT_SHARDS = 4
 #: Lines of Meltano's log a failure quotes.
 TAIL_LINES = 40
-#: The tap's summary line at the end of a run: records, pages, requests in total.
+#: The tap's summary at the end of a run, its `total` row: records, deletes, requests.
 _SUMMARY = re.compile(r"\btotal\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)")
 
 
@@ -168,7 +168,7 @@ def stripe_connect(
         "seconds": seconds,
     }
     if summary:
-        records, _pages, requests = (int(g.replace(",", "")) for g in summary.groups())
+        records, _deletes, requests = (int(g.replace(",", "")) for g in summary.groups())
         metadata.update(records=records, requests=requests)
     return dg.MaterializeResult(metadata=metadata)
 
