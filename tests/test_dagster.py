@@ -242,7 +242,8 @@ def test_the_code_location_settings(monkeypatch, tmp_path):
     (tmp_path / ".meltano" / "extractors").mkdir(parents=True)
     project = definitions.MeltanoProject(
         project_root=str(tmp_path), meltano="meltano", loader="target-duckdb",
-        environment="prod", shard_env={"TARGET_DUCKDB_PATH": "w-{suffix}-{k}-{n}.duckdb"},
+        environment="prod",
+        shard_env={"TARGET_DUCKDB_PATH": "w-{suffix}-{k}-{n}.duckdb", "X": '{"shard": "{k}"}'},
     )
     assert project.command("2/4") == [
         "meltano", "--environment", "prod", "run", "--state-id-suffix", "shard-2-of-4",
@@ -252,6 +253,7 @@ def test_the_code_location_settings(monkeypatch, tmp_path):
     env = project.env("2/4")
     assert env["TAP_STRIPE_CONNECT_ACCOUNT_SHARD"] == "2/4"
     assert env["TARGET_DUCKDB_PATH"] == "w-shard-2-of-4-2-4.duckdb"
+    assert env["X"] == '{"shard": "2"}'
     # A .meltano of the shard's own: its run/ apart, the rest the project's.
     own = Path(env["MELTANO_SYS_DIR_ROOT"])
     assert own == tmp_path / ".meltano" / "shards" / "shard-2-of-4"

@@ -91,10 +91,14 @@ class MeltanoProject(dg.ConfigurableResource):
 
     def env(self, shard: str) -> dict[str, str]:
         k, _, n = shard.partition("/")
-        extra = {
-            name: value.format(k=k, n=n, suffix=state_id_suffix(shard))
-            for name, value in (self.shard_env or {}).items()
-        }
+        # Plain replacements, not str.format: a value may hold JSON's braces.
+        fields = {"{k}": k, "{n}": n, "{suffix}": state_id_suffix(shard)}
+        extra = {}
+        for name, template in (self.shard_env or {}).items():
+            value = template
+            for field, text in fields.items():
+                value = value.replace(field, text)
+            extra[name] = value
         return {
             **os.environ,
             **extra,
