@@ -132,6 +132,9 @@ class MeltanoProject(dg.ConfigurableResource):
     description="A platform's connected Stripe accounts, one shard of them per partition, "
     "synced by `meltano run` into the project's loader (one Meltano state per shard).",
     kinds={"meltano", "stripe"},
+    # One pool for every shard's step, whatever run it is in: its limit (none unless set)
+    # caps the shards syncing at once, e.g. to keep a platform's requests under a figure.
+    pool="stripe_connect_shards",
 )
 def stripe_connect(
     context: dg.AssetExecutionContext, meltano: MeltanoProject
