@@ -37,6 +37,7 @@ STREAMS = ("charges", "customers", "invoices", "subscriptions")
 SHARDS = 3
 #: Five accounts of seed 100 fall in shards 3, 1, 2, 1, 2: no shard is empty.
 ACCOUNTS = 5
+OBJECTS = 4
 TIMEOUT = 900
 DAGSTER = Path(sys.executable).parent / "dagster"
 
@@ -73,7 +74,7 @@ def records(folder: Path) -> dict[str, set[tuple[str, str]]]:
 
 @pytest.fixture
 def platform():
-    with ConnectPlatform(accounts=ACCOUNTS, objects=4) as running:
+    with ConnectPlatform(accounts=ACCOUNTS, objects=OBJECTS) as running:
         yield running
 
 
@@ -98,6 +99,10 @@ def env(platform, tmp_path) -> dict[str, str]:
         "TAP_STRIPE_CONNECT_MAX_RETRY_SECONDS": "10",
         "TAP_STRIPE_CONNECT__SELECT": json.dumps([f"{s}.*" for s in STREAMS]),
     }
+
+
+def suffix(shard: str) -> str:
+    return f"shard-{shard.partition('/')[0]}-of-{SHARDS}"
 
 
 def materialize(shard: str, env: dict[str, str], **meltano_config: object):
@@ -136,7 +141,14 @@ def test_every_shard_partition_materialised_equals_one_unsharded_run(
         assert "multiprocess executor" in run.stdout, run.stdout[-3000:]
         # Meltano's log streamed into Dagster's, the tap's own lines included.
         assert "] tap-stripe-connect Sync finished: " in run.stdout
-        assert f"--state-id-suffix shard-{shard[0]}-of-{SHARDS}" in run.stdout
+        assert f"--state-id-suffix {suffix(shard)}" in run.stdout
+
+    # One Meltano state per shard, in the state backend all of them share.
+    listed = subprocess.run(
+        [str(meltano), "state", "list"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=True,
+    ).stdout.split()
+    assert sorted(listed) == [f"dev:tap-stripe-connect-to-target-jsonl:{suffix(s)}" for s in shards]
 
     unsharded = tmp_path / "unsharded"
     proc = subprocess.run(
@@ -149,9 +161,9 @@ def test_every_shard_partition_materialised_equals_one_unsharded_run(
     everything = records(unsharded)
     for stream in STREAMS:
         assert {a for a, _ in everything[stream]} == set(platform.account_ids), stream
-        assert len(everything[stream]) == 4 * ACCOUNTS, stream
+        assert len(everything[stream]) == OBJECTS * ACCOUNTS, stream
 
-    by_shard = {shard: records(out / f"shard-{shard[0]}-of-{SHARDS}") for shard in shards}
+    by_shard = {shard: records(out / suffix(shard)) for shard in shards}
     owners: dict[str, set[str]] = collections.defaultdict(set)
     for shard, found in by_shard.items():
         for stream in STREAMS:
@@ -176,7 +188,7 @@ def test_every_shard_partition_materialised_equals_one_unsharded_run(
             materialization = record.asset_materialization
             assert materialization is not None
             metadata = materialization.metadata
-            assert metadata["state_id_suffix"].value == f"shard-{shard[0]}-of-{SHARDS}"
+            assert metadata["state_id_suffix"].value == suffix(shard)
             # Read from the tap's summary line as it streamed through Dagster's log.
             written = sum(len(pairs) for pairs in by_shard[shard].values())
             assert metadata["records"].value == written, shard
