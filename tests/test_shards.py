@@ -190,3 +190,18 @@ def test_a_shard_leaves_other_accounts_state_as_it_came(platform, tmp_path):
             assert partition["context"]["account_id"] not in mine
             assert partition in after["bookmarks"][stream]["partitions"], stream
     assert {a for _, a, _ in rows(second)} == mine
+
+
+def test_an_empty_shard_reads_nothing_as_the_platform(platform, tmp_path):
+    count = 64
+    used = {shard_of(account, count) for account in platform.account_ids}
+    empty = min(set(range(1, count + 1)) - used)
+    before = len(platform.api_requests)
+    run = run_tap(
+        config=platform_settings(platform, account_shard=f"{empty}/{count}"), tmp_path=tmp_path
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.records() == []
+    # The platform's own account is not a connected account: none of its data is read.
+    paths = {path for _, path, _ in platform.api_requests[before:]}
+    assert paths <= {"/v1/account", "/v1/accounts"}
