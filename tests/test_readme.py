@@ -109,6 +109,11 @@ RUN_BY: dict[str, str] = {
         "test_analytics.py::test_models_match_python_figures_then_move_with_changes",
     "DBT_POSTGRES_HOST=...":
         "test_analytics.py::test_models_match_python_figures_then_move_with_changes",
+    ".venv/bin/pip install -e '.[dagster]'":
+        "test_dagster.py::test_every_shard_partition_materialised_equals_one_unsharded_run",
+    ".venv/bin/dagster asset materialize":
+        "test_dagster.py::test_every_shard_partition_materialised_equals_one_unsharded_run",
+    ".venv/bin/dagster dev": "test_dagster.py::test_dagster_dev_serves_the_shard_partitions",
 }
 
 

@@ -1,0 +1,304 @@
+"""1 tap process for every account vs 2 shard processes at once (issue 14), CPU-bound.
+
+    .venv/bin/python benchmarks/shards.py               # 40 accounts x 200 objects, 3 rounds
+    .venv/bin/python benchmarks/shards.py --accounts 60 --objects 100 --rounds 5
+
+The workload: a Connect platform (the emulator, `--accounts` connected accounts, every
+default stream), no latency and no rate limits, the tap told its budgets are 1,000,000
+requests/s (as scenario A of benchmarks/throughput.py): each run is bound by CPU. Measured,
+side by side in alternating rounds after a warm-up run:
+
+- one: `account_ids: ["*"]`, one process syncing every account;
+- shards: `account_shard: "1/2"` and `"2/2"`, two processes started together.
+
+Aggregate throughput = records of the phase (RECORD lines written, both processes' for
+`shards`) / wall time from the start to the end of the last process.
+
+The emulator shares the 2 cores. So that it is not what is measured, the tap talks to a
+page cache in front of it (this file, `--serve`): responses are rendered once by the
+emulator (the warm-up run) and replayed as bytes; the emulator's clock is frozen so the
+tap asks for the same pages every run. A request the cache has not seen (`misses`) goes to
+the emulator. Printed per phase: the tap processes' CPU time (user + system, from
+`os.wait4`) and the cache process's, so the share of the machine the tap had is visible.
+It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+#: The tap's own budgets, as in scenario A: the emulator enforces none.
+UNLIMITED = 1_000_000
+#: Headers a replayed response carries besides Content-Length and Date.
+KEPT_HEADERS = ("Content-Type", "Request-Id", "Stripe-Version", "Stripe-Should-Retry")
+TICKS = os.sysconf("SC_CLK_TCK")
+#: The emulated platform's own account id (tests/emulator/connect.py).
+PLATFORM = "acct_platform0emulator"
+
+
+# -- the page cache (its own process) ------------------------------------------------------
+
+
+def serve(accounts: int, objects: int) -> int:
+    """The emulated platform with a cache of its responses in front; runs until SIGTERM."""
+    import requests
+
+    sys.path.insert(0, str(ROOT))
+    from tests.emulator.connect import ConnectPlatform
+
+    platform = ConnectPlatform(accounts=accounts, objects=objects, freeze_clock=True).start()
+    pages: dict[tuple, tuple[int, list[tuple[str, str]], bytes]] = {}
+    counts = {"hits": 0, "misses": 0}
+    lock = threading.Lock()
+    local = threading.local()
+
+    class Cache(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            return platform_date
+
+        def do_GET(self) -> None:
+            key = (
+                self.path,
+                self.headers.get("Stripe-Account"),
+                self.headers.get("Authorization"),
+                self.headers.get("Stripe-Version"),
+            )
+            page = pages.get(key)
+            with lock:
+                counts["hits" if page else "misses"] += 1
+            if page is None:
+                session = getattr(local, "session", None)
+                if session is None:
+                    session = local.session = requests.Session()
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                got = session.get(platform.url + self.path, headers=headers, timeout=60)
+                page = (
+                    got.status_code,
+                    [(k, got.headers[k]) for k in KEPT_HEADERS if k in got.headers],
+                    got.content,
+                )
+                if got.status_code == 200:
+                    pages[key] = page
+            status, headers, body = page
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    import email.utils
+
+    platform_date = email.utils.formatdate(platform.clock(), usegmt=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Cache)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGUSR1, lambda *_: print(json.dumps(counts), flush=True))
+    print(f"listening on http://{host}:{port} key {platform.platform_key}", flush=True)
+    while not stopping.wait(0.2):
+        pass
+    server.shutdown()
+    platform.stop()
+    return 0
+
+
+# -- the measurement -----------------------------------------------------------------------
+
+
+class Cache:
+    """The `--serve` process, and what it says about hits and misses."""
+
+    def __init__(self, accounts: int, objects: int) -> None:
+        argv = [PYTHON, __file__, "--serve", "--accounts", str(accounts),
+                "--objects", str(objects)]  # fmt: skip
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        found = re.search(r"listening on (\S+) key (\S+)", line)
+        if not found:
+            self.proc.kill()
+            raise SystemExit(f"the emulator did not start: {line!r}")
+        self.url, self.key = found.groups()
+
+    def counts(self) -> dict[str, int]:
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        return json.loads(self.proc.stdout.readline())
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def start_tap(cache: Cache, workdir: Path, name: str, shard: str | None) -> tuple:
+    config = {
+        "api_key": cache.key,
+        "api_url": cache.url,
+        "account_ids": ["*"],
+        "max_requests_per_second": UNLIMITED,
+        "max_requests_per_second_per_endpoint": UNLIMITED,
+        "progress_interval_seconds": 0,
+        **({"account_shard": shard} if shard else {}),
+    }
+    path = workdir / f"{name}.json"
+    path.write_text(json.dumps(config))
+    out = (workdir / f"{name}.out").open("wb")
+    err = (workdir / f"{name}.err").open("wb")
+    # Output to files: reading it here would take CPU from the tap.
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tap_stripe_connect", "--config", str(path)],
+        cwd=ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return proc, out, err
+
+
+def records_in(path: Path) -> tuple[int, set[str]]:
+    count = 0
+    accounts: set[str] = set()
+    with path.open("rb") as lines:
+        for line in lines:
+            if line.startswith(b'{"type":"RECORD"'):
+                count += 1
+                record = json.loads(line)["record"]
+                # `accounts` records are the platform's (account_id): the account is the id.
+                owner = record.get("account_id")
+                accounts.add(record["id"] if owner == PLATFORM else owner)
+    return count, accounts
+
+
+def phase(cache: Cache, workdir: Path, shards: list[str | None]) -> dict:
+    """Processes started together (one per shard; None: every account), until the last ends."""
+    before_hits = cache.counts()
+    cache_cpu = cache.cpu()
+    started = time.monotonic()
+    running = [
+        (start_tap(cache, workdir, f"run{i}", shard), shard) for i, shard in enumerate(shards)
+    ]
+    cpu: list[float] = []
+    failed = []
+    for (proc, out, err), shard in running:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.close()
+        err.close()
+        cpu.append(usage.ru_utime + usage.ru_stime)
+        if proc.returncode != 0:
+            failed.append(f"{shard or 'all'}: exit {proc.returncode}")
+    wall = time.monotonic() - started
+    after = cache.counts()
+    records = 0
+    per_process = []
+    for i in range(len(shards)):
+        count, accounts = records_in(workdir / f"run{i}.out")
+        records += count
+        per_process.append(accounts)
+    if failed:
+        tail = (workdir / "run0.err").read_text()[-2000:]
+        raise SystemExit(f"a tap run failed ({', '.join(failed)}):\n{tail}")
+    return {
+        "wall": wall,
+        "records": records,
+        "rate": records / wall,
+        "tap_cpu": sum(cpu),
+        "cpu_per_process": cpu,
+        "load": os.getloadavg()[0],
+        "cache_cpu": cache.cpu() - cache_cpu,
+        "misses": after["misses"] - before_hits["misses"],
+        "requests": after["hits"] + after["misses"] - before_hits["hits"] - before_hits["misses"],
+        "accounts": per_process,
+    }
+
+
+def show(name: str, result: dict) -> str:
+    machine = 2 * result["wall"]
+    return (
+        f"  {name:<22} records {result['records']:>8,}  wall {result['wall']:6.2f}s  "
+        f"{result['rate']:>8,.0f} records/s  tap CPU {result['tap_cpu']:6.2f}s "
+        f"({result['tap_cpu'] / machine:4.0%} of 2 cores)  cache CPU {result['cache_cpu']:5.2f}s "
+        f"({result['cache_cpu'] / machine:4.0%})  requests {result['requests']:,} "
+        f"(misses {result['misses']})  load {result['load']:.1f}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=40)
+    parser.add_argument("--objects", type=int, default=200, help="objects per core stream")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (one, shards)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.accounts, args.objects)
+    cache = Cache(args.accounts, args.objects)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            warm = phase(cache, workdir, [None])
+            print(
+                f"shards: {args.accounts} accounts x {args.objects} objects per core stream, "
+                f"default streams, no latency or limits, {os.cpu_count()} CPUs"
+            )
+            print(show("warm-up (fills cache)", warm))
+            ones, twos = [], []
+            for round_ in range(1, args.rounds + 1):
+                ones.append(phase(cache, workdir, [None]))
+                print(show(f"round {round_}: 1 process", ones[-1]))
+                twos.append(phase(cache, workdir, ["1/2", "2/2"]))
+                print(show(f"round {round_}: 2 shards", twos[-1]))
+    finally:
+        cache.stop()
+    one = statistics.median(r["rate"] for r in ones)
+    two = statistics.median(r["rate"] for r in twos)
+    last = twos[-1]["accounts"]
+    disjoint = not (last[0] & last[1])
+    complete = sorted(last[0] | last[1]) == sorted(ones[-1]["accounts"][0])
+    same = all(r["records"] == ones[0]["records"] for r in ones + twos)
+    print(
+        f"  median aggregate throughput: 1 process {one:,.0f} records/s, 2 shard processes "
+        f"{two:,.0f} records/s: {two / one:.2f}x (target >= 1.7x)"
+    )
+    # Without other load, a CPU-bound process ends when its CPU time is spent, one core
+    # each: 1 process takes its CPU time, 2 shards the larger of theirs.
+    projected = statistics.median(
+        one_run["tap_cpu"] / max(two_run["cpu_per_process"])
+        for one_run, two_run in zip(ones, twos, strict=True)
+    )
+    print(
+        f"  from CPU time alone (each process on a core of its own, nothing else running): "
+        f"{projected:.2f}x"
+    )
+    print(
+        f"  shards disjoint: {disjoint}, together every account: {complete} "
+        f"({len(last[0])} + {len(last[1])}), same records every run: {same}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
