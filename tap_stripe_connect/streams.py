@@ -95,8 +95,7 @@ class StripeStream(CompatStream):
     @property
     def partitions(self) -> list[dict] | None:
         accounts = self.run.connected_accounts()
-        # The platform's list of its connected accounts is read once, not per account.
-        if not accounts or self.resource.object == "account":
+        if not accounts:
             return None
         return [{"account_id": account} for account in accounts]
 
@@ -105,22 +104,41 @@ class StripeStream(CompatStream):
         # and never pass the start of the read (see sync/listing.py).
         return None
 
-    def unit(self, context: Context | None) -> Unit:
-        """The (account, stream) unit of work a context names."""
-        self.run.ensure_account()
-        state = UnitState(
+    def unit_state(self, context: Context | None) -> UnitState:
+        account = (context or {}).get("account_id")
+        return UnitState(
             self.state_manager,
             context,
-            bookmarked=self.selected and self.replication_key is not None,
+            # A connected account read as itself keeps a bookmark in its events.
+            bookmarked=self.selected
+            and (self.replication_key is not None or bool(self.resource.each_account and account)),
             write_state=self.write_state_now,
             throttle=self.checkpoints,
         )
+
+    def reads_events(self, account: str | None) -> bool:
+        """Whether the stream's units read the account's events (its feed) when bookmarked."""
+        resource = self.resource
+        return resource.sync == EVENTS or bool(resource.each_account and account)
+
+    def feed_bookmark(self, account: str | None) -> int | None:
+        """The bookmark of this stream's unit of `account` (None: it lists instead)."""
+        context = {"account_id": account} if account else None
+        return self.unit_state(context).bookmark_of(self.run.account_id)
+
+    def unit(self, context: Context | None) -> Unit:
+        """The (account, stream) unit of work a context names."""
+        self.run.ensure_account()
+        state = self.unit_state(context)
         account = (context or {}).get("account_id")
         other = state.claim(self.run.account_id)
         if other:
             self.logger.warning(
-                "The state of stream '%s' is account %s's, not %s's: syncing %s from "
-                "start_date.", self.name, other, self.run.account_id, self.run.account_id,
+                "The state of stream '%s' is account %s's, not %s's: syncing %s from start_date.",
+                self.name,
+                other,
+                self.run.account_id,
+                self.run.account_id,
             )
         return Unit(self.run, self.resource, account, state, self.records, self, self.logger)
 
