@@ -144,7 +144,9 @@ class StripeStream(CompatStream):
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
         unit = self.unit(context)
-        records = MODES[self.resource.sync](unit)
+        # A connected account read as itself: its record, then its own events.
+        mode = EVENTS if self.reads_events(unit.account) else self.resource.sync
+        records = MODES[mode](unit)
         if unit.account and self.run.connected_accounts():
             return self.one_of_many_accounts(unit, records)
         return records
