@@ -1418,4 +1418,5 @@ def item_of_line(line: dict, invoice: dict) -> dict:
     }
 
 
-__all__ = ["COUNTED", "KINDS", "TOP_LEVEL", "BillingStore", "Builder", "Kind", "default_counts", "item_of_line"]
+__all__ = ["COUNTED", "KINDS", "TOP_LEVEL", "BillingStore", "Builder", "Kind", "default_counts",
+           "item_of_line"]
