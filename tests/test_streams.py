@@ -250,7 +250,7 @@ def test_discover_lists_every_stream_with_schema_key_and_replication(tmp_path):
 def test_the_resource_table_keeps_stripes_limits():
     for resource in RESOURCES:
         # `GET /v1/events` takes at most 20 `types[]`; every stream reads its types at once.
-        assert len(resource.event_types) <= MAX_EVENT_TYPES, resource.name
+        assert len(resource.feed_types) <= MAX_EVENT_TYPES, resource.name
         assert set(resource.delete_events) <= set(resource.event_types)
         for path in resource.expand:
             # Stripe expands at most four levels deep, counting the list's `data.`.
@@ -346,9 +346,17 @@ def test_each_mode_reads_what_it_should(changed):
     since = rfc3339_to_unix(bookmark["replication_key_value"]) - 60
     (txn_list,) = [r for r in lists if r.path == "/v1/balance_transactions"]
     assert int(txn_list.query["created[gte]"][0]) == since
-    events_requests = [r for r in requests if r.path == "/v1/events" and "types[]" in r.query]
-    assert events_requests
-    assert all(len(r.query["types[]"]) <= MAX_EVENT_TYPES for r in events_requests)
+    # EVENTS: one read of every type (no `types[]`) from the oldest bookmark, for all streams.
+    events_requests = [r for r in requests if r.path == "/v1/events"]
+    assert [r for r in events_requests if "starting_after" not in r.query] == events_requests[:1]
+    assert all("types[]" not in r.query for r in events_requests)
+    bookmarks = changed["first"].last_state["bookmarks"]
+    oldest = min(
+        rfc3339_to_unix(bookmarks[r.name]["replication_key_value"])
+        for r in RESOURCES
+        if r.sync == EVENTS and r.name in bookmarks and r.selected_by_default
+    )
+    assert int(events_requests[0].query["created[gte]"][0]) == oldest - 60
 
 
 def test_expanded_fields_have_one_shape_from_lists_and_from_events(changed):
