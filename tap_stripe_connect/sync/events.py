@@ -119,7 +119,10 @@ def account_itself(unit: Unit) -> Iterator[dict]:
     read = retrieve_read(unit.resource, str(unit.account), account=unit.account)
     account = unit.client.retrieve(read)
     started = started or unit.now()
-    if account is not None:
+    start_date = unit.settings.start_timestamp
+    # As in a listing of the accounts: those created before `start_date` are left out.
+    created = (account or {}).get("created")
+    if account is not None and (start_date is None or created is None or created >= start_date):
         yield unit.shape(account, started)
     unit.mark_synced(started)
 
