@@ -16,6 +16,8 @@ FULL_TABLE = "full_table"  # Stripe sends no usable events: list everything on e
 PARENT = "parent"  # listed with each parent record (a child stream)
 #: `GET /v1/events` takes at most 20 `types[]`.
 MAX_EVENT_TYPES = 20
+#: Stripe keeps events for 30 days.
+EVENT_RETENTION = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,6 @@ def what_for(read: Read) -> str:
     """What a read was for, in words: a stream, or the tap's own start-up check."""
     if read.kind is Kind.ACCOUNT:
         return "the start-up account check"
-    if read.kind is Kind.EVENTS and read.stream is None:
-        # The one events read of an account, which feeds all its events-based streams.
-        whose = f"account {read.account}" if read.account else "the account"
-        return f"the events of {whose} (every events-based stream)"
     return f"stream '{read.name}'"
 
 

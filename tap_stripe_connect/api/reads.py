@@ -122,18 +122,12 @@ def events_read(resource: Resource, since: int, *, account: str | None = None) -
     return Read(Kind.EVENTS, "/v1/events", params, **_about(resource, account, None))
 
 
-def feed_read(since: int, *, account: str | None = None) -> Read:
+def feed_read(resource: Resource, since: int, *, account: str | None = None) -> Read:
     """Every event of an account created at or after `since`, newest first (no `types[]`):
-    one read feeds all of the account's events-based streams."""
+    one read feeds all of the account's events-based streams. It is made for (and named
+    after) the stream that needed it first."""
     params = (("created[gte]", since),)
-    return Read(
-        Kind.EVENTS,
-        "/v1/events",
-        params,
-        account=account,
-        object="event",
-        permission="Events",
-    )
+    return Read(Kind.EVENTS, "/v1/events", params, **_about(resource, account, None))
 
 
 def retrieve_read(

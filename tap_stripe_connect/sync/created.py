@@ -24,7 +24,7 @@ def sync(unit: Unit) -> Iterator[dict]:
         # The account's events were read once for its events-based streams: the `events`
         # stream takes its new ones from there when they reach back to its bookmark.
         feed = unit.run.feed(unit.account)
-        if feed.covers(since):
+        if feed.covers(since, unit.resource):
             return from_feed(unit, feed, since)
     return list_all(unit, since=since)
 

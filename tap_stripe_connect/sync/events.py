@@ -60,7 +60,7 @@ def changes_since(unit: Unit, bookmark: int) -> Iterator[dict]:
     start_date = unit.settings.start_timestamp
     feed = unit.run.feed(unit.account)
     events: Iterator[dict]
-    if feed.covers(since):
+    if feed.covers(since, unit.resource):
         events, started = feed.events(since, unit.resource.feed_types), feed.started
     else:
         events = iter(unit.client.list(events_read(unit.resource, since, account=unit.account)))

@@ -27,6 +27,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
 
     from tap_stripe_connect.api import StripeClient
+    from tap_stripe_connect.resources import Resource
 
 
 class EventFeed:
@@ -53,26 +54,27 @@ class EventFeed:
         self._created = array.array("q")  # per event: its `created`
         self._by_type: dict[str, array.array] = {}  # per type: the events of that type
 
-    def covers(self, since: int) -> bool:
-        """Whether the feed holds every event from `since` on (it is read if need be)."""
+    def covers(self, since: int, resource: Resource) -> bool:
+        """Whether the feed holds every event from `since` on (read now, for `resource`,
+        if no stream needed it before)."""
         with self._lock:
             if not self._done:
                 self._done = True
                 try:
-                    self._read()
+                    self._read(resource)
                 except BaseException as exc:
                     self._error = exc
             if self._error is not None:
                 raise self._error
         return self.since is not None and since >= self.since
 
-    def _read(self) -> None:
+    def _read(self, resource: Resource) -> None:
         since = self._since_of()
         if since is None:
             return
         self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the run)
         offset = 0
-        for page in self._client.pages(feed_read(since, account=self.account)):
+        for page in self._client.pages(feed_read(resource, since, account=self.account)):
             if self.started is None:
                 self.started = self._client.clock.now()
             lines = []

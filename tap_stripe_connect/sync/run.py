@@ -10,10 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.errors import ConfigError
-from tap_stripe_connect.resources import RESOURCES_BY_NAME
+from tap_stripe_connect.resources import EVENT_RETENTION, RESOURCES_BY_NAME
 from tap_stripe_connect.state.bookmarks import Throttle
 from tap_stripe_connect.sync.feed import EventFeed
-from tap_stripe_connect.sync.listing import EVENT_RETENTION
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
 from tap_stripe_connect.sync.windows import STRIPE_EPOCH
 

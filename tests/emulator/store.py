@@ -668,16 +668,15 @@ class Store(BillingStore):
             self.collections[stream].put(obj)
             self._event(self._created_type(stream, obj), obj, at)
             if stream == "invoices":
-                self._items_of_lines(obj, self.lines[obj["id"]], at)
+                self._items_of_lines(obj, self.lines[obj["id"]])
             return copy(obj)
 
-    def _items_of_lines(self, invoice: dict, lines: list[dict], at: int) -> None:
-        """The invoice items new `invoiceitem` lines name, created with them."""
+    def _items_of_lines(self, invoice: dict, lines: list[dict]) -> None:
+        """The invoice items new `invoiceitem` lines name: pending items pulled into the
+        invoice, which sends no event of theirs (its own event lists them)."""
         for line in lines:
             if line["type"] == "invoiceitem":
-                item = item_of_line(line, invoice)
-                self.collections["invoice_items"].put(item)
-                self._event("invoiceitem.created", item, at)
+                self.collections["invoice_items"].put(item_of_line(line, invoice))
 
     def _new_invoice(self, at: int, fields: dict) -> dict:
         sub = None
@@ -870,7 +869,7 @@ class Store(BillingStore):
             }
             new = {**old, **changes, "lines": embedded_list(lines, old["lines"]["url"])}
             coll.put(new)
-            self._items_of_lines(new, lines[-n:] if n else [], at)
+            self._items_of_lines(new, lines[-n:] if n else [])
             self._event("invoice.updated", new, at, self._previous(old, changes))
             return copy(new)
 
