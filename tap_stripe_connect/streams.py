@@ -134,11 +134,8 @@ class StripeStream(CompatStream):
         other = state.claim(self.run.account_id)
         if other:
             self.logger.warning(
-                "The state of stream '%s' is account %s's, not %s's: syncing %s from start_date.",
-                self.name,
-                other,
-                self.run.account_id,
-                self.run.account_id,
+                "The state of stream '%s' is account %s's, not %s's: syncing %s from "
+                "start_date.", self.name, other, self.run.account_id, self.run.account_id,
             )
         return Unit(self.run, self.resource, account, state, self.records, self, self.logger)
 

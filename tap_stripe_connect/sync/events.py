@@ -171,9 +171,7 @@ def left_parent(resource: Resource, obj: dict) -> bool:
 def record_from_event(unit: Unit, event: dict, object_id: str) -> dict:
     resource = unit.resource
     obj = event["data"]["object"]
-    gone = (event["type"] in resource.delete_events and obj.get("id") == object_id) or left_parent(
-        resource, obj
-    )
+    gone = event["type"] in resource.delete_events or left_parent(resource, obj)
     deleted_at = event["created"] if gone else None
     # Event payloads are never expanded: a stream that expands fields fetches the object
     # again, so records from lists and from events have one shape.

@@ -851,39 +851,24 @@ class Store(BillingStore):
     def add_invoice_lines(self, inv_id: str, n: int = 1) -> dict:
         """Append `n` invoice-item lines and update the totals; emits `invoice.updated`."""
         with self.lock:
-            coll, old = self._core("invoices", inv_id)
+            _coll, old = self._core("invoices", inv_id)
             at = self._tick()
-            lines = self.lines[inv_id] + [
-                self.gen.invoice_item_line(inv_id, old["currency"], at) for _ in range(n)
-            ]
-            self.lines[inv_id] = lines
-            subtotal = sum(line["amount"] for line in lines)
-            total = subtotal - sum(d["amount"] for line in lines for d in line["discount_amounts"])
-            changes = {
-                "amount_due": total,
-                "amount_remaining": max(0, total - old["amount_paid"]),
-                "subtotal": subtotal,
-                "subtotal_excluding_tax": subtotal,
-                "total": total,
-                "total_excluding_tax": total,
-            }
-            new = {**old, **changes, "lines": embedded_list(lines, old["lines"]["url"])}
-            coll.put(new)
-            self._items_of_lines(new, lines[-n:] if n else [])
-            self._event("invoice.updated", new, at, self._previous(old, changes))
-            return copy(new)
+            added = [self.gen.invoice_item_line(inv_id, old["currency"], at) for _ in range(n)]
+            new = self._with_lines(old, added, at)
+            self._items_of_lines(new, added)
+            return new
 
     def pull_invoice_items(self, inv_id: str, item_ids: list[str]) -> dict:
         """Pending invoice items join a draft invoice, as Stripe pulls them in: the items'
         `invoice` is set with no event of their own; the invoice's `invoice.updated` lists
         them in its lines."""
         with self.lock:
-            coll, old = self._core("invoices", inv_id)
+            _coll, old = self._core("invoices", inv_id)
             if old["status"] != "draft":
                 raise ValueError(f"only a draft invoice takes items ({inv_id} is {old['status']})")
             items = self.collections["invoice_items"]
             at = self._tick()
-            lines = list(self.lines[inv_id])
+            added = []
             for item_id in item_ids:
                 item = items.by_id.get(item_id)
                 if item is None or item["invoice"] is not None:
@@ -895,22 +880,28 @@ class Store(BillingStore):
                     description=item["description"], invoice_item=item_id, price=item["price"],
                     quantity=item["quantity"], period=dict(item["period"]),
                 )
-                lines.append(line)
-            self.lines[inv_id] = lines
-            subtotal = sum(line["amount"] for line in lines)
-            total = subtotal - sum(d["amount"] for line in lines for d in line["discount_amounts"])
-            changes = {
-                "amount_due": total,
-                "amount_remaining": max(0, total - old["amount_paid"]),
-                "subtotal": subtotal,
-                "subtotal_excluding_tax": subtotal,
-                "total": total,
-                "total_excluding_tax": total,
-            }
-            new = {**old, **changes, "lines": embedded_list(lines, old["lines"]["url"])}
-            coll.put(new)
-            self._event("invoice.updated", new, at, self._previous(old, changes))
-            return copy(new)
+                added.append(line)
+            return self._with_lines(old, added, at)
+
+    def _with_lines(self, old: dict, added: list[dict], at: int) -> dict:
+        """The invoice with lines appended and its totals updated; emits `invoice.updated`."""
+        inv_id = old["id"]
+        lines = self.lines[inv_id] + added
+        self.lines[inv_id] = lines
+        subtotal = sum(line["amount"] for line in lines)
+        total = subtotal - sum(d["amount"] for line in lines for d in line["discount_amounts"])
+        changes = {
+            "amount_due": total,
+            "amount_remaining": max(0, total - old["amount_paid"]),
+            "subtotal": subtotal,
+            "subtotal_excluding_tax": subtotal,
+            "total": total,
+            "total_excluding_tax": total,
+        }
+        new = {**old, **changes, "lines": embedded_list(lines, old["lines"]["url"])}
+        self.collections["invoices"].put(new)
+        self._event("invoice.updated", new, at, self._previous(old, changes))
+        return copy(new)
 
     def update_account(self, changes: dict) -> dict:
         """The account itself changes (its settings, its verification): `account.updated`
