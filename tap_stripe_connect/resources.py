@@ -16,6 +16,20 @@ FULL_TABLE = "full_table"  # Stripe sends no usable events: list everything on e
 PARENT = "parent"  # listed with each parent record (a child stream)
 #: `GET /v1/events` takes at most 20 `types[]`.
 MAX_EVENT_TYPES = 20
+#: Stripe keeps events for 30 days.
+EVENT_RETENTION = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class NamedBy:
+    """Events of another object whose embedded lines name objects of a resource."""
+
+    #: The event types (of the other object) whose lines are read.
+    types: tuple[str, ...]
+    #: The child stream of those lines (its parent's `embedded_in` list, paged past 10).
+    lines: str
+    #: The field of a line that names an object of the resource.
+    field: str
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,16 @@ class Resource:
     #: Query parameters of which a full listing reads each value in turn, for lists that
     #: leave objects out unless asked (`GET /v1/prices` lists active prices only).
     list_variants: tuple[tuple[str, str], ...] = ()
+    #: Objects changed without an event of their own, named by another object's events.
+    named_by: NamedBy | None = None
+    #: In a run with `account_ids`: one unit per connected account, whose record is that
+    #: account itself (`GET /v1/account` as it), kept current by its own events.
+    each_account: bool = False
+
+    @property
+    def feed_types(self) -> tuple[str, ...]:
+        """The event types the stream reads: its own, and those naming its objects."""
+        return self.event_types + (self.named_by.types if self.named_by else ())
 
     @property
     def retrieve_path(self) -> str:
@@ -119,8 +143,13 @@ RESOURCES: tuple[Resource, ...] = (
         "invoice_items", "invoiceitem", "/v1/invoiceitems", permission="Invoices",
         # Invoice items carry `date`, not `created`: listed whole, without `created` windows
         # (and without `start_date`). Stripe has `invoiceitem.created`/`deleted` but no event
-        # when an item is updated or pulled into an invoice: only a full listing stays exact.
-        created_filter=False, sync=FULL_TABLE,
+        # when an item is pulled into an invoice: the invoice's events list it in its lines
+        # (`invoice_item`). A pending item's update has no event at all (see README).
+        created_filter=False,
+        event_types=_events("invoiceitem", "created deleted"),
+        delete_events=("invoiceitem.deleted",),
+        named_by=NamedBy(_events("invoice", "created updated deleted"), "invoice_line_items",
+                         "invoice_item"),
     ),
     Resource(
         "payment_intents", "payment_intent", "/v1/payment_intents", permission="PaymentIntents",
@@ -210,9 +239,13 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     # Events never change; Stripe drops them after 30 days, the warehouse keeps them.
     Resource("events", "event", "/v1/events", sync=CREATED, permission="Events"),
-    # Connected accounts of a platform. Only `account.updated` exists: no event when one is
-    # created, rejected or disconnected, so a full listing each run stays exact.
-    Resource("accounts", "account", "/v1/accounts", sync=FULL_TABLE, permission="Connect"),
+    # Connected accounts of a platform. With `account_ids`, each account is read as itself
+    # and kept current by its own `account.updated` (Stripe lists a connected account's
+    # events only with its `Stripe-Account`). Without, the credential's accounts are listed
+    # whole: its own events carry no `account.updated` of them and no event tells when one
+    # is created or disconnected.
+    Resource("accounts", "account", "/v1/accounts", sync=FULL_TABLE, permission="Connect",
+             each_account=True, event_types=("account.updated",)),
 )
 # fmt: on
 
@@ -228,9 +261,9 @@ def check_table(resources: tuple[Resource, ...]) -> None:
             problems.append(f"unknown sync {r.sync!r}")
         if (r.sync == PARENT) != (r.parent is not None) or (r.parent and r.parent not in names):
             problems.append("children (sync PARENT) and only they name an existing parent")
-        if (r.sync == EVENTS) != bool(r.event_types):
-            problems.append("EVENTS streams, and only they, list event types")
-        if len(r.event_types) > MAX_EVENT_TYPES:
+        if (r.sync == EVENTS or r.each_account) != bool(r.event_types):
+            problems.append("EVENTS and `each_account` streams, and only they, list event types")
+        if len(r.feed_types) > MAX_EVENT_TYPES:
             problems.append(f"more than {MAX_EVENT_TYPES} event types (one `types[]` request)")
         if not set(r.delete_events) <= set(r.event_types):
             problems.append("delete events must be among the event types")
@@ -238,6 +271,8 @@ def check_table(resources: tuple[Resource, ...]) -> None:
             problems.append("CREATED needs a `created` filter")
         if r.list_variants and not r.created_filter:
             problems.append("`list_variants` are read by `created` windows")
+        if r.named_by and (r.named_by.lines not in names or r.sync != EVENTS):
+            problems.append("`named_by` names an existing child stream, for an EVENTS stream")
         if r.list_per and (r.list_per not in names or r.sync != EVENTS):
             problems.append("`list_per` names an existing stream, for an EVENTS stream")
         if problems:

@@ -109,8 +109,7 @@ class StripeStream(CompatStream):
     @property
     def partitions(self) -> list[dict] | None:
         accounts = self.run.connected_accounts()
-        # The platform's list of its connected accounts is read once, not per account.
-        if accounts is None or self.resource.object == "account":
+        if accounts is None:
             return None
         return [{"account_id": account} for account in accounts]
 
@@ -119,16 +118,32 @@ class StripeStream(CompatStream):
         # and never pass the start of the read (see sync/listing.py).
         return None
 
-    def unit(self, context: Context | None) -> Unit:
-        """The (account, stream) unit of work a context names."""
-        self.run.ensure_account()
-        state = UnitState(
+    def unit_state(self, context: Context | None) -> UnitState:
+        account = (context or {}).get("account_id")
+        return UnitState(
             self.state_manager,
             context,
-            bookmarked=self.selected and self.replication_key is not None,
+            # A connected account read as itself keeps a bookmark in its events.
+            bookmarked=self.selected
+            and (self.replication_key is not None or bool(self.resource.each_account and account)),
             write_state=self.write_state_now,
             throttle=self.checkpoints,
         )
+
+    def reads_events(self, account: str | None) -> bool:
+        """Whether the stream's units read the account's events (its feed) when bookmarked."""
+        resource = self.resource
+        return resource.sync == EVENTS or bool(resource.each_account and account)
+
+    def feed_bookmark(self, account: str | None) -> int | None:
+        """The bookmark of this stream's unit of `account` (None: it lists instead)."""
+        context = {"account_id": account} if account else None
+        return self.unit_state(context).bookmark_of(self.run.account_id)
+
+    def unit(self, context: Context | None) -> Unit:
+        """The (account, stream) unit of work a context names."""
+        self.run.ensure_account()
+        state = self.unit_state(context)
         account = (context or {}).get("account_id")
         other = state.claim(self.run.account_id)
         if other:
@@ -143,12 +158,11 @@ class StripeStream(CompatStream):
         if account and self.run.account_lost(account):
             return ()  # named once already; its state stays as it was
         unit = self.unit(context)
-        records = MODES[self.resource.sync](unit)
+        # A connected account read as itself: its record, then its own events.
+        mode = EVENTS if self.reads_events(unit.account) else self.resource.sync
+        records = MODES[mode](unit)
         if unit.account and self.run.connected_accounts():
             return self.one_of_many_accounts(unit, records)
-        if self.resource.object == "account" and self.run.settings.account_shard:
-            # The platform's list holds every shard's accounts: each shard writes its own.
-            return (r for r in records if self.run.in_shard(r["id"]))
         return records
 
     def one_of_many_accounts(self, unit: Unit, records: Iterator[dict]) -> Iterator[dict]:

@@ -42,6 +42,8 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.streams import Stream
 
+    from tap_stripe_connect.streams import StripeStream
+
 
 @contextlib.contextmanager
 def fewer_collections() -> Iterator[None]:
@@ -283,6 +285,11 @@ class TapStripeConnect(CompatTap):
                 "STATE is kept.",
                 account,
             )
+        # One events read per account feeds these streams, from the oldest of their bookmarks.
+        feeding = [t.cast("StripeStream", s) for s in streams if s.selected]
+        self.run.feed_bookmarks = lambda account: [
+            s.feed_bookmark(account) for s in feeding if s.reads_events(account)
+        ]
         jobs = stream_jobs(streams, self.run.connected_accounts(), self.progress)
         # Many accounts: a unit per worker (each account has its own budget); one account:
         # streams share the workers with their `created` windows.

@@ -105,7 +105,9 @@ def test_the_next_job_is_of_the_account_with_fewest_running():
     assert next_job(waiting, ["a", "b", "c", "b", "c"]) == 0
 
 
-def run_killed(config: dict, tmp_path, after_records: int) -> tuple[list[dict], dict | None]:
+def run_killed(
+    config: dict, tmp_path, after_records: int, state: dict | None = None
+) -> tuple[list[dict], dict | None]:
     """Run the tap, SIGKILL it after `after_records` RECORD messages: its records and last STATE."""
     import json
     import signal
@@ -117,6 +119,9 @@ def run_killed(config: dict, tmp_path, after_records: int) -> tuple[list[dict], 
     path = tmp_path / "killed.json"
     path.write_text(json.dumps(config))
     argv = [sys.executable, "-m", "tap_stripe_connect", "--config", str(path)]
+    if state is not None:
+        (tmp_path / "killed-state.json").write_text(json.dumps(state))
+        argv += ["--state", str(tmp_path / "killed-state.json")]
     proc = subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )

@@ -131,10 +131,12 @@ def mutate_every_stream(emu: Emulator) -> dict[str, str]:
     emu.add_invoice_lines(emu.create("invoices", lines=3, status="open")["id"], 9)
     emu.create("subscriptions", items=2)
     emu.cancel_subscription(some("subscriptions", lambda s: s["status"] == "active")["id"])
-    # Invoice items: Stripe sends no event for an update (the stream lists them whole).
+    # Invoice items: created and deleted (their events), pulled into a draft invoice (no
+    # event of their own: the invoice's lines name them).
     emu.create("invoice_items")
-    emu.update("invoice_items", some("invoice_items")["id"], {"description": "Changed"})
     emu.delete("invoice_items", some("invoice_items")["id"])
+    pending = some("invoice_items", lambda i: i["invoice"] is None)
+    emu.pull_invoice_items(emu.create("invoices", lines=1, status="draft")["id"], [pending["id"]])
     emu.create("payment_intents", status="requires_payment_method")
     intent = some("payment_intents", lambda p: p["status"] == "requires_payment_method")
     emu.update("payment_intents", intent["id"],
@@ -248,14 +250,15 @@ def test_discover_lists_every_stream_with_schema_key_and_replication(tmp_path):
 def test_the_resource_table_keeps_stripes_limits():
     for resource in RESOURCES:
         # `GET /v1/events` takes at most 20 `types[]`; every stream reads its types at once.
-        assert len(resource.event_types) <= MAX_EVENT_TYPES, resource.name
+        assert len(resource.feed_types) <= MAX_EVENT_TYPES, resource.name
         assert set(resource.delete_events) <= set(resource.event_types)
         for path in resource.expand:
             # Stripe expands at most four levels deep, counting the list's `data.`.
             assert len(f"data.{path}".split(".")) <= 4, (resource.name, path)
     modes = {r.name: r.sync for r in RESOURCES}
     assert modes["balance_transactions"] == modes["events"] == CREATED
-    assert modes["invoice_items"] == modes["accounts"] == FULL_TABLE
+    assert modes["accounts"] == FULL_TABLE  # read as themselves in a platform run
+    assert modes["invoice_items"] == EVENTS
     assert {n for n, m in modes.items() if m == PARENT} == {
         "invoice_line_items", "subscription_items", "credit_note_line_items"}
 
@@ -333,7 +336,7 @@ def test_each_mode_reads_what_it_should(changed):
         elif resource.sync == FULL_TABLE:
             assert path in listed, resource.name
     versions = {m["stream"] for m in second.messages if m["type"] == "ACTIVATE_VERSION"}
-    assert {"invoice_items", "accounts"} <= versions
+    assert "accounts" in versions
     for run in (changed["first"], second):
         activated = {m["stream"] for m in run.messages if m["type"] == "ACTIVATE_VERSION"}
         assert not activated & {"balance_transactions", "events"}, "a CREATED stream's table " \
@@ -343,9 +346,17 @@ def test_each_mode_reads_what_it_should(changed):
     since = rfc3339_to_unix(bookmark["replication_key_value"]) - 60
     (txn_list,) = [r for r in lists if r.path == "/v1/balance_transactions"]
     assert int(txn_list.query["created[gte]"][0]) == since
-    events_requests = [r for r in requests if r.path == "/v1/events" and "types[]" in r.query]
-    assert events_requests
-    assert all(len(r.query["types[]"]) <= MAX_EVENT_TYPES for r in events_requests)
+    # EVENTS: one read of every type (no `types[]`) from the oldest bookmark, for all streams.
+    events_requests = [r for r in requests if r.path == "/v1/events"]
+    assert [r for r in events_requests if "starting_after" not in r.query] == events_requests[:1]
+    assert all("types[]" not in r.query for r in events_requests)
+    bookmarks = changed["first"].last_state["bookmarks"]
+    oldest = min(
+        rfc3339_to_unix(bookmarks[r.name]["replication_key_value"])
+        for r in RESOURCES
+        if r.sync == EVENTS and r.name in bookmarks and r.selected_by_default
+    )
+    assert int(events_requests[0].query["created[gte]"][0]) == oldest - 60
 
 
 def test_expanded_fields_have_one_shape_from_lists_and_from_events(changed):

@@ -5,7 +5,14 @@ Nothing here imports a stream, a sync mode or the tap: the rest of the package c
 
 from tap_stripe_connect.api.client import StripeClient
 from tap_stripe_connect.api.clock import StripeClock
-from tap_stripe_connect.api.reads import Kind, Read, events_read, list_read, retrieve_read
+from tap_stripe_connect.api.reads import (
+    Kind,
+    Read,
+    events_read,
+    feed_read,
+    list_read,
+    retrieve_read,
+)
 
 __all__ = [
     "Kind",
@@ -13,6 +20,7 @@ __all__ = [
     "StripeClient",
     "StripeClock",
     "events_read",
+    "feed_read",
     "list_read",
     "retrieve_read",
 ]

@@ -118,16 +118,30 @@ def list_read(
 
 def events_read(resource: Resource, since: int, *, account: str | None = None) -> Read:
     """The events that change `resource`, created at or after `since`, newest first."""
-    params = (("types[]", list(resource.event_types)), ("created[gte]", since))
+    params = (("types[]", list(resource.feed_types)), ("created[gte]", since))
+    return Read(Kind.EVENTS, "/v1/events", params, **_about(resource, account, None))
+
+
+def feed_read(resource: Resource, since: int, *, account: str | None = None) -> Read:
+    """Every event of an account created at or after `since`, newest first (no `types[]`):
+    one read feeds all of the account's events-based streams. It is made for (and named
+    after) the stream that needed it first."""
+    params = (("created[gte]", since),)
     return Read(Kind.EVENTS, "/v1/events", params, **_about(resource, account, None))
 
 
 def retrieve_read(
     resource: Resource, object_id: str, *, account: str | None = None, stream: str | None = None
 ) -> Read:
-    """`GET /v1/<resource>/<id>`, expanded as the resource's lists are."""
+    """`GET /v1/<resource>/<id>`, expanded as the resource's lists are.
+
+    A connected account read as itself (`Stripe-Account: acct_x`) is `GET /v1/account`:
+    its own account list does not hold it.
+    """
     params = (("expand[]", list(resource.expand)),) if resource.expand else ()
     path = resource.retrieve_path.replace("{id}", object_id)
+    if resource.object == "account" and account is not None and object_id == account:
+        path = ACCOUNT.path
     return Read(Kind.RETRIEVE, path, params, **_about(resource, account, stream))
 
 

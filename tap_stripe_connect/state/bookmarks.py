@@ -135,6 +135,16 @@ class UnitState:
             value = self._entry().get("replication_key_value")
         return None if value is None else parse_time(value)
 
+    def bookmark_of(self, account: str | None) -> int | None:
+        """The bookmark, unless the stream's own entry is another account's (`claim`)."""
+        with RUN_LOCK:
+            entry = self._entry()
+            value = entry.get("replication_key_value")
+            other = entry.get(ACCOUNT)
+        if value is None or (not self.context and other not in (None, account)):
+            return None
+        return parse_time(value)
+
     def table_version(self) -> int | None:
         with RUN_LOCK:
             return t.cast("int | None", self._entry().get("table_version"))

@@ -3,15 +3,21 @@
 Stripe objects carry no update time and lists filter on `created` only: what changed
 comes from the Events API, which keeps 30 days. Each changed object is written once, in
 its newest state; a delete event (or an object gone when fetched) writes a delete marker.
+
+The events come from the account's feed (feed.py: one read for all its streams), or from
+a read of the stream's own when the feed does not reach back to its bookmark (a listing
+resumed after a killed run began before it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import typing as t
 
 from tap_stripe_connect.api import events_read, list_read, retrieve_read
 from tap_stripe_connect.api.clock import DATE_RESOLUTION
+from tap_stripe_connect.errors import StripeNotFoundError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME
 from tap_stripe_connect.settings import parse_time
 from tap_stripe_connect.sync.listing import EVENT_RETENTION, list_all
@@ -31,6 +37,9 @@ def sync(unit: Unit) -> Iterator[dict]:
 
 
 def full_listing(unit: Unit) -> Iterator[dict]:
+    if unit.resource.each_account and unit.account:
+        yield from account_itself(unit)
+        return
     listed = yield from list_all(unit)
     if listed.resumed and listed.started is not None:
         # Objects that changed while the killed run was down, read now rather than by the
@@ -49,25 +58,31 @@ def changes_since(unit: Unit, bookmark: int) -> Iterator[dict]:
     unit.out.use_table_version(unit.state.table_version())
     seen: set[str] = set()
     start_date = unit.settings.start_timestamp
-    events = iter(unit.client.list(events_read(unit.resource, since, account=unit.account)))
-    # The first page tells Stripe's time, which says whether events since `since` are
-    # still kept.
-    first = next(events, None)
-    started = unit.now()
+    feed = unit.run.feed(unit.account)
+    events: Iterator[dict]
+    if feed.covers(since, unit.resource):
+        events, started = feed.events(since, unit.resource.feed_types), feed.started
+    else:
+        events = iter(unit.client.list(events_read(unit.resource, since, account=unit.account)))
+        # The first page tells Stripe's time, which says whether events since `since` are
+        # still kept.
+        first = next(events, None)
+        started = unit.now()
+        events = itertools.chain([first] if first is not None else [], events)
     if events_expired(unit, since, started):
         unit.out.use_table_version(None)
         yield from full_listing(unit)
         return
-    for event in itertools.chain([first] if first is not None else [], events):
-        object_id = changed_object_id(unit.resource, event["data"]["object"])
+    for event in events:
         # Events are newest first: the first one seen for an object is its latest state.
-        if object_id is None or object_id in seen:
-            continue
-        seen.add(object_id)
-        record = record_from_event(unit, event, object_id)
-        created = record.get("created")
-        if start_date is None or created is None or parse_time(created) >= start_date:
-            yield record
+        for object_id in changed_object_ids(unit, event):
+            if object_id in seen:
+                continue
+            seen.add(object_id)
+            record = record_from_event(unit, event, object_id)
+            created = record.get("created")
+            if start_date is None or created is None or parse_time(created) >= start_date:
+                yield record
     if not unit.resource.creation_event:
         yield from created_since(unit, since, started, seen)
     unit.mark_synced(started)
@@ -96,6 +111,42 @@ def events_expired(unit: Unit, since: int, now: int | None) -> bool:
         unit.settings.event_lag_seconds,
     )
     return True
+
+
+def account_itself(unit: Unit) -> Iterator[dict]:
+    """A connected account's own record, read as it: the first sync of its unit."""
+    started = unit.now()
+    read = retrieve_read(unit.resource, str(unit.account), account=unit.account)
+    account = unit.client.retrieve(read)
+    started = started or unit.now()
+    start_date = unit.settings.start_timestamp
+    # As in a listing of the accounts: those created before `start_date` are left out.
+    created = (account or {}).get("created")
+    if account is not None and (start_date is None or created is None or created >= start_date):
+        yield unit.shape(account, started)
+    unit.mark_synced(started)
+
+
+def changed_object_ids(unit: Unit, event: dict) -> list[str]:
+    """The objects of this stream an event changed: its own, or those its lines name."""
+    resource = unit.resource
+    obj = event["data"]["object"]
+    own = changed_object_id(resource, obj)
+    if own is not None:
+        return [own]
+    named = resource.named_by
+    if named is None or event["type"] not in named.types:
+        return []
+    lines = RESOURCES_BY_NAME[named.lines]
+    embedded = obj.get(str(lines.embedded_in)) or {}
+    listed = embedded.get("data") or []
+    if embedded.get("has_more") and isinstance(obj.get("id"), str):
+        # Embedded lists stop at 10 items: the rest come from the lines' own endpoint.
+        read = list_read(lines, account=unit.account, parent_id=obj["id"])
+        # (Deleted since: its payload's lines are all there is.)
+        with contextlib.suppress(StripeNotFoundError):
+            listed = list(unit.client.list(read))
+    return [line[named.field] for line in listed if isinstance(line.get(named.field), str)]
 
 
 def changed_object_id(resource: Resource, obj: dict) -> str | None:

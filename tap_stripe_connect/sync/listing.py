@@ -16,7 +16,7 @@ from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.clock import DATE_RESOLUTION
 from tap_stripe_connect.api.limiter import endpoint_of
 from tap_stripe_connect.errors import StripeNotFoundError
-from tap_stripe_connect.resources import CREATED, EVENTS, RESOURCES_BY_NAME
+from tap_stripe_connect.resources import CREATED, EVENT_RETENTION, EVENTS, RESOURCES_BY_NAME
 from tap_stripe_connect.settings import format_time
 from tap_stripe_connect.state.listing import gaps
 from tap_stripe_connect.sync.unit import FAR_FUTURE
@@ -27,9 +27,6 @@ if t.TYPE_CHECKING:
 
     from tap_stripe_connect.state.listing import Listing
     from tap_stripe_connect.sync.unit import Unit
-
-# Stripe keeps events for 30 days.
-EVENT_RETENTION = 30 * 24 * 3600
 
 
 @dataclass

@@ -10,13 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
-from tap_stripe_connect.resources import RESOURCES_BY_NAME
+from tap_stripe_connect.resources import EVENT_RETENTION, RESOURCES_BY_NAME
 from tap_stripe_connect.state.bookmarks import Throttle
+from tap_stripe_connect.sync.feed import EventFeed
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
 from tap_stripe_connect.sync.windows import STRIPE_EPOCH
 
 if t.TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
 
     from tap_stripe_connect.api import StripeClient
     from tap_stripe_connect.api.limiter import RateLimiter
@@ -49,6 +51,9 @@ class Run:
         self._account_read = False
         self._connected: list[str] | None = None
         self._listed = False
+        #: The bookmarks of an account's streams that read its events (set by the tap).
+        self.feed_bookmarks: Callable[[str | None], list[int | None]] = lambda account: []
+        self._feeds: dict[str | None, EventFeed] = {}
 
     def read_account(self) -> None:
         """Learn Stripe's time and the credential's account, from one request."""
@@ -155,6 +160,33 @@ class Run:
         listed = set(self.connected_accounts() or ())
         return sorted(a for a in set(in_state) if a not in listed and self.in_shard(a))
 
+    # -- one events read per account ----------------------------------------------------
+
+    def feed(self, account: str | None) -> EventFeed:
+        """The events of an account, read once for all its events-based streams."""
+        with self._lock:
+            feed = self._feeds.get(account)
+            if feed is None:
+                feed = self._feeds[account] = EventFeed(
+                    self.client, account, functools.partial(self.feed_since, account)
+                )
+            return feed
+
+    def feed_since(self, account: str | None) -> int | None:
+        """The oldest bookmark of the account's events-based streams, less the lag.
+
+        Bookmarks older than Stripe's 30 days of events are left out: those streams list
+        everything again instead. None: no stream of the account reads events this run.
+        """
+        lag = self.settings.event_lag_seconds
+        now = self.client.clock.now()
+        kept = [
+            bookmark - lag
+            for bookmark in self.feed_bookmarks(account)
+            if bookmark is not None and (now is None or bookmark - lag >= now - EVENT_RETENTION)
+        ]
+        return min(kept, default=None)
+
     # -- shared workers ------------------------------------------------------------------
 
     @functools.cached_property
@@ -197,5 +229,7 @@ class Run:
         return created
 
     def close(self) -> None:
+        for feed in self._feeds.values():
+            feed.close()
         if "background" in self.__dict__:
             self.background.shutdown(wait=False, cancel_futures=True)

@@ -74,7 +74,13 @@ class Unit:
 
     @functools.cached_property
     def owner(self) -> str | None:
-        """The account the records come from (`account_id` of every record)."""
+        """The account the records come from (`account_id` of every record).
+
+        A connected account read as itself is a row of the platform's account list, as
+        when the list is read whole.
+        """
+        if self.resource.each_account:
+            return self.run.account_id
         return self.account or self.run.account_id
 
     def shape(self, obj: dict, updated: int | None, *, deleted_at: int | None = None) -> dict:

@@ -1025,6 +1025,13 @@ class BillingStore:
             self._generate_counted(counts)
         finally:
             gen.rng = saved
+        # Stripe's `invoiceitem` lines each name an invoice item, listed with the others.
+        self._add("invoice_items", [
+            item_of_line(line, invoice)
+            for invoice in self.collections["invoices"].by_id.values()
+            for line in self.lines[invoice["id"]]
+            if line["type"] == "invoiceitem"
+        ])
 
     def _add(self, stream: str, objects: t.Iterable[dict]) -> None:
         coll = self.collections[stream]
@@ -1382,4 +1389,34 @@ class BillingStore:
         return gone
 
 
-__all__ = ["COUNTED", "KINDS", "TOP_LEVEL", "BillingStore", "Builder", "Kind", "default_counts"]
+def item_of_line(line: dict, invoice: dict) -> dict:
+    """The invoice item an `invoiceitem` line of an invoice names (no RNG: the generated
+    data stays what it was)."""
+    price = line["price"]
+    return {
+        "id": line["invoice_item"],
+        "object": "invoiceitem",
+        "amount": line["amount"],
+        "currency": line["currency"],
+        "customer": invoice["customer"],
+        "date": line["period"]["start"],
+        "description": line["description"],
+        "discountable": line["discountable"],
+        "discounts": [],
+        "invoice": invoice["id"],
+        "livemode": False,
+        "metadata": {},
+        "period": dict(line["period"]),
+        "price": price,
+        "proration": line["proration"],
+        "quantity": line["quantity"],
+        "subscription": None,
+        "tax_rates": [],
+        "test_clock": None,
+        "unit_amount": price["unit_amount"],
+        "unit_amount_decimal": str(price["unit_amount"]),
+    }
+
+
+__all__ = ["COUNTED", "KINDS", "TOP_LEVEL", "BillingStore", "Builder", "Kind", "default_counts",
+           "item_of_line"]

@@ -26,6 +26,7 @@ from tests.emulator.billing import (
     BillingStore,
     Builder,
     default_counts,
+    item_of_line,
 )
 from tests.emulator.generate import (
     API_VERSION,
@@ -666,7 +667,16 @@ class Store(BillingStore):
                 obj = self._new_invoice(at, fields)
             self.collections[stream].put(obj)
             self._event(self._created_type(stream, obj), obj, at)
+            if stream == "invoices":
+                self._items_of_lines(obj, self.lines[obj["id"]])
             return copy(obj)
+
+    def _items_of_lines(self, invoice: dict, lines: list[dict]) -> None:
+        """The invoice items new `invoiceitem` lines name: pending items pulled into the
+        invoice, which sends no event of theirs (its own event lists them)."""
+        for line in lines:
+            if line["type"] == "invoiceitem":
+                self.collections["invoice_items"].put(item_of_line(line, invoice))
 
     def _new_invoice(self, at: int, fields: dict) -> dict:
         sub = None
@@ -841,26 +851,70 @@ class Store(BillingStore):
     def add_invoice_lines(self, inv_id: str, n: int = 1) -> dict:
         """Append `n` invoice-item lines and update the totals; emits `invoice.updated`."""
         with self.lock:
-            coll, old = self._core("invoices", inv_id)
+            _coll, old = self._core("invoices", inv_id)
             at = self._tick()
-            lines = self.lines[inv_id] + [
-                self.gen.invoice_item_line(inv_id, old["currency"], at) for _ in range(n)
-            ]
-            self.lines[inv_id] = lines
-            subtotal = sum(line["amount"] for line in lines)
-            total = subtotal - sum(d["amount"] for line in lines for d in line["discount_amounts"])
-            changes = {
-                "amount_due": total,
-                "amount_remaining": max(0, total - old["amount_paid"]),
-                "subtotal": subtotal,
-                "subtotal_excluding_tax": subtotal,
-                "total": total,
-                "total_excluding_tax": total,
-            }
-            new = {**old, **changes, "lines": embedded_list(lines, old["lines"]["url"])}
-            coll.put(new)
-            self._event("invoice.updated", new, at, self._previous(old, changes))
-            return copy(new)
+            added = [self.gen.invoice_item_line(inv_id, old["currency"], at) for _ in range(n)]
+            new = self._with_lines(old, added, at)
+            self._items_of_lines(new, added)
+            return new
+
+    def pull_invoice_items(self, inv_id: str, item_ids: list[str]) -> dict:
+        """Pending invoice items join a draft invoice, as Stripe pulls them in: the items'
+        `invoice` is set with no event of their own; the invoice's `invoice.updated` lists
+        them in its lines."""
+        with self.lock:
+            _coll, old = self._core("invoices", inv_id)
+            if old["status"] != "draft":
+                raise ValueError(f"only a draft invoice takes items ({inv_id} is {old['status']})")
+            items = self.collections["invoice_items"]
+            at = self._tick()
+            added = []
+            for item_id in item_ids:
+                item = items.by_id.get(item_id)
+                if item is None or item["invoice"] is not None:
+                    raise ValueError(f"{item_id} is not a pending invoice item")
+                items.put({**item, "invoice": inv_id})
+                line = self.gen.invoice_item_line(inv_id, old["currency"], at)
+                line.update(
+                    amount=item["amount"], amount_excluding_tax=item["amount"],
+                    description=item["description"], invoice_item=item_id, price=item["price"],
+                    quantity=item["quantity"], period=dict(item["period"]),
+                )
+                added.append(line)
+            return self._with_lines(old, added, at)
+
+    def _with_lines(self, old: dict, added: list[dict], at: int) -> dict:
+        """The invoice with lines appended and its totals updated; emits `invoice.updated`."""
+        inv_id = old["id"]
+        lines = self.lines[inv_id] + added
+        self.lines[inv_id] = lines
+        subtotal = sum(line["amount"] for line in lines)
+        total = subtotal - sum(d["amount"] for line in lines for d in line["discount_amounts"])
+        changes = {
+            "amount_due": total,
+            "amount_remaining": max(0, total - old["amount_paid"]),
+            "subtotal": subtotal,
+            "subtotal_excluding_tax": subtotal,
+            "total": total,
+            "total_excluding_tax": total,
+        }
+        new = {**old, **changes, "lines": embedded_list(lines, old["lines"]["url"])}
+        self.collections["invoices"].put(new)
+        self._event("invoice.updated", new, at, self._previous(old, changes))
+        return copy(new)
+
+    def update_account(self, changes: dict) -> dict:
+        """The account itself changes (its settings, its verification): `account.updated`
+        in its own events, which a platform reads with `Stripe-Account`."""
+        changes = copy(changes)
+        with self.lock:
+            at = self._tick()
+            previous = self._previous(self.account, changes)
+            if not previous:
+                return copy(self.account)
+            self.account = {**self.account, **changes}
+            self._event("account.updated", self.account, at, previous)
+            return copy(self.account)
 
 
 __all__ = ["EVENT_RETENTION", "HOUR", "STREAMS", "ApiError", "Store"]

@@ -1,0 +1,170 @@
+"""One events read per account per run (issue 14): a platform's incremental runs read
+`GET /v1/events` once per connected account, whatever the number of events-based streams,
+and cost requests in proportion to what changed."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from tests.conftest import run_tap
+from tests.emulator.connect import ConnectPlatform
+from tests.test_connect import CORE
+from tests.test_platform import platform_settings, run_killed
+
+LAG = 60  # event_lag_seconds (default): a later run re-reads this much before its bookmark
+
+
+@pytest.fixture
+def platform():
+    with ConnectPlatform(accounts=3, objects=20, latency=(5, 2)) as connect_platform:
+        yield connect_platform
+
+
+def advance(platform: ConnectPlatform, seconds: float) -> None:
+    for emulator in platform.accounts.values():
+        emulator.advance(seconds)
+
+
+def full_sync(platform: ConnectPlatform, tmp_path) -> dict:
+    first = run_tap(config=platform_settings(platform), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    # Past the lag: what the first run wrote is not read again.
+    advance(platform, LAG + 5)
+    for emulator in platform.accounts.values():
+        emulator.clear_requests()
+    platform.api_requests.clear()
+    return first.last_state
+
+
+def events_reads(platform: ConnectPlatform) -> collections.Counter:
+    """`GET /v1/events` reads (first pages: a read pages on with `starting_after`) per
+    account, as the platform sent them with `Stripe-Account`."""
+    return collections.Counter(
+        account
+        for account, emulator in platform.accounts.items()
+        for r in emulator.requests
+        if r.path == "/v1/events" and "starting_after" not in r.query
+    )
+
+
+def test_a_platform_run_reads_the_events_of_each_account_once(platform, tmp_path):
+    state = full_sync(platform, tmp_path)
+    changed = collections.defaultdict(set)
+    for account, emulator in platform.accounts.items():
+        for stream in CORE:
+            obj = emulator.objects(stream)[3]
+            emulator.update(stream, obj["id"], {"metadata": {"changed": "yes"}})
+            changed[stream].add((account, obj["id"]))
+        changed["customers"].add((account, emulator.create("customers")["id"]))
+    run = run_tap(config=platform_settings(platform), state=state, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    # Every default events-based stream (charges, customers, invoices, subscriptions,
+    # refunds, prices, ... ~20) of each account, fed by one read.
+    assert events_reads(platform) == dict.fromkeys(platform.account_ids, 1)
+    sent = collections.Counter(a for _m, path, a in platform.api_requests if path == "/v1/events")
+    assert sent == dict.fromkeys(platform.account_ids, 1)
+    for stream in CORE:
+        emitted = {(r["account_id"], r["id"]) for r in run.records(stream)}
+        assert changed[stream] <= emitted, stream
+        for record in run.records(stream):
+            if (record["account_id"], record["id"]) in changed[stream] and stream != "customers":
+                assert record["metadata"] == {"changed": "yes"}, (stream, record["id"])
+    # The `events` stream takes its new events from the same read.
+    assert {r["account_id"] for r in run.records("events")} == set(platform.account_ids)
+
+
+def test_a_no_change_run_costs_two_requests_per_account_and_writes_nothing(platform, tmp_path):
+    state = full_sync(platform, tmp_path)
+    run = run_tap(config=platform_settings(platform), state=state, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.records() == []
+    for account, emulator in platform.accounts.items():
+        paths = collections.Counter(r.path for r in emulator.requests)
+        # The events feed and `balance_transactions` (no events: a listing since the
+        # bookmark); Checkout Sessions have no creation event, so the ones created since
+        # are listed too (README, stream table).
+        assert paths.pop("/v1/checkout/sessions") == 1, account
+        assert paths == {"/v1/events": 1, "/v1/balance_transactions": 1}, account
+    # Accounts, invoice items: nothing listed again.
+    assert not [p for _m, p, _a in platform.api_requests if p in ("/v1/invoiceitems",)]
+
+
+def test_invoice_items_and_accounts_change_incrementally(platform, tmp_path):
+    state = full_sync(platform, tmp_path)
+    account, other = platform.account_ids[:2]
+    emulator = platform.accounts[account]
+    pending = [i for i in emulator.objects("invoice_items") if i["invoice"] is None]
+    created = emulator.create("invoice_items")
+    deleted = pending[0]
+    emulator.delete("invoice_items", deleted["id"])
+    draft = emulator.create("invoices", status="draft", lines=1)
+    pulled = pending[1]
+    emulator.pull_invoice_items(draft["id"], [pulled["id"]])
+    emulator.update_account({"email": "finance@example.com"})
+    run = run_tap(config=platform_settings(platform), state=state, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    items = {r["id"]: r for r in run.records("invoice_items")}
+    assert items[created["id"]]["_sdc_deleted_at"] is None
+    assert items[deleted["id"]]["_sdc_deleted_at"] is not None
+    # Pulled into the draft with no event of its own: named by the invoice's lines.
+    assert items[pulled["id"]]["invoice"] == draft["id"]
+    # The draft's own new item (created with it) too, and nothing else.
+    assert set(items) == {created["id"], deleted["id"], pulled["id"]} | {
+        i["id"] for i in emulator.objects("invoice_items") if i["invoice"] == draft["id"]
+    }
+    assert {r["account_id"] for r in run.records("invoice_items")} == {account}
+    (changed,) = run.records("accounts")
+    assert changed["id"] == account
+    assert changed["email"] == "finance@example.com"
+    # A row of the platform's account list, keyed as when the list is read whole.
+    assert changed["account_id"] == "acct_platform0emulator"
+    # Nothing read beyond the events for the account update and the invoice items.
+    requests = platform.accounts[other].requests
+    assert sorted(r.path for r in requests) == sorted(
+        ["/v1/events", "/v1/balance_transactions", "/v1/checkout/sessions"]
+    )
+
+
+def test_a_first_platform_sync_reads_each_account_as_itself(platform, tmp_path):
+    run = run_tap(config=platform_settings(platform), tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    accounts = {r["id"]: r for r in run.records("accounts")}
+    assert set(accounts) == set(platform.account_ids)
+    for account_id, record in accounts.items():
+        assert record["email"] == platform.accounts[account_id].store.account["email"]
+    for emulator in platform.accounts.values():
+        assert [r.path for r in emulator.requests].count("/v1/account") == 1
+
+
+def test_a_run_killed_after_the_feed_was_read_resumes_without_gaps(tmp_path):
+    with ConnectPlatform(accounts=3, objects=60, latency=(20, 5)) as platform:
+        state = full_sync(platform, tmp_path)
+        changed = {}
+        for account, emulator in platform.accounts.items():
+            for stream in CORE:
+                for index, obj in enumerate(emulator.objects(stream)[:40]):
+                    emulator.update(stream, obj["id"], {"metadata": {"v": str(index)}})
+                    changed[stream, account, obj["id"]] = {"v": str(index)}
+        config = platform_settings(platform)
+        killed, killed_state = run_killed(config, tmp_path, after_records=300, state=state)
+        assert killed_state is not None
+        # Killed after feeds were read (once per account), before every changed object
+        # was written.
+        assert sum(m["stream"] in CORE for m in killed) < len(changed)
+        reads = events_reads(platform)
+        assert set(reads.values()) == {1}
+        assert len(reads) >= 2
+        resumed = run_tap(config=config, state=killed_state, tmp_path=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+    latest = {}
+    for message in killed:
+        record = message["record"]
+        latest[message["stream"], record["account_id"], record["id"]] = record
+    for stream in CORE:
+        for record in resumed.records(stream):
+            latest[stream, record["account_id"], record["id"]] = record
+    for key, metadata in changed.items():
+        assert key in latest, f"{key} lost"
+        assert latest[key]["metadata"] == metadata, key
