@@ -127,15 +127,20 @@ def test_invoice_items_and_accounts_change_incrementally(platform, tmp_path):
     )
 
 
-def test_a_first_platform_sync_reads_each_account_as_itself(platform, tmp_path):
-    run = run_tap(config=platform_settings(platform), tmp_path=tmp_path)
+@pytest.mark.parametrize("listed", [True, False], ids=["star", "named"])
+def test_a_first_platform_sync_writes_each_account_once(platform, tmp_path, listed):
+    """Under `["*"]` the run's own listing of the accounts holds each record (no request
+    more); accounts named in `account_ids` are read as themselves, once each."""
+    ids = ["*"] if listed else list(platform.account_ids)
+    run = run_tap(config=platform_settings(platform, account_ids=ids), tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     accounts = {r["id"]: r for r in run.records("accounts")}
     assert set(accounts) == set(platform.account_ids)
+    assert len(run.records("accounts")) == len(accounts)
     for account_id, record in accounts.items():
         assert record["email"] == platform.accounts[account_id].store.account["email"]
     for emulator in platform.accounts.values():
-        assert [r.path for r in emulator.requests].count("/v1/account") == 1
+        assert [r.path for r in emulator.requests].count("/v1/account") == (0 if listed else 1)
 
 
 def test_a_run_killed_after_the_feed_was_read_resumes_without_gaps(tmp_path):

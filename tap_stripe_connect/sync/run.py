@@ -54,6 +54,10 @@ class Run:
         #: The bookmarks of an account's streams that read its events (set by the tap).
         self.feed_bookmarks: Callable[[str | None], list[int | None]] = lambda account: []
         self._feeds: dict[str | None, EventFeed] = {}
+        #: The objects `account_ids: ["*"]` listed, and Stripe's time before the listing:
+        #: an account's first sync takes its record from there (see `listed_account`).
+        self._listed_objects: dict[str, dict] = {}
+        self._listed_at: int | None = None
 
     def read_account(self) -> None:
         """Learn Stripe's time and the credential's account, from one request."""
@@ -89,7 +93,9 @@ class Run:
             return None
         if "*" in wanted:
             accounts = RESOURCES_BY_NAME["accounts"]
-            listed = [a["id"] for a in self.client.list(list_read(accounts))]
+            self._listed_at = self.client.clock.now()
+            self._listed_objects = {a["id"]: a for a in self.client.list(list_read(accounts))}
+            listed = list(self._listed_objects)
             every = listed + [a for a in wanted if a != "*" and a not in listed]
         else:
             every = list(dict.fromkeys(wanted))
@@ -102,6 +108,15 @@ class Run:
             shard, len(mine), len(every),
         )
         return mine
+
+    def listed_account(self, account_id: str) -> tuple[dict, int] | None:
+        """The account as `GET /v1/accounts` listed it at the start of the run, with Stripe's
+        time before that listing; once (None after, or when not listed)."""
+        with self._lock:
+            listed = self._listed_objects.pop(account_id, None)
+        if listed is None or self._listed_at is None:
+            return None
+        return listed, self._listed_at
 
     def in_shard(self, account_id: str) -> bool:
         """Whether this run's shard holds the account (every account without a shard)."""
