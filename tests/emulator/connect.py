@@ -18,18 +18,19 @@ URL shows a consent page, as connect.stripe.com does, with a choice of account a
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import html
 import json
 import secrets
+import socket
+import struct
 import threading
 import time
 import typing as t
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
-
-import requests
 
 from tests.emulator.server import Emulator, mask_key
 
@@ -387,15 +388,24 @@ class ConnectPlatform:
             if k.lower() not in ("host", "authorization", "stripe-account", "content-length")
         }
         headers["Authorization"] = f"Bearer {target.api_key}"
-        url = f"{target.url}{path}{'?' + query if query else ''}"
-        response = requests.request(method, url, headers=headers, timeout=60)
-        handler.send_response(response.status_code)
+        status, answered, content, broken = target.answer(
+            method, f"{path}{'?' + query if query else ''}", headers
+        )
+        handler.send_response(status)
         for name in _FORWARDED:
-            if name in response.headers:
-                handler.send_header(name, response.headers[name])
-        handler.send_header("Content-Length", str(len(response.content)))
+            if name in answered:
+                handler.send_header(name, answered[name])
+        handler.send_header("Content-Length", answered.get("Content-Length", str(len(content))))
         handler.end_headers()
-        handler.wfile.write(response.content)
+        handler.wfile.write(content)
+        if broken:  # the account's server broke the connection: so does the platform
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.wfile.flush()
+                handler.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                handler.connection.close()
 
     def _account_list(self) -> dict:
         data = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import io
 import json
 import random
 import re
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+import typing as t
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from requests.structures import CaseInsensitiveDict
 
 from tests.emulator.billing import KINDS
 from tests.emulator.generate import API_VERSION, BASE62, DEFAULT_CLOCK
@@ -280,6 +284,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.server.emulator._handle(self, "DELETE")
+
+
+class _NoSocket:
+    """The connection of an in-process request: breaking it is left to the caller."""
+
+    def setsockopt(self, *args: Any) -> None:
+        raise OSError("no socket")
+
+    def close(self) -> None:
+        raise OSError("no socket")
+
+
+class _LocalHandler:
+    """What `Emulator._handle` reads from and writes to, for a request without a socket."""
+
+    def __init__(self, target: str, headers: dict[str, str], body: bytes) -> None:
+        self.path = target
+        self.headers = CaseInsensitiveDict(headers)
+        self.rfile = io.BytesIO(body)
+        self.wfile = io.BytesIO()
+        self.close_connection = False
+        self.connection = _NoSocket()
 
 
 class _Server(ThreadingHTTPServer):
@@ -1013,6 +1039,24 @@ class Emulator:
                 h.connection.close()
             except OSError:
                 pass
+
+    # -- in-process requests (a Connect platform in front of this account) ------------------
+
+    def answer(self, method: str, target: str, headers: dict[str, str],
+               body: bytes = b"") -> tuple[int, dict[str, str], bytes, bool]:
+        """Serve one request without a socket: status, headers and body as this account's
+        server would send them, and whether it would break the connection after them.
+
+        `ConnectPlatform` routes each connected account's requests here. Forwarding them
+        over HTTP cost ~6 ms of CPU per request (a new connection, a second server, a
+        client): with 100 accounts the emulator used as much CPU as the tap it serves."""
+        local = _LocalHandler(target, headers, body)
+        self._handle(t.cast("_Handler", local), method)
+        head, _, sent = local.wfile.getvalue().partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        fields = dict(line.split(": ", 1) for line in lines)
+        broken = local.close_connection or len(sent) < int(fields.get("Content-Length", 0))
+        return int(status_line.split(" ", 2)[1]), fields, sent, broken
 
     # -- control endpoints -------------------------------------------------------------------
 
