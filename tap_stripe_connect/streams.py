@@ -22,7 +22,12 @@ from tap_stripe_connect.resources import (
     Resource,
 )
 from tap_stripe_connect.sdk_compat import CompatStream
-from tap_stripe_connect.state.bookmarks import LockedStateManager, Throttle, UnitState
+from tap_stripe_connect.state.bookmarks import (
+    FirstThenShared,
+    LockedStateManager,
+    Throttle,
+    UnitState,
+)
 from tap_stripe_connect.sync import created, events, full_table
 from tap_stripe_connect.sync.children import EmbeddedLists
 from tap_stripe_connect.sync.unit import Unit
@@ -81,6 +86,10 @@ class StripeStream(CompatStream):
 
     @functools.cached_property
     def checkpoints(self) -> Throttle:
+        # A platform run's STATE holds every account's every stream: the listings of all
+        # streams share the run's one a second (after each stream's first).
+        if self.run.connected_accounts():
+            return FirstThenShared(self.run.state_messages)
         return Throttle()
 
     @functools.cached_property

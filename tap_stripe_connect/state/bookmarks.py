@@ -91,6 +91,26 @@ class Throttle:
         return True
 
 
+class FirstThenShared(Throttle):
+    """A stream's first listing checkpoint at once, the next ones on the run's throttle.
+
+    Every STATE holds every unit's state, so what a killed run reads again is bounded by
+    the time since the last STATE of any stream. In a platform run of 100 accounts (~2,600
+    entries, up to ~280 KB a STATE) one a second per stream made 186 STATEs, 33 MB for the
+    tap to encode and the target to read; shared, 50 and 5 MB.
+    """
+
+    def __init__(self, shared: Throttle) -> None:
+        super().__init__()
+        self.shared = shared
+
+    def due(self) -> bool:
+        if self._last == -math.inf:
+            self._last = time.monotonic()
+            return True
+        return self.shared.due()
+
+
 class UnitState:
     """The state entry of one stream, or of one account's partition of it."""
 
