@@ -63,7 +63,9 @@ def start_platform(accounts: int, objects: int) -> tuple[subprocess.Popen, str]:
     return proc, found.group(1)
 
 
-def run_tap(url: str, workdir: Path, max_workers: int, profile: Path | None = None) -> dict:
+def run_tap(
+    url: str, workdir: Path, max_workers: int, profile: Path | None = None, checkout: Path = ROOT
+) -> dict:
     sys.path.insert(0, str(ROOT))
     from tests.emulator.connect import PLATFORM_KEY
 
@@ -81,14 +83,15 @@ def run_tap(url: str, workdir: Path, max_workers: int, profile: Path | None = No
     )
     log = (workdir / "stderr.log").open("w+b")
     started = time.monotonic()
-    argv = [PYTHON, "-m", "tap_stripe_connect", "--config", str(config)]
+    python = PYTHON if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
+    argv = [python, "-m", "tap_stripe_connect", "--config", str(config)]
     if profile is not None:
         spy = Path(PYTHON).with_name("py-spy")
         argv = [str(spy), "record", "--format", "raw", "--rate", "100", "--gil", "--nonblocking",
                 "--output", str(profile), "--", *argv]  # fmt: skip
     proc = subprocess.Popen(
         argv,
-        cwd=ROOT,
+        cwd=checkout,
         stdout=subprocess.PIPE,
         stderr=log,  # a file: a pipe read only at the end would fill up and stop the tap
     )
@@ -141,13 +144,21 @@ def main() -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="print the tap's summary")
     parser.add_argument(
+        "--tap-checkout",
+        type=Path,
+        default=ROOT,
+        help="run the tap of another checkout (with its .venv) against this emulator",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="record the tap with py-spy (raw, GIL samples) into this file"
     )
     args = parser.parse_args()
     emulator, url = start_platform(args.accounts, args.objects)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_tap(url, Path(tmp), args.max_workers, args.profile)
+            result = run_tap(
+                url, Path(tmp), args.max_workers, args.profile, args.tap_checkout.resolve()
+            )
         emulator_cpu = process_cpu(emulator.pid)
     finally:
         emulator.terminate()
