@@ -57,6 +57,52 @@ class LockedStateManager(StreamStateManager):
         with RUN_LOCK:
             return StreamStateManager.stream_state.fget(self)  # type: ignore[attr-defined, no-any-return]
 
+    _partitions: list | None = None  # the stream's list of partition entries, indexed
+    _index: dict[tuple, dict] | None = None
+
+    def get_context_state(self, context: t.Any) -> dict:
+        # The SDK finds a partition's entry by comparing it with every entry of the stream:
+        # with an entry per connected account, each of a unit's lookups scanned them all
+        # (quadratic in the accounts of a run). Entries are indexed by their context; the
+        # index holds while the list is the same one, of the same length.
+        with RUN_LOCK:
+            partition = self.get_state_partition_context(context) if context else None
+            if not partition:
+                return StreamStateManager.get_context_state(self, context)
+            key = tuple(sorted(partition.items()))
+            listed = (self.tap_state.get("bookmarks") or {}).get(self.stream_name, {})
+            partitions = listed.get("partitions")
+            index = self._index
+            if (
+                index is None
+                or partitions is not self._partitions
+                or len(index) != len(partitions or ())
+            ):
+                index = self._reindex(partitions)
+            try:
+                entry = index.get(key) if index is not None else None
+            except TypeError:
+                entry = None
+            if entry is None or entry.get("context") != partition:
+                entry = StreamStateManager.get_context_state(self, context)
+                self._index = None  # it may have added an entry: indexed on the next call
+            return entry
+
+    def _reindex(self, partitions: list | None) -> dict[tuple, dict] | None:
+        index: dict[tuple, dict] = {}
+        for entry in partitions or ():
+            context = entry.get("context")
+            if not isinstance(context, dict):
+                return None  # the SDK's lookup says what is wrong with such a STATE
+            try:
+                index[tuple(sorted(context.items()))] = entry
+            except TypeError:  # a value that is no key (a list, an object)
+                return None
+        if len(index) != len(partitions or ()):
+            return None  # duplicate entries: the SDK's lookup names them
+        self._partitions, self._index = partitions, index
+        return index
+
     def write_starting_replication_value(
         self, context: t.Any, replication_method: str, *args: t.Any, **kwargs: t.Any
     ) -> None:
