@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/platform_sync.py                      # 100 accounts x 100 objects
     .venv/bin/python benchmarks/platform_sync.py --accounts 40 --objects 50
+    .venv/bin/python benchmarks/platform_sync.py --a-rate 9000        # scenario A's objects/s now
+    .venv/bin/python benchmarks/platform_sync.py --tap-checkout ../main   # another checkout's tap
+    .venv/bin/python benchmarks/platform_sync.py --profile tap.txt    # py-spy, raw, GIL samples
 
 The emulator plays a Connect platform (`python -m tests.emulator --connect`) whose every
 connected account answers with 100+-30 ms of latency and its own limits (25 requests/s,
@@ -9,7 +12,9 @@ and 25 per endpoint). The tap syncs `account_ids: ["*"]` with its default stream
 settings into a sink that counts RECORD lines per stream. Printed: the wall time of the
 sync beside the ideal `max(requests x latency / max_workers, records / A-rate)` (A-rate:
 objects/s of scenario A, `--a-rate`, measured by benchmarks/throughput.py on this machine),
-and whether every account's objects came once with its `account_id`. It asserts nothing.
+and whether every account's objects came once with its `account_id`; the CPU seconds of
+the tap, the emulator and this script's sink (all three share the machine's cores). It
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ def start_platform(accounts: int, objects: int) -> tuple[subprocess.Popen, str]:
         PYTHON, "-m", "tests.emulator", "--connect", "--port", "0",
         "--accounts", str(accounts), "--objects", str(objects),
         "--latency", "100,30", "--rate-limit", "25", "--endpoint-rate-limit", "25",
+        "--warm",  # every object's JSON rendered before the run, as scenario A warms its own
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -156,10 +162,11 @@ def main() -> int:
     emulator, url = start_platform(args.accounts, args.objects)
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            before = process_cpu(emulator.pid)  # generating (and warming) its data
             result = run_tap(
                 url, Path(tmp), args.max_workers, args.profile, args.tap_checkout.resolve()
             )
-        emulator_cpu = process_cpu(emulator.pid)
+        emulator_cpu = process_cpu(emulator.pid) - before
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)

@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --connect: connected accounts to offer")
     parser.add_argument("--write-config", metavar="PATH",
                         help="with --connect: write the tap's settings for this emulator here")
+    parser.add_argument("--warm", action="store_true",
+                        help="render every object's JSON before serving (for benchmarks)")
     args = parser.parse_args(argv)
     if args.connect:
         return serve_connect(args)
@@ -80,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    if args.warm:
+        emulator.store.warm()
     emulator.start()
     print(f"Stripe emulator listening on {emulator.url} (key {emulator.api_key})", flush=True)
     try:
@@ -103,6 +107,9 @@ def serve_connect(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    if args.warm:
+        for emulator in platform.accounts.values():
+            emulator.store.warm()
     platform.start()
     print(f"Stripe Connect emulator listening on {platform.url} (connect.stripe.com and "
           f"api.stripe.com; platform client_id {platform.client_id}, "
