@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/platform_sync.py                      # 100 accounts x 100 objects
     .venv/bin/python benchmarks/platform_sync.py --accounts 40 --objects 50
+    .venv/bin/python benchmarks/platform_sync.py --a-rate 9000        # scenario A's objects/s now
+    .venv/bin/python benchmarks/platform_sync.py --tap-checkout ../main   # another checkout's tap
+    .venv/bin/python benchmarks/platform_sync.py --profile tap.txt    # py-spy, raw, GIL samples
 
 The emulator plays a Connect platform (`python -m tests.emulator --connect`) whose every
 connected account answers with 100+-30 ms of latency and its own limits (25 requests/s,
@@ -9,9 +12,11 @@ and 25 per endpoint). The tap syncs `account_ids: ["*"]` with its default stream
 settings into a sink that counts RECORD lines per stream. Printed: the wall time of the
 sync beside the ideal `max(requests x latency / max_workers, records / A-rate)` (A-rate:
 objects/s of scenario A, `--a-rate`, measured by benchmarks/throughput.py on this machine),
-and whether every account's objects came once with its `account_id`. Then a no-change
-incremental run from the full sync's last STATE: its requests per account (target: at most
-2 plus one per page of changed data) and the records it wrote again. It asserts nothing.
+and whether every account's objects came once with its `account_id`; the CPU seconds of
+the tap, the emulator and this script's sink (all three share the machine's cores). Then
+a no-change incremental run from the full sync's last STATE: its requests per account
+(target: at most 2 plus one per page of changed data) and the records it wrote again. It
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,15 +26,32 @@ import collections
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import msgspec
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 LATENCY = 0.1  # seconds: the mean of 100+-30 ms
+CORE = ("charges", "customers", "invoices", "subscriptions")
+
+
+class _Record(msgspec.Struct):
+    id: str | None = None
+    account_id: str | None = None
+
+
+class _Message(msgspec.Struct):
+    stream: str
+    record: _Record
+
+
+RECORD = msgspec.json.Decoder(_Message)
 
 
 def start_platform(accounts: int, objects: int) -> tuple[subprocess.Popen, str]:
@@ -37,6 +59,7 @@ def start_platform(accounts: int, objects: int) -> tuple[subprocess.Popen, str]:
         PYTHON, "-m", "tests.emulator", "--connect", "--port", "0",
         "--accounts", str(accounts), "--objects", str(objects),
         "--latency", "100,30", "--rate-limit", "25", "--endpoint-rate-limit", "25",
+        "--warm",  # every object's JSON rendered before the run, as scenario A warms its own
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -48,7 +71,15 @@ def start_platform(accounts: int, objects: int) -> tuple[subprocess.Popen, str]:
     return proc, found.group(1)
 
 
-def run_tap(url: str, workdir: Path, max_workers: int, state: str | None = None) -> dict:
+def run_tap(
+    url: str,
+    workdir: Path,
+    max_workers: int,
+    profile: Path | None = None,
+    checkout: Path = ROOT,
+    *,
+    state: str | None = None,
+) -> dict:
     sys.path.insert(0, str(ROOT))
     from tests.emulator.connect import PLATFORM_KEY
 
@@ -64,29 +95,39 @@ def run_tap(url: str, workdir: Path, max_workers: int, state: str | None = None)
             }
         )
     )
-    argv = [PYTHON, "-m", "tap_stripe_connect", "--config", str(config)]
+    log = (workdir / "stderr.log").open("w+b")
+    started = time.monotonic()
+    python = PYTHON if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
+    argv = [python, "-m", "tap_stripe_connect", "--config", str(config)]
     if state is not None:
         (workdir / "state.json").write_text(state)
         argv += ["--state", str(workdir / "state.json")]
-    log = (workdir / "stderr.log").open("w+b")
-    started = time.monotonic()
+    if profile is not None:
+        spy = Path(PYTHON).with_name("py-spy")
+        argv = [str(spy), "record", "--format", "raw", "--rate", "100", "--gil", "--nonblocking",
+                "--output", str(profile), "--", *argv]  # fmt: skip
     proc = subprocess.Popen(
         argv,
-        cwd=ROOT,
+        cwd=checkout,
         stdout=subprocess.PIPE,
         stderr=log,  # a file: a pipe read only at the end would fill up and stop the tap
     )
     records: collections.Counter[str] = collections.Counter()
     owners: dict[str, set[str]] = collections.defaultdict(set)
+    seen: dict[str, set[tuple[str | None, str | None]]] = collections.defaultdict(set)
     last_state = None
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(b'{"type":"STATE"'):
             last_state = line
         elif line.startswith(b'{"type":"RECORD"'):
-            message = json.loads(line)
-            records[message["stream"]] += 1
-            owners[message["stream"]].add(message["record"].get("account_id"))
+            # msgspec reads only the fields counted: the sink's own CPU (json.loads of
+            # every record, ~10 s for 160,000) competed with the tap for the 2 cores.
+            message = RECORD.decode(line)
+            records[message.stream] += 1
+            owners[message.stream].add(message.record.account_id)
+            if message.stream in CORE:
+                seen[message.stream].add((message.record.account_id, message.record.id))
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started
@@ -95,6 +136,8 @@ def run_tap(url: str, workdir: Path, max_workers: int, state: str | None = None)
     log.close()
     total = re.search(r"^total\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)", stderr, re.M)
     return {
+        "seen": seen,
+        "sink_cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         "returncode": proc.returncode,
         "cpu": usage.ru_utime + usage.ru_stime,
         "wall": wall,
@@ -106,6 +149,12 @@ def run_tap(url: str, workdir: Path, max_workers: int, state: str | None = None)
     }
 
 
+def process_cpu(pid: int) -> float:
+    """User + system seconds a running process has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--accounts", type=int, default=100)
@@ -115,12 +164,24 @@ def main() -> int:
         "--a-rate", type=float, default=20_000.0, help="objects/s of scenario A on this machine"
     )
     parser.add_argument("--verbose", action="store_true", help="print the tap's summary")
+    parser.add_argument(
+        "--tap-checkout",
+        type=Path,
+        default=ROOT,
+        help="run the tap of another checkout (with its .venv) against this emulator",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="record the tap with py-spy (raw, GIL samples) into this file"
+    )
     args = parser.parse_args()
     emulator, url = start_platform(args.accounts, args.objects)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_tap(url, Path(tmp), args.max_workers)
-            again = run_tap(url, Path(tmp), args.max_workers, state=result["state"])
+            before = process_cpu(emulator.pid)  # generating (and warming) its data
+            checkout = args.tap_checkout.resolve()
+            result = run_tap(url, Path(tmp), args.max_workers, args.profile, checkout)
+            emulator_cpu = process_cpu(emulator.pid) - before
+            again = run_tap(url, Path(tmp), args.max_workers, None, checkout, state=result["state"])
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
@@ -130,12 +191,12 @@ def main() -> int:
     records = sum(result["records"].values())
     requests = result["requests"] or 0
     ideal = max(requests * LATENCY / args.max_workers, records / args.a_rate)
-    core = ("charges", "customers", "invoices", "subscriptions")
     exact = all(
         result["records"][s] == args.accounts * args.objects
+        and len(result["seen"][s]) == args.accounts * args.objects  # no object twice
         and len(result["owners"][s]) == args.accounts
         and None not in result["owners"][s]
-        for s in core
+        for s in CORE
     )
     print(
         f"platform: {args.accounts} accounts x {args.objects} objects per core stream, "
@@ -147,14 +208,15 @@ def main() -> int:
     )
     print(
         f"  wall {result['wall']:.1f}s  ideal {ideal:.1f}s  ratio {result['wall'] / ideal:.2f}x  "
-        f"(tap CPU {result['cpu']:.1f}s)"
+        f"(CPU: tap {result['cpu']:.1f}s, emulator {emulator_cpu:.1f}s, "
+        f"sink {result['sink_cpu']:.1f}s)"
     )
     if "--verbose" in sys.argv[1:]:
         print(result["stderr"])
     print(f"  core streams exact (every account's objects once, account_id on each): {exact}")
     # The run's own requests (its account, the account list) are counted with the accounts'.
     print(
-        f"no-change incremental run: requests {again['requests']:,} "
+        f"no-change incremental run: requests {again['requests'] or 0:,} "
         f"({(again['requests'] or 0) / args.accounts:.2f} per account), "
         f"records written again {sum(again['records'].values()):,} "
         f"{dict(again['records'].most_common())}, wall {again['wall']:.1f}s"

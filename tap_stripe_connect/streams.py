@@ -23,7 +23,7 @@ from tap_stripe_connect.resources import (
 )
 from tap_stripe_connect.sdk_compat import CompatStream
 from tap_stripe_connect.state.bookmarks import (
-    CHECKPOINT_SECONDS,
+    FirstThenShared,
     LockedStateManager,
     Throttle,
     UnitState,
@@ -39,9 +39,6 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_stripe_connect.sync.run import Run
-
-#: Connected accounts up to which each stream's listings checkpoint once a second.
-ACCOUNTS_PER_CHECKPOINT = 10
 
 #: The sync mode of each kind of top-level resource (children: `StripeChildStream`).
 MODES: dict[str, Callable[[Unit], Iterator[dict]]] = {
@@ -89,13 +86,11 @@ class StripeStream(CompatStream):
 
     @functools.cached_property
     def checkpoints(self) -> Throttle:
-        # A platform's STATE holds every account's entries: with one a second per stream,
-        # a 200-account sync took 158 s of CPU (35 s with this). Each stream's
-        # listings checkpoint once a second up to 10 accounts, then less often in
-        # proportion (a killed run re-reads up to that many seconds of a listing; units
-        # that finished are in the run's own STATE, written once a second).
-        accounts = len(self.run.connected_accounts() or ())
-        return Throttle(CHECKPOINT_SECONDS * max(1.0, accounts / ACCOUNTS_PER_CHECKPOINT))
+        # A platform run's STATE holds every account's every stream: the listings of all
+        # streams share the run's one a second (after each stream's first).
+        if self.run.connected_accounts():
+            return FirstThenShared(self.run.state_messages)
+        return Throttle()
 
     @functools.cached_property
     def records(self) -> Records:

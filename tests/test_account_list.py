@@ -43,7 +43,7 @@ def partitioned(state: dict, stream: str) -> dict[str, dict]:
 
 
 def test_thousands_of_accounts_then_new_ones_synced_without_rereading_the_old(tmp_path):
-    with ConnectPlatform(accounts=MANY, objects=0, in_process=True) as platform:
+    with ConnectPlatform(accounts=MANY, objects=0) as platform:
         catalog = catalog_of(platform, tmp_path, ("customers",))
         first = run_tap(config=settings_for(platform), catalog=catalog, tmp_path=tmp_path)
         assert first.returncode == 0, first.stderr[-2000:]
@@ -89,7 +89,7 @@ STREAMS = ("charges", "customers", "invoices", "subscriptions")
 
 @pytest.fixture
 def platform():
-    with ConnectPlatform(accounts=4, objects=6, seed=400, in_process=True) as connect_platform:
+    with ConnectPlatform(accounts=4, objects=6, seed=400) as connect_platform:
         yield connect_platform
 
 
@@ -157,7 +157,7 @@ def test_an_account_the_platform_may_not_read_is_named_once_and_skipped(
 
 
 def test_the_command_line_emulator_connects_more_accounts_while_it_runs():
-    argv = [sys.executable, "-m", "tests.emulator", "--connect", "--in-process", "--port", "0",
+    argv = [sys.executable, "-m", "tests.emulator", "--connect", "--port", "0",
             "--accounts", "3", "--objects", "0"]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

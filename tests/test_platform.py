@@ -160,3 +160,32 @@ def test_a_killed_platform_run_resumes_every_account_without_gaps(platform, tmp_
             for o in emulator.objects(stream)
         }
         assert emitted == expected, f"{stream}: {len(expected - emitted)} objects lost"
+
+
+def test_each_account_finds_its_own_state_entry_among_many():
+    """A unit's state entry is its account's own, found without scanning every account's
+    (entries indexed by context), also for accounts added while the run goes on."""
+    from tap_stripe_connect.state.bookmarks import LockedStateManager
+
+    accounts = [f"acct_{n:04d}" for n in range(300)]
+    partitions = [
+        {"context": {"account_id": a}, "replication_key_value": f"v{a}"} for a in accounts
+    ]
+    tap_state = {"bookmarks": {"charges": {"partitions": partitions}}}
+    manager = LockedStateManager(
+        stream_name="charges", tap_state=tap_state, state_partitioning_keys=["account_id"]
+    )
+    for account in reversed(accounts):
+        entry = manager.get_context_state({"account_id": account})
+        assert entry is partitions[accounts.index(account)]
+    new = manager.get_context_state({"account_id": "acct_new"})
+    assert new == {"context": {"account_id": "acct_new"}}
+    assert partitions[-1] is new
+    assert manager.get_context_state({"account_id": "acct_new"}) is new
+    assert manager.get_context_state({"account_id": accounts[7]})["replication_key_value"] == (
+        f"v{accounts[7]}"
+    )
+    # A STATE with an account twice is refused as the SDK refuses it.
+    partitions.append({"context": {"account_id": accounts[3]}})
+    with pytest.raises(ValueError, match="duplicate"):
+        manager.get_context_state({"account_id": accounts[3]})

@@ -5,9 +5,9 @@
 
 `--connect` plays connect.stripe.com (consent page, token exchange) and api.stripe.com for
 a Connect platform with `--accounts` connected accounts, and writes the settings
-`tap-stripe-connect connect` and the tap need to use it. `--in-process` answers every
-account inside the platform's server (thousands of accounts); `POST /_emulator/accounts
-?count=N` connects N more while it runs.
+`tap-stripe-connect connect` and the tap need to use it. Every account is answered inside
+the platform's server (thousands of accounts); `POST /_emulator/accounts?count=N` connects
+N more while it runs.
 """
 
 from __future__ import annotations
@@ -59,11 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "exchange, and api.stripe.com for the connected accounts")
     parser.add_argument("--accounts", type=int, default=2,
                         help="with --connect: connected accounts to offer")
-    parser.add_argument("--in-process", action="store_true",
-                        help="with --connect: answer every account inside the platform's "
-                             "server (no server per account; for thousands of accounts)")
     parser.add_argument("--write-config", metavar="PATH",
                         help="with --connect: write the tap's settings for this emulator here")
+    parser.add_argument("--warm", action="store_true",
+                        help="render every object's JSON before serving (for benchmarks)")
     args = parser.parse_args(argv)
     if args.connect:
         return serve_connect(args)
@@ -85,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    if args.warm:
+        emulator.store.warm()
     emulator.start()
     print(f"Stripe emulator listening on {emulator.url} (key {emulator.api_key})", flush=True)
     try:
@@ -101,13 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_connect(args: argparse.Namespace) -> int:
     platform = ConnectPlatform(
         accounts=args.accounts, objects=args.objects, seed=args.seed,
-        consent_page=True, in_process=args.in_process, host=args.host, port=args.port,
+        consent_page=True, host=args.host, port=args.port,
         latency=args.latency, rate_limit=args.rate_limit,
         endpoint_rate_limit=args.endpoint_rate_limit,
     )
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    if args.warm:
+        for emulator in platform.accounts.values():
+            emulator.store.warm()
     platform.start()
     print(f"Stripe Connect emulator listening on {platform.url} (connect.stripe.com and "
           f"api.stripe.com; platform client_id {platform.client_id}, "

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from tests.emulator.billing import (
     COUNTED,
     KINDS,
@@ -120,11 +122,17 @@ def no_such(info: StreamInfo, obj_id: str, param: str, status: int = 404) -> Api
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# The same bytes as `_ENCODER` for the emulator's objects, ~6x faster: rendering objects
+# took ~60% of the emulator's CPU in a platform run of 100 accounts.
+_FAST = msgspec.json.Encoder()
 
 
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON (one shared encoder: `json.dumps` with options builds one per call)."""
-    return _ENCODER.encode(value).encode("utf-8")
+    try:
+        return _FAST.encode(value)
+    except TypeError:  # a type msgspec does not encode as json does
+        return _ENCODER.encode(value).encode("utf-8")
 
 
 def copy(value: Any) -> Any:
@@ -376,6 +384,18 @@ class Store(BillingStore):
             self.event_api_version = version
 
     # -- reading ---------------------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Render every object's JSON now, into the cache `json_of` keeps (a benchmark's
+        emulator then spends its CPU on requests, as in a warmed single-account run)."""
+        with self.lock:
+            for collection in self.collections.values():
+                for obj in collection.by_id.values():
+                    self.json_of(obj)
+            for children in (self.lines, self.items, getattr(self, "cn_lines", {})):
+                for objs in children.values():
+                    for obj in objs:
+                        self.json_of(obj)
 
     def json_of(self, obj: dict) -> bytes:
         """An object's JSON, cached until the object is replaced."""
