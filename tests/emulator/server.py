@@ -559,6 +559,12 @@ class Emulator:
     def add_invoice_lines(self, inv_id: str, n: int = 1) -> dict:
         return self.store.add_invoice_lines(inv_id, n)
 
+    def pull_invoice_items(self, inv_id: str, item_ids: list[str]) -> dict:
+        return self.store.pull_invoice_items(inv_id, item_ids)
+
+    def update_account(self, changes: dict) -> dict:
+        return self.store.update_account(changes)
+
     def set_event_api_version(self, version: str) -> None:
         self.store.set_event_api_version(version)
 
