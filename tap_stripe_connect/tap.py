@@ -117,6 +117,8 @@ class StreamJob:
         except Exception as exc:
             self.stream_run.progress.stream_failed(self.name, redact(str(exc)))
             raise
+        finally:
+            t.cast("StripeStream", self.stream_run.stream).run.unit_finished(self.account)
         self.stream_run.end()
 
 
@@ -291,6 +293,7 @@ class TapStripeConnect(CompatTap):
             s.feed_bookmark(account) for s in feeding if s.reads_events(account)
         ]
         jobs = stream_jobs(streams, self.run.connected_accounts(), self.progress)
+        self.run.expect_units(job.account for job in jobs)
         # Many accounts: a unit per worker (each account has its own budget); one account:
         # streams share the workers with their `created` windows.
         per_job = 1 if len(jobs) > len(streams) else 4

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import resource
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -51,6 +53,10 @@ class TapRun:
         return lines[-1] if lines else ""
 
 
+def limit_open_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 def run_tap(
     *args: str,
     config: dict | None = None,
@@ -59,8 +65,10 @@ def run_tap(
     env: dict | None = None,
     tmp_path: Path,
     timeout: float = 300,
+    open_files: int | None = None,
 ) -> TapRun:
-    """Run the CLI in a subprocess, as Meltano or a shell would."""
+    """Run the CLI in a subprocess, as Meltano or a shell would (`open_files`: its limit
+    of open file descriptors, as `ulimit -n`)."""
     argv = [sys.executable, "-m", "tap_stripe_connect", *args]
     for flag, content, name in (
         ("--config", config, "config.json"),
@@ -82,6 +90,7 @@ def run_tap(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
         check=False,
+        preexec_fn=None if open_files is None else functools.partial(limit_open_files, open_files),
     )
     record_output(config, env, proc.stdout, proc.stderr)
     messages = []

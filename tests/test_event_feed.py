@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import run_tap
 from tests.emulator.connect import ConnectPlatform
+from tests.test_account_list import catalog_of
 from tests.test_connect import CORE
 from tests.test_platform import platform_settings, run_killed
 
@@ -173,3 +174,24 @@ def test_a_run_killed_after_the_feed_was_read_resumes_without_gaps(tmp_path):
     for key, metadata in changed.items():
         assert key in latest, f"{key} lost"
         assert latest[key]["metadata"] == metadata, key
+
+
+def test_thousands_of_accounts_need_no_open_file_each(tmp_path):
+    """An account's events stay in memory while few (a file each would exhaust the file
+    descriptors of a platform run of thousands of accounts: 200 here, under `ulimit -n
+    128`), and go when the account's last unit ends."""
+    with ConnectPlatform(accounts=200, objects=1) as platform:
+        settings = platform_settings(platform, max_workers=8)
+        catalog = catalog_of(platform, tmp_path, ("customers", "charges"))
+        first = run_tap(config=settings, catalog=catalog, tmp_path=tmp_path)
+        assert first.returncode == 0, first.stderr[-2000:]
+        advance(platform, LAG + 5)
+        again = run_tap(
+            config=settings,
+            catalog=catalog,
+            state=first.last_state,
+            tmp_path=tmp_path,
+            open_files=128,
+        )
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "Too many open files" not in again.stderr

@@ -6,9 +6,12 @@ changed; one read without types, from the oldest bookmark of the account's strea
 costs one. The first unit that needs an account's events reads them (the others wait);
 each unit then walks the events of its own types from its own bookmark.
 
-The events are spooled to a temporary file as JSON lines (30 days of a busy account can
-be 100k+ events), with an index in memory: per event its place in the file and its
-`created`, per type the events of that type. A unit parses only its own events.
+The events are kept as JSON lines, in memory up to `SPOOL_BYTES` and in a temporary file
+beyond (30 days of a busy account can be 100k+ events; a platform run reads thousands of
+accounts, most with few events, and an open file each would exhaust the process's file
+descriptors), with an index: per event its place and its `created`, per type the events
+of that type. A unit parses only its own events. The run lets an account's feed go when
+the last unit of the account ends (`Run.unit_finished`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import typing as t
 
 from tap_stripe_connect.api import feed_read
 from tap_stripe_connect.api.body import encode, parse
+
+#: Bytes of events an account's feed keeps in memory before it moves them to a file.
+SPOOL_BYTES = 1 << 20
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
@@ -49,6 +55,7 @@ class EventFeed:
         self.since: int | None = None
         #: Stripe's time at the first page: every unit fed by it bookmarks this time.
         self.started: int | None = None
+        self._memory = bytearray()
         self._file: t.IO[bytes] | None = None
         self._offsets = array.array("q")  # per event (in order read): start in the file
         self._created = array.array("q")  # per event: its `created`
@@ -72,7 +79,6 @@ class EventFeed:
         since = self._since_of()
         if since is None:
             return
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the run)
         offset = 0
         for page in self._client.pages(feed_read(resource, since, account=self.account)):
             if self.started is None:
@@ -89,12 +95,28 @@ class EventFeed:
                     kind = self._by_type[event["type"]] = array.array("q")
                 kind.append(index)
                 offset += len(line)
-            self._file.write(b"".join(lines))
+            self._keep(b"".join(lines))
         self._offsets.append(offset)  # the end of the last event
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
         if self.started is None:  # no event at all: the (empty) answer's time
             self.started = self._client.clock.now()
         self.since = since
+
+    def _keep(self, lines: bytes) -> None:
+        if self._file is None and len(self._memory) + len(lines) > SPOOL_BYTES:
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `close`)
+            self._file.write(self._memory)
+            self._memory = bytearray()
+        if self._file is None:
+            self._memory += lines
+        else:
+            self._file.write(lines)
+
+    def _event(self, start: int, end: int) -> dict:
+        if self._file is None:
+            return t.cast("dict", parse(bytes(self._memory[start:end])))
+        return t.cast("dict", parse(os.pread(self._file.fileno(), end - start, start)))
 
     def events(self, since: int, types: Collection[str] | None = None) -> Iterator[dict]:
         """The events of `types` (None: all) created at or after `since`, newest first."""
@@ -102,14 +124,12 @@ class EventFeed:
             order: t.Iterable[int] = range(len(self._created))
         else:
             order = heapq.merge(*(self._by_type[k] for k in set(types) if k in self._by_type))
-        assert self._file is not None
-        descriptor = self._file.fileno()
         for index in order:
             if self._created[index] < since:
                 return  # newest first (the client's order guard checked it)
-            start = self._offsets[index]
-            yield parse(os.pread(descriptor, self._offsets[index + 1] - start, start))
+            yield self._event(self._offsets[index], self._offsets[index + 1])
 
     def close(self) -> None:
+        self._memory = bytearray()
         if self._file is not None:
             self._file.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import threading
 import typing as t
@@ -54,6 +55,7 @@ class Run:
         #: The bookmarks of an account's streams that read its events (set by the tap).
         self.feed_bookmarks: Callable[[str | None], list[int | None]] = lambda account: []
         self._feeds: dict[str | None, EventFeed] = {}
+        self._units_left: collections.Counter[str | None] = collections.Counter()
         #: The objects `account_ids: ["*"]` listed, and Stripe's time before the listing:
         #: an account's first sync takes its record from there (see `listed_account`).
         self._listed_objects: dict[str, dict] = {}
@@ -186,6 +188,22 @@ class Run:
                     self.client, account, functools.partial(self.feed_since, account)
                 )
             return feed
+
+    def expect_units(self, accounts: t.Iterable[str | None]) -> None:
+        """The account of each unit this run starts (its event feed goes with the last)."""
+        with self._lock:
+            self._units_left = collections.Counter(accounts)
+
+    def unit_finished(self, account: str | None) -> None:
+        """A unit ended: after an account's last, its events' memory and file are let go
+        (a platform run of thousands of accounts would otherwise hold them all)."""
+        with self._lock:
+            self._units_left[account] -= 1
+            if self._units_left[account] > 0:
+                return
+            feed = self._feeds.pop(account, None)
+        if feed is not None:
+            feed.close()
 
     def feed_since(self, account: str | None) -> int | None:
         """The oldest bookmark of the account's events-based streams, less the lag.
