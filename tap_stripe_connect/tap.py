@@ -299,6 +299,7 @@ class TapStripeConnect(CompatTap):
         per_job = 1 if len(jobs) > len(streams) else 4
         workers = max(1, self.settings.max_workers // per_job)
         self.run.scheduler.parallel = min(len(jobs), workers) or 1
+        self.run.scheduler.eager = per_job == 1
         self.streams_started = True
         try:
             self.run.scheduler.run(jobs)

@@ -189,3 +189,26 @@ def test_each_account_finds_its_own_state_entry_among_many():
     partitions.append({"context": {"account_id": accounts[3]}})
     with pytest.raises(ValueError, match="duplicate"):
         manager.get_context_state({"account_id": accounts[3]})
+
+
+def test_many_accounts_are_read_at_once_also_when_stripe_answers_fast(tmp_path):
+    """Fast responses (20 ms, where one account's streams start one by one as the CPU
+    allows) still keep many accounts' units in flight at once: each is a few pages of one
+    account, waiting for its own responses."""
+    with ConnectPlatform(accounts=12, objects=5, latency=(20, 2)) as platform:
+        settings = platform_settings(
+            platform,
+            max_requests_per_second=1000,
+            max_requests_per_second_per_endpoint=1000,
+        )
+        run = run_tap(config=settings, tmp_path=tmp_path)
+        assert_every_object_once(platform, run)
+        spans = [
+            (r.time, r.time + r.duration, account)
+            for account, emulator in platform.accounts.items()
+            for r in emulator.requests
+            if r.path.startswith("/v1/")
+        ]
+    # The most accounts with a request in flight at one moment.
+    peak = max(len({a for s, e, a in spans if s <= at < e}) for at, _, _ in spans)
+    assert peak >= 9, peak  # one by one as the CPU allowed: 4-6 of the 12
