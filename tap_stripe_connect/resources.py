@@ -20,6 +20,12 @@ MAX_EVENT_TYPES = 20
 EVENT_RETENTION = 30 * 24 * 3600
 
 
+def events_kept(since: int, now: int | None) -> bool:
+    """Whether Stripe still keeps every event created since `since` (now: Stripe's time,
+    None before any response: assumed kept)."""
+    return now is None or since >= now - EVENT_RETENTION
+
+
 @dataclass(frozen=True)
 class NamedBy:
     """Events of another object whose embedded lines name objects of a resource."""

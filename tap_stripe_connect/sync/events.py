@@ -18,9 +18,9 @@ import typing as t
 from tap_stripe_connect.api import events_read, list_read, retrieve_read
 from tap_stripe_connect.api.clock import DATE_RESOLUTION
 from tap_stripe_connect.errors import StripeNotFoundError
-from tap_stripe_connect.resources import RESOURCES_BY_NAME
+from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
 from tap_stripe_connect.settings import parse_time
-from tap_stripe_connect.sync.listing import EVENT_RETENTION, list_all
+from tap_stripe_connect.sync.listing import list_all
 from tap_stripe_connect.sync.unit import FAR_FUTURE
 
 if t.TYPE_CHECKING:
@@ -102,7 +102,7 @@ def created_since(unit: Unit, since: int, started: int | None, seen: set[str]) -
 
 def events_expired(unit: Unit, since: int, now: int | None) -> bool:
     """Whether events since `since` may already be gone (Stripe keeps 30 days)."""
-    if now is None or since >= now - EVENT_RETENTION:
+    if events_kept(since, now):
         return False
     unit.logger.warning(
         "Stream '%s': its bookmark is older than the 30 days of events Stripe keeps "

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
-from tap_stripe_connect.resources import EVENT_RETENTION, RESOURCES_BY_NAME
+from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
 from tap_stripe_connect.state.bookmarks import Throttle
 from tap_stripe_connect.sync.feed import EventFeed
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
@@ -216,7 +216,7 @@ class Run:
         kept = [
             bookmark - lag
             for bookmark in self.feed_bookmarks(account)
-            if bookmark is not None and (now is None or bookmark - lag >= now - EVENT_RETENTION)
+            if bookmark is not None and events_kept(bookmark - lag, now)
         ]
         return min(kept, default=None)
 
