@@ -14,15 +14,19 @@ sync beside the ideal `max(requests x latency / max_workers, records / A-rate)` 
 objects/s of scenario A, `--a-rate`, measured by benchmarks/throughput.py on this machine),
 and whether every account's objects came once with its `account_id`; the CPU seconds of
 the tap, the emulator and this script's sink (all three share the machine's cores). Then
-a no-change incremental run from the full sync's last STATE: its requests per account
-(target: at most 2 plus one per page of changed data) and the records it wrote again. It
-asserts nothing.
+incremental runs, each from the last one's STATE: one at once (it reads again what changed
+within `event_lag_seconds` of the full sync's start), one after the emulator's clock moved
+on ten minutes with nothing changed (again the lag of the last start), then two with
+nothing changed since: default settings, and `quiet_account_interval_seconds: 0`. Printed:
+their requests per account (target: at most 2 plus one per page of changed data) and the
+records they wrote. It asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import re
@@ -34,11 +38,13 @@ import time
 from pathlib import Path
 
 import msgspec
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 LATENCY = 0.1  # seconds: the mean of 100+-30 ms
 CORE = ("charges", "customers", "invoices", "subscriptions")
+LATER = 600  # seconds of emulated time before the no-change runs
 
 
 class _Record(msgspec.Struct):
@@ -79,6 +85,7 @@ def run_tap(
     checkout: Path = ROOT,
     *,
     state: str | None = None,
+    settings: dict | None = None,
 ) -> dict:
     sys.path.insert(0, str(ROOT))
     from tests.emulator.connect import PLATFORM_KEY
@@ -92,6 +99,7 @@ def run_tap(
                 "account_ids": ["*"],
                 "max_workers": max_workers,
                 "progress_interval_seconds": 0,
+                **(settings or {}),
             }
         )
     )
@@ -181,7 +189,21 @@ def main() -> int:
             checkout = args.tap_checkout.resolve()
             result = run_tap(url, Path(tmp), args.max_workers, args.profile, checkout)
             emulator_cpu = process_cpu(emulator.pid) - before
-            again = run_tap(url, Path(tmp), args.max_workers, None, checkout, state=result["state"])
+            incremental = functools.partial(
+                run_tap, url, Path(tmp), args.max_workers, None, checkout
+            )
+            again = incremental(state=result["state"])
+            # Ten minutes pass (beyond the lag) and nothing changes: the first run then reads
+            # again what changed within the lag of the last one's start, the next nothing.
+            requests.post(f"{url}/_emulator/advance?seconds={LATER}", timeout=30).raise_for_status()
+            later = incremental(state=again["state"])
+            quiet = {
+                name: incremental(state=later["state"], settings=settings)
+                for name, settings in (
+                    ("default settings", None),
+                    ("quiet_account_interval_seconds 0", {"quiet_account_interval_seconds": 0}),
+                )
+            }
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
@@ -189,8 +211,8 @@ def main() -> int:
         print(result["stderr"])
         return 1
     records = sum(result["records"].values())
-    requests = result["requests"] or 0
-    ideal = max(requests * LATENCY / args.max_workers, records / args.a_rate)
+    sent = result["requests"] or 0
+    ideal = max(sent * LATENCY / args.max_workers, records / args.a_rate)
     exact = all(
         result["records"][s] == args.accounts * args.objects
         and len(result["seen"][s]) == args.accounts * args.objects  # no object twice
@@ -202,10 +224,7 @@ def main() -> int:
         f"platform: {args.accounts} accounts x {args.objects} objects per core stream, "
         f"100+-30 ms, 25 requests/s per account and per endpoint, max_workers {args.max_workers}"
     )
-    print(
-        f"  records {records:,}  requests {requests:,}  "
-        f"({requests / args.accounts:.1f} per account)"
-    )
+    print(f"  records {records:,}  requests {sent:,}  ({sent / args.accounts:.1f} per account)")
     print(
         f"  wall {result['wall']:.1f}s  ideal {ideal:.1f}s  ratio {result['wall'] / ideal:.2f}x  "
         f"(CPU: tap {result['cpu']:.1f}s, emulator {emulator_cpu:.1f}s, "
@@ -214,18 +233,28 @@ def main() -> int:
     if "--verbose" in sys.argv[1:]:
         print(result["stderr"])
     print(f"  core streams exact (every account's objects once, account_id on each): {exact}")
+
     # The run's own requests (its account, the account list) are counted with the accounts'.
+    def show(name: str, run: dict) -> None:
+        count = run["requests"] or 0
+        print(
+            f"  {name}: requests {count:,} ({count / args.accounts:.2f} per account), "
+            f"records written {sum(run['records'].values()):,} "
+            f"{dict(run['records'].most_common())}, wall {run['wall']:.1f}s"
+        )
+
+    print("incremental runs (target: at most 2 requests per account plus one per page of changes)")
+    show("at once after the full sync", again)
+    show(f"{LATER // 60} minutes later", later)
+    for name, run in quiet.items():
+        show(f"right after that, nothing changed, {name}", run)
     print(
-        f"no-change incremental run: requests {again['requests'] or 0:,} "
-        f"({(again['requests'] or 0) / args.accounts:.2f} per account), "
-        f"records written again {sum(again['records'].values()):,} "
-        f"{dict(again['records'].most_common())}, wall {again['wall']:.1f}s"
+        "  (per account: the events; balance_transactions and the Checkout Sessions created "
+        "since only when the account has events since, or its last listing is "
+        "quiet_account_interval_seconds old; plus the run's own account and account-list pages)"
     )
-    print(
-        "  (per account: the events, balance_transactions and the Checkout Sessions created "
-        "since; written again: what changed within event_lag_seconds of the full sync's start)"
-    )
-    return 0 if again["returncode"] == 0 else 1
+    runs = [again, later, *quiet.values()]
+    return 0 if all(run["returncode"] == 0 for run in runs) else 1
 
 
 if __name__ == "__main__":

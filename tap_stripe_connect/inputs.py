@@ -41,6 +41,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "max_retry_seconds": (0, True),
     "max_workers": (1, True),
     "event_lag_seconds": (0, True),
+    "quiet_account_interval_seconds": (0, True),
     "max_requests_per_second": (0, False),
     "max_requests_per_second_per_endpoint": (0, False),
     "max_requests_per_second_total": (0, False),

@@ -68,8 +68,10 @@ class Resource:
     permission: str = field(default="")
     #: How the stream is kept current: EVENTS, CREATED, FULL_TABLE or PARENT (children).
     sync: str = EVENTS
-    #: False when Stripe sends no event as one is created (`checkout.session`): incremental
-    #: syncs then also list the objects created since the bookmark.
+    #: False when Stripe sends no event as one is created (`checkout.session`,
+    #: `balance_transaction`): incremental syncs then list the objects created since the
+    #: bookmark, in an account whose events show no change only once that listing is
+    #: `quiet_account_interval_seconds` old (`Unit.quiet_since`).
     creation_event: bool = True
     #: A list that exists only per object of another stream
     #: (`/v1/customers/{parent_id}/payment_methods`): that stream. A full listing walks its
@@ -188,7 +190,7 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     # No events; a transaction is written once (see README for `status`).
     Resource("balance_transactions", "balance_transaction", "/v1/balance_transactions",
-             sync=CREATED, permission="Balance"),
+             sync=CREATED, creation_event=False, permission="Balance"),
     Resource(
         "payouts", "payout", "/v1/payouts", permission="Payouts",
         event_types=_events("payout",
@@ -273,6 +275,8 @@ def check_table(resources: tuple[Resource, ...]) -> None:
             problems.append(f"more than {MAX_EVENT_TYPES} event types (one `types[]` request)")
         if not set(r.delete_events) <= set(r.event_types):
             problems.append("delete events must be among the event types")
+        if not r.creation_event and (r.sync not in (EVENTS, CREATED) or not r.created_filter):
+            problems.append("objects created without an event are listed by `created`")
         if r.sync == CREATED and not r.created_filter:
             problems.append("CREATED needs a `created` filter")
         if r.list_variants and not r.created_filter:

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, t.Any] = {
     "api_version": DEFAULT_API_VERSION,
     "oauth_url": "https://connect.stripe.com",
     "event_lag_seconds": 60,
+    "quiet_account_interval_seconds": 3600,
     "request_timeout": 60,
     "max_retries": 8,
     "max_retry_seconds": 300,
@@ -260,6 +261,19 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "quiet_account_interval_seconds",
+        th.IntegerType,
+        default=DEFAULTS["quiet_account_interval_seconds"],
+        title="Quiet account interval seconds",
+        description=(
+            "Stripe sends no event when a balance transaction or a Checkout Session is "
+            "created: incremental syncs list those created since the last listing. In an "
+            "account with no event at all since then, that listing waits until it is this "
+            "many seconds old (Stripe's clock), so a run with nothing new costs one request "
+            "per account; such objects then arrive up to this late. 0: list on every run."
+        ),
+    ),
+    th.Property(
         "request_timeout",
         th.IntegerType,
         default=DEFAULTS["request_timeout"],
@@ -367,6 +381,8 @@ class Settings:
     account_shard: AccountShard | None
     start_timestamp: int | None
     event_lag_seconds: int
+    #: How old a listing of objects created without an event may grow in a quiet account.
+    quiet_account_interval_seconds: int
     request_timeout: int
     max_retries: int
     max_retry_seconds: float
@@ -394,6 +410,7 @@ class Settings:
             account_shard=parse_account_shard(config.get("account_shard")),
             start_timestamp=parse_start_date(config.get("start_date")),
             event_lag_seconds=int(get("event_lag_seconds")),
+            quiet_account_interval_seconds=int(get("quiet_account_interval_seconds")),
             request_timeout=int(get("request_timeout")),
             max_retries=int(get("max_retries")),
             max_retry_seconds=float(get("max_retry_seconds")),

@@ -128,7 +128,9 @@ class StripeStream(CompatStream):
     def reads_events(self, account: str | None) -> bool:
         """Whether the stream's units read the account's events (its feed) when bookmarked."""
         resource = self.resource
-        return resource.sync == EVENTS or bool(resource.each_account and account)
+        # A listing of objects created without an event asks the feed whether it may wait.
+        waits = not resource.creation_event and self.run.settings.quiet_account_interval_seconds
+        return resource.sync == EVENTS or bool(resource.each_account and account) or bool(waits)
 
     def feed_bookmark(self, account: str | None) -> int | None:
         """The bookmark of this stream's unit of `account` (None: it lists instead)."""

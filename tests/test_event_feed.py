@@ -15,6 +15,7 @@ from tests.test_connect import CORE
 from tests.test_platform import platform_settings, run_killed
 
 LAG = 60  # event_lag_seconds (default): a later run re-reads this much before its bookmark
+QUIET = 3600  # quiet_account_interval_seconds (default)
 
 
 @pytest.fixture
@@ -24,8 +25,7 @@ def platform():
 
 
 def advance(platform: ConnectPlatform, seconds: float) -> None:
-    for emulator in platform.accounts.values():
-        emulator.advance(seconds)
+    platform.advance(seconds)
 
 
 def full_sync(platform: ConnectPlatform, tmp_path) -> dict:
@@ -76,20 +76,78 @@ def test_a_platform_run_reads_the_events_of_each_account_once(platform, tmp_path
     assert {r["account_id"] for r in run.records("events")} == set(platform.account_ids)
 
 
-def test_a_no_change_run_costs_two_requests_per_account_and_writes_nothing(platform, tmp_path):
+@pytest.mark.parametrize("interval", [None, 0], ids=["default", "list-every-run"])
+def test_a_no_change_run_costs_one_request_per_account_and_writes_nothing(
+    platform, tmp_path, interval
+):
     state = full_sync(platform, tmp_path)
-    run = run_tap(config=platform_settings(platform), state=state, tmp_path=tmp_path)
+    config = platform_settings(platform, quiet_account_interval_seconds=interval)
+    run = run_tap(config=config, state=state, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.records() == []
+    # With no event since the last run, the listings of objects Stripe creates without
+    # an event (balance transactions, Checkout Sessions) wait for a later run (README,
+    # stream table); with `quiet_account_interval_seconds: 0` they run every time.
+    listings = {"/v1/balance_transactions": 1, "/v1/checkout/sessions": 1}
+    waiting = {} if interval is None else listings
     for account, emulator in platform.accounts.items():
         paths = collections.Counter(r.path for r in emulator.requests)
-        # The events feed and `balance_transactions` (no events: a listing since the
-        # bookmark); Checkout Sessions have no creation event, so the ones created since
-        # are listed too (README, stream table).
-        assert paths.pop("/v1/checkout/sessions") == 1, account
-        assert paths == {"/v1/events": 1, "/v1/balance_transactions": 1}, account
+        assert paths == {"/v1/events": 1, **waiting}, account
     # Accounts, invoice items: nothing listed again.
     assert not [p for _m, p, _a in platform.api_requests if p in ("/v1/invoiceitems",)]
+
+
+def test_objects_created_without_an_event_wait_in_a_quiet_account_and_are_never_lost(
+    platform, tmp_path
+):
+    state = full_sync(platform, tmp_path)
+    quiet, busy = (platform.accounts[a] for a in platform.account_ids[:2])
+    quiet_id, busy_id = platform.account_ids[:2]
+    # Stripe sends no event for a Stripe fee or a new Checkout Session.
+    created = {
+        (account, stream): emulator.create(stream)["id"]
+        for account, emulator in ((quiet_id, quiet), (busy_id, busy))
+        for stream in ("balance_transactions", "checkout_sessions")
+    }
+    busy.create("customers")  # an event: the account changed, its listings run now
+
+    def written(run, account):
+        return {
+            (account, stream): r["id"]
+            for stream in ("balance_transactions", "checkout_sessions")
+            for r in run.records(stream)
+            if r["account_id"] == account
+        }
+
+    def run_once(state):
+        for emulator in platform.accounts.values():
+            emulator.clear_requests()
+        run = run_tap(config=platform_settings(platform), state=state, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run
+
+    first = run_once(state)
+    assert written(first, busy_id) == {k: v for k, v in created.items() if k[0] == busy_id}
+    assert written(first, quiet_id) == {}
+    assert [r.path for r in quiet.requests] == ["/v1/events"]
+    # Still within the interval (an hour by default) of the quiet account's last listing.
+    advance(platform, QUIET - 3 * LAG)
+    second = run_once(first.last_state)
+    assert written(second, quiet_id) == {}
+    assert [r.path for r in quiet.requests] == ["/v1/events"]
+    # Past it: listed from where the last listing ended, each object once.
+    advance(platform, 3 * LAG)
+    third = run_once(second.last_state)
+    assert written(third, quiet_id) == {k: v for k, v in created.items() if k[0] == quiet_id}
+    assert len(third.records("balance_transactions")) == len(
+        {(r["account_id"], r["id"]) for r in third.records("balance_transactions")}
+    )
+    # And quiet again: one request per account.
+    advance(platform, LAG + 5)
+    fourth = run_once(third.last_state)
+    assert fourth.records() == []
+    for account, emulator in platform.accounts.items():
+        assert [r.path for r in emulator.requests] == ["/v1/events"], account
 
 
 def test_invoice_items_and_accounts_change_incrementally(platform, tmp_path):
@@ -122,10 +180,7 @@ def test_invoice_items_and_accounts_change_incrementally(platform, tmp_path):
     # A row of the platform's account list, keyed as when the list is read whole.
     assert changed["account_id"] == "acct_platform0emulator"
     # Nothing read beyond the events for the account update and the invoice items.
-    requests = platform.accounts[other].requests
-    assert sorted(r.path for r in requests) == sorted(
-        ["/v1/events", "/v1/balance_transactions", "/v1/checkout/sessions"]
-    )
+    assert [r.path for r in platform.accounts[other].requests] == ["/v1/events"]
 
 
 @pytest.mark.parametrize("listed", [True, False], ids=["star", "named"])

@@ -1,7 +1,8 @@
 """The CREATED mode: objects that never change once made (balance transactions, events).
 
 A first sync lists everything; later ones list only what was created since the bookmark,
-less the lag (a new object can appear in the list a little after its `created` time).
+less the lag (a new object can appear in the list a little after its `created` time), or
+nothing yet in an account whose events show no change (`Unit.quiet_since`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def sync(unit: Unit) -> Iterator[dict]:
         feed = unit.run.feed(unit.account)
         if feed.covers(since, unit.resource):
             return from_feed(unit, feed, since)
+    if bookmark is not None and unit.quiet_since(bookmark):
+        return iter(())
     return list_all(unit, since=since)
 
 

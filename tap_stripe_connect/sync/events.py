@@ -84,6 +84,8 @@ def changes_since(unit: Unit, bookmark: int) -> Iterator[dict]:
             if start_date is None or created is None or parse_time(created) >= start_date:
                 yield record
     if not unit.resource.creation_event:
+        if unit.quiet_since(bookmark):
+            return  # nothing changed: the bookmark stays for the listing that waits
         yield from created_since(unit, since, started, seen)
     unit.mark_synced(started)
 

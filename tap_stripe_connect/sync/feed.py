@@ -103,6 +103,10 @@ class EventFeed:
             self.started = self._client.clock.now()
         self.since = since
 
+    def quiet(self, since: int) -> bool:
+        """Whether the account has no event at all created at or after `since`."""
+        return not self._created or self._created[0] < since
+
     def _keep(self, lines: bytes) -> None:
         if self._file is None and len(self._memory) + len(lines) > SPOOL_BYTES:
             self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `close`)

@@ -12,6 +12,8 @@ import functools
 import typing as t
 from dataclasses import dataclass, field
 
+from tap_stripe_connect.errors import StripePermissionError
+
 if t.TYPE_CHECKING:
     import logging
 
@@ -85,6 +87,27 @@ class Unit:
 
     def shape(self, obj: dict, updated: int | None, *, deleted_at: int | None = None) -> dict:
         return self.records.shape(obj, updated, self.owner, deleted_at=deleted_at)
+
+    def quiet_since(self, bookmark: int) -> bool:
+        """Whether a listing of the objects created since `bookmark` may wait for a later run.
+
+        Stripe sends no event as a balance transaction or a Checkout Session is created, so
+        only a listing finds new ones. Most come with other events of the account (a charge,
+        a payout, a customer); in an account with no event at all since the bookmark (less
+        the lag) the listing waits until the bookmark is `quiet_account_interval_seconds`
+        old by Stripe's clock. The bookmark then stays put: the next listing starts there.
+        """
+        interval = self.settings.quiet_account_interval_seconds
+        if self.resource.creation_event or not interval:
+            return False
+        since = bookmark - self.settings.event_lag_seconds
+        feed = self.run.feed(self.account)
+        try:
+            if not feed.covers(since, self.resource):
+                return False
+        except StripePermissionError:
+            return False  # a key without the Events permission: list, as without a feed
+        return feed.started is not None and feed.started - bookmark < interval and feed.quiet(since)
 
     def mark_synced(self, started: int | None) -> None:
         """Move the bookmark to the start of this read, also when nothing changed."""

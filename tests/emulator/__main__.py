@@ -7,7 +7,7 @@
 a Connect platform with `--accounts` connected accounts, and writes the settings
 `tap-stripe-connect connect` and the tap need to use it. Every account is answered inside
 the platform's server (thousands of accounts); `POST /_emulator/accounts?count=N` connects
-N more while it runs.
+N more while it runs, `POST /_emulator/advance?seconds=S` moves every account's clock on.
 """
 
 from __future__ import annotations

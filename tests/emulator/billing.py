@@ -360,7 +360,7 @@ class Builder:
 
     # -- money movement -----------------------------------------------------------------------
 
-    def balance_transaction(self, created: int, source: str, amount: int, currency: str,
+    def balance_transaction(self, created: int, source: str | None, amount: int, currency: str,
                             kind: str, *, category: str, fee: int = 0,
                             txn_id: str | None = None, description: str | None = None) -> dict:
         available_on = created + 2 * DAY - created % DAY
@@ -1265,8 +1265,16 @@ class BillingStore:
         elif stream == "accounts":
             obj = build.account(at, **fields)
         elif stream == "balance_transactions":
-            raise ValueError("balance transactions come with charges, refunds, disputes, "
-                             "payouts, transfers and application fees")
+            # Others come with charges, refunds, disputes, payouts, transfers and application
+            # fees; a Stripe fee (Billing, Radar, Connect) is charged alone, with no event.
+            if fields.get("type", "stripe_fee") != "stripe_fee":
+                raise ValueError("balance transactions other than Stripe fees come with charges, "
+                                 "refunds, disputes, payouts, transfers and application fees")
+            txn = build.balance_transaction(
+                at, None, -abs(int(fields.get("amount", 1500))), "usd", "stripe_fee",
+                category="fee", description=fields.get("description", "Billing - Usage Fee"))
+            self.collections["balance_transactions"].put(txn)
+            return txn
         else:
             raise ValueError(f"cannot create {stream}")
         if txn is not None:

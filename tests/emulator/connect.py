@@ -161,6 +161,13 @@ class ConnectPlatform:
             added.append(emulator.account_id)
         return added
 
+    def advance(self, seconds: float) -> None:
+        """Time passes for every connected account (one clock for the platform)."""
+        with self._lock:
+            accounts = list(self.accounts.values())
+        for emulator in accounts:
+            emulator.advance(seconds)
+
     def disconnect(self, account_id: str) -> None:
         """The account leaves the platform: gone from `GET /v1/accounts`, and no access."""
         self.deauthorize(account_id)
@@ -214,6 +221,11 @@ class ConnectPlatform:
             objects = int(form["objects"]) if form.get("objects") else None
             added = self.add_accounts(int(form.get("count") or 1), objects)
             self._reply(handler, 200, {"added": added, "accounts": len(self.account_ids)})
+        elif split.path == "/_emulator/advance" and method == "POST":
+            # Time passes (`seconds`) for every account: for a running emulator.
+            form = {k: v[-1] for k, v in parse_qs(split.query or body).items()}
+            self.advance(float(form.get("seconds") or 0))
+            self._reply(handler, 200, {"clock": self.clock()})
         elif split.path.startswith("/v1/"):
             self._api(handler, method, split.path, split.query)
         else:
