@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/platform_sync.py                      # 100 accounts x 100 objects
     .venv/bin/python benchmarks/platform_sync.py --accounts 40 --objects 50
-    .venv/bin/python benchmarks/platform_sync.py --a-rate 9000        # scenario A's objects/s now
+    .venv/bin/python benchmarks/platform_sync.py --a-rate 9000        # skip measuring scenario A
     .venv/bin/python benchmarks/platform_sync.py --tap-checkout ../main   # another checkout's tap
     .venv/bin/python benchmarks/platform_sync.py --profile tap.txt    # py-spy, raw, GIL samples
 
@@ -11,7 +11,8 @@ connected account answers with 100+-30 ms of latency and its own limits (25 requ
 and 25 per endpoint). The tap syncs `account_ids: ["*"]` with its default streams and
 settings into a sink that counts RECORD lines per stream. Printed: the wall time of the
 sync beside the ideal `max(requests x latency / max_workers, records / A-rate)` (A-rate:
-objects/s of scenario A, `--a-rate`, measured by benchmarks/throughput.py on this machine),
+objects/s of benchmarks/throughput.py's scenario A, run just before and just after the
+platform sync, side by side, their mean; or `--a-rate`),
 and whether every account's objects came once with its `account_id`; the CPU seconds of
 the tap, the emulator and this script's sink (all three share the machine's cores). Then
 incremental runs, each from the last one's STATE: one at once (it reads again what changed
@@ -105,6 +106,7 @@ def run_tap(
     )
     log = (workdir / "stderr.log").open("w+b")
     started = time.monotonic()
+    sink_before = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     python = PYTHON if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
     argv = [python, "-m", "tap_stripe_connect", "--config", str(config)]
     if state is not None:
@@ -145,7 +147,7 @@ def run_tap(
     total = re.search(r"^total\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)", stderr, re.M)
     return {
         "seen": seen,
-        "sink_cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+        "sink_cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - sink_before,
         "returncode": proc.returncode,
         "cpu": usage.ru_utime + usage.ru_stime,
         "wall": wall,
@@ -155,6 +157,17 @@ def run_tap(
         "stderr": stderr[-2000:],
         "state": json.dumps(json.loads(last_state)["value"]) if last_state else None,
     }
+
+
+def scenario_a(workdir: Path) -> float:
+    """Objects/s of benchmarks/throughput.py's scenario A (CPU-bound, one account) now."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import throughput
+
+    (run,) = throughput.run_scenario(
+        "A", argparse.Namespace(objects=5000, seed=7, profile=None), workdir
+    )
+    return run.rate
 
 
 def process_cpu(pid: int) -> float:
@@ -169,7 +182,7 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=100, help="objects per core stream")
     parser.add_argument("--max-workers", type=int, default=32)
     parser.add_argument(
-        "--a-rate", type=float, default=20_000.0, help="objects/s of scenario A on this machine"
+        "--a-rate", type=float, help="objects/s of scenario A (default: measured around the run)"
     )
     parser.add_argument("--verbose", action="store_true", help="print the tap's summary")
     parser.add_argument(
@@ -187,7 +200,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             before = process_cpu(emulator.pid)  # generating (and warming) its data
             checkout = args.tap_checkout.resolve()
+            a_rates = [] if args.a_rate else [scenario_a(Path(tmp))]
             result = run_tap(url, Path(tmp), args.max_workers, args.profile, checkout)
+            a_rates += [] if args.a_rate else [scenario_a(Path(tmp))]
             emulator_cpu = process_cpu(emulator.pid) - before
             incremental = functools.partial(
                 run_tap, url, Path(tmp), args.max_workers, None, checkout
@@ -212,7 +227,8 @@ def main() -> int:
         return 1
     records = sum(result["records"].values())
     sent = result["requests"] or 0
-    ideal = max(sent * LATENCY / args.max_workers, records / args.a_rate)
+    a_rate = args.a_rate or sum(a_rates) / len(a_rates)
+    ideal = max(sent * LATENCY / args.max_workers, records / a_rate)
     exact = all(
         result["records"][s] == args.accounts * args.objects
         and len(result["seen"][s]) == args.accounts * args.objects  # no object twice
@@ -225,6 +241,11 @@ def main() -> int:
         f"100+-30 ms, 25 requests/s per account and per endpoint, max_workers {args.max_workers}"
     )
     print(f"  records {records:,}  requests {sent:,}  ({sent / args.accounts:.1f} per account)")
+    measured = f" (before {a_rates[0]:,.0f}, after {a_rates[1]:,.0f})" if a_rates else " (given)"
+    print(
+        f"  ideal: max({sent:,} x {LATENCY}s / {args.max_workers} workers, "
+        f"{records:,} / A-rate {a_rate:,.0f}{measured})"
+    )
     print(
         f"  wall {result['wall']:.1f}s  ideal {ideal:.1f}s  ratio {result['wall'] / ideal:.2f}x  "
         f"(CPU: tap {result['cpu']:.1f}s, emulator {emulator_cpu:.1f}s, "
