@@ -128,9 +128,13 @@ class StripeStream(CompatStream):
     def reads_events(self, account: str | None) -> bool:
         """Whether the stream's units read the account's events (its feed) when bookmarked."""
         resource = self.resource
-        # A listing of objects created without an event asks the feed whether it may wait.
-        waits = not resource.creation_event and self.run.settings.quiet_account_interval_seconds
-        return resource.sync == EVENTS or bool(resource.each_account and account) or bool(waits)
+        return resource.sync == EVENTS or bool(resource.each_account and account)
+
+    def uses_feed(self, account: str | None) -> bool:
+        """Whether the stream's units use the account's feed when bookmarked: to sync through
+        events, or (objects created without an event) to know whether a listing may wait."""
+        interval = self.run.settings.quiet_account_interval_seconds
+        return self.reads_events(account) or bool(interval and not self.resource.creation_event)
 
     def feed_bookmark(self, account: str | None) -> int | None:
         """The bookmark of this stream's unit of `account` (None: it lists instead)."""

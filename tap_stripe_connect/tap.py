@@ -290,7 +290,7 @@ class TapStripeConnect(CompatTap):
         # One events read per account feeds these streams, from the oldest of their bookmarks.
         feeding = [t.cast("StripeStream", s) for s in streams if s.selected]
         self.run.feed_bookmarks = lambda account: [
-            s.feed_bookmark(account) for s in feeding if s.reads_events(account)
+            s.feed_bookmark(account) for s in feeding if s.uses_feed(account)
         ]
         jobs = stream_jobs(streams, self.run.connected_accounts(), self.progress)
         self.run.expect_units(job.account for job in jobs)

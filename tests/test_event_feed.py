@@ -8,7 +8,7 @@ import collections
 
 import pytest
 
-from tests.conftest import run_tap
+from tests.conftest import emulator_config, run_tap
 from tests.emulator.connect import ConnectPlatform
 from tests.test_account_list import catalog_of
 from tests.test_connect import CORE
@@ -250,3 +250,31 @@ def test_thousands_of_accounts_need_no_open_file_each(tmp_path):
         )
         assert again.returncode == 0, again.stderr[-2000:]
         assert "Too many open files" not in again.stderr
+
+
+def test_a_key_without_the_events_permission_lists_balance_transactions_every_run(tmp_path):
+    """Balance transactions need no Events permission: a key without it keeps listing them
+    on every run (one refused events read, no error), as before quiet accounts."""
+    from tests.emulator import Emulator
+    from tests.test_streams import catalog_of as single_catalog
+
+    key = "rk_test_balanceOnly0001"
+    with Emulator(objects=5, seed=46, api_keys={"sk_test_emulator": None,
+                                                key: {"balance_transactions"}}) as emu:
+        catalog = single_catalog(emu, tmp_path, {"balance_transactions"})
+        config = emulator_config(emu, api_key=key)
+        first = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
+        assert first.returncode == 0, first.stderr[-2000:]
+        emu.advance(LAG + 5)
+        fee = emu.create("balance_transactions")
+        emu.clear_requests()
+        run = run_tap(config=config, catalog=catalog, state=first.last_state, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert [r["id"] for r in run.records("balance_transactions")] == [fee["id"]]
+        assert "ERROR" not in run.stderr, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr
+        # One refused events read; the listing (besides the restricted key's `limit=1` check).
+        refused = [r.path for r in emu.requests if r.status == 403]
+        assert refused == ["/v1/events"]
+        listed = [r for r in emu.requests if r.path == "/v1/balance_transactions"]
+        assert [r.query.get("limit") for r in listed if r.query.get("limit") != ["1"]] == [["100"]]
