@@ -88,7 +88,7 @@ class StripeStream(CompatStream):
     def checkpoints(self) -> Throttle:
         # A platform run's STATE holds every account's every stream: the listings of all
         # streams share the run's one a second (after each stream's first).
-        if self.run.connected_accounts():
+        if self.run.platform:
             return FirstThenShared(self.run.state_messages)
         return Throttle()
 
@@ -162,7 +162,7 @@ class StripeStream(CompatStream):
         # A connected account read as itself: its record, then its own events.
         mode = EVENTS if self.reads_events(unit.account) else self.resource.sync
         records = MODES[mode](unit)
-        if unit.account and self.run.connected_accounts():
+        if unit.account and self.run.platform:
             return self.one_of_many_accounts(unit, records)
         return records
 
