@@ -5,6 +5,7 @@ and cost requests in proportion to what changed."""
 from __future__ import annotations
 
 import collections
+import typing as t
 
 import pytest
 
@@ -105,19 +106,23 @@ def test_objects_created_without_an_event_wait_in_a_quiet_account_and_are_never_
     quiet_id, busy_id = platform.account_ids[:2]
     # Stripe sends no event for a Stripe fee or a new Checkout Session.
     created = {
-        (account, stream): emulator.create(stream)["id"]
+        account: {
+            (stream, emulator.create(stream)["id"])
+            for stream in ("balance_transactions", "checkout_sessions")
+        }
         for account, emulator in ((quiet_id, quiet), (busy_id, busy))
-        for stream in ("balance_transactions", "checkout_sessions")
     }
     busy.create("customers")  # an event: the account changed, its listings run now
 
     def written(run, account):
-        return {
-            (account, stream): r["id"]
+        rows = [
+            (stream, r["id"])
             for stream in ("balance_transactions", "checkout_sessions")
             for r in run.records(stream)
             if r["account_id"] == account
-        }
+        ]
+        assert len(rows) == len(set(rows)), rows  # each object once
+        return set(rows)
 
     def run_once(state):
         for emulator in platform.accounts.values():
@@ -127,21 +132,18 @@ def test_objects_created_without_an_event_wait_in_a_quiet_account_and_are_never_
         return run
 
     first = run_once(state)
-    assert written(first, busy_id) == {k: v for k, v in created.items() if k[0] == busy_id}
-    assert written(first, quiet_id) == {}
+    assert written(first, busy_id) == created[busy_id]
+    assert written(first, quiet_id) == set()
     assert [r.path for r in quiet.requests] == ["/v1/events"]
     # Still within the interval (an hour by default) of the quiet account's last listing.
     advance(platform, QUIET - 3 * LAG)
     second = run_once(first.last_state)
-    assert written(second, quiet_id) == {}
+    assert written(second, quiet_id) == set()
     assert [r.path for r in quiet.requests] == ["/v1/events"]
     # Past it: listed from where the last listing ended, each object once.
     advance(platform, 3 * LAG)
     third = run_once(second.last_state)
-    assert written(third, quiet_id) == {k: v for k, v in created.items() if k[0] == quiet_id}
-    assert len(third.records("balance_transactions")) == len(
-        {(r["account_id"], r["id"]) for r in third.records("balance_transactions")}
-    )
+    assert written(third, quiet_id) == created[quiet_id]
     # And quiet again: one request per account.
     advance(platform, LAG + 5)
     fourth = run_once(third.last_state)
@@ -211,9 +213,10 @@ def test_a_run_killed_after_the_feed_was_read_resumes_without_gaps(tmp_path):
         config = platform_settings(platform)
         killed, killed_state = run_killed(config, tmp_path, after_records=300, state=state)
         assert killed_state is not None
-        # Killed after feeds were read (once per account), before every changed object
-        # was written.
-        assert sum(m["stream"] in CORE for m in killed) < len(changed)
+        # Killed after feeds were read (once per account), while the changed objects were
+        # being written: some were, others were left for the resumed run.
+        written = {(m["stream"], m["record"]["account_id"], m["record"]["id"]) for m in killed}
+        assert 0 < len(written & changed.keys()) < len(changed)
         reads = events_reads(platform)
         assert set(reads.values()) == {1}
         assert len(reads) >= 2
@@ -241,6 +244,8 @@ def test_thousands_of_accounts_need_no_open_file_each(tmp_path):
         first = run_tap(config=settings, catalog=catalog, tmp_path=tmp_path)
         assert first.returncode == 0, first.stderr[-2000:]
         advance(platform, LAG + 5)
+        for emulator in platform.accounts.values():  # events to keep, for every account
+            emulator.create("customers")
         again = run_tap(
             config=settings,
             catalog=catalog,
@@ -250,6 +255,41 @@ def test_thousands_of_accounts_need_no_open_file_each(tmp_path):
         )
         assert again.returncode == 0, again.stderr[-2000:]
         assert "Too many open files" not in again.stderr
+        new = {(r["account_id"], r["id"]) for r in again.records("customers")}
+        assert {a for a, _ in new} == set(platform.account_ids)
+
+
+def test_an_account_with_many_events_keeps_them_in_a_file_until_closed(monkeypatch):
+    """Past `SPOOL_BYTES` an account's events move to a temporary file; a stream reads its
+    own types from it, newest first, and `close` (its last unit ended) lets the file go."""
+    import types
+
+    from tap_stripe_connect.resources import RESOURCES_BY_NAME
+    from tap_stripe_connect.sync import feed as feed_module
+
+    monkeypatch.setattr(feed_module, "SPOOL_BYTES", 2_000)
+    events = [
+        {"id": f"evt_{n}", "type": "customer.updated" if n % 3 else "charge.succeeded",
+         "created": 10_000 - n, "data": {"object": {"id": f"obj_{n}", "pad": "x" * 100}}}
+        for n in range(60)
+    ]  # fmt: skip
+    client = types.SimpleNamespace(
+        pages=lambda read: iter([events[:30], events[30:]]),
+        clock=types.SimpleNamespace(now=lambda: 10_005),
+    )
+    feed = feed_module.EventFeed(t.cast("t.Any", client), "acct_1", lambda: 9_900)
+    assert feed.covers(9_950, RESOURCES_BY_NAME["customers"])
+    assert not feed.covers(9_899, RESOURCES_BY_NAME["customers"])
+    spooled = feed._file  # where the events are kept is the point
+    assert spooled is not None
+    assert list(feed.events(9_950, ["charge.succeeded"])) == [
+        e for e in events if e["type"] == "charge.succeeded" and e["created"] >= 9_950
+    ]
+    assert list(feed.events(0)) == events
+    assert not feed.quiet(9_941)
+    assert feed.quiet(10_001)
+    feed.close()
+    assert spooled.closed
 
 
 def test_a_key_without_the_events_permission_lists_balance_transactions_every_run(tmp_path):

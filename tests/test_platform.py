@@ -162,10 +162,19 @@ def test_a_killed_platform_run_resumes_every_account_without_gaps(platform, tmp_
         assert emitted == expected, f"{stream}: {len(expected - emitted)} objects lost"
 
 
-def test_each_account_finds_its_own_state_entry_among_many():
+def test_each_account_finds_its_own_state_entry_among_many(monkeypatch):
     """A unit's state entry is its account's own, found without scanning every account's
     (entries indexed by context), also for accounts added while the run goes on."""
+    from tap_stripe_connect.sdk_compat import StreamStateManager
     from tap_stripe_connect.state.bookmarks import LockedStateManager
+
+    scans = []
+    scan = StreamStateManager.get_context_state
+    monkeypatch.setattr(
+        StreamStateManager,
+        "get_context_state",
+        lambda self, context: scans.append(context) or scan(self, context),
+    )
 
     accounts = [f"acct_{n:04d}" for n in range(300)]
     partitions = [
@@ -178,6 +187,7 @@ def test_each_account_finds_its_own_state_entry_among_many():
     for account in reversed(accounts):
         entry = manager.get_context_state({"account_id": account})
         assert entry is partitions[accounts.index(account)]
+    assert scans == [], "the SDK's scan of every entry was used"
     new = manager.get_context_state({"account_id": "acct_new"})
     assert new == {"context": {"account_id": "acct_new"}}
     assert partitions[-1] is new
