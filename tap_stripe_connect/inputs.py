@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from jsonschema import Draft7Validator
 
+from tap_stripe_connect.api.context import header_problem
 from tap_stripe_connect.errors import TapError
 from tap_stripe_connect.settings import AccountShard, is_time
 from tap_stripe_connect.state.listing import LISTING, Listing, StateError
@@ -144,6 +145,10 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
             "date-time such as 2024-01-01 or 2024-01-01T00:00:00Z"
         )
     if "account_shard" not in wrong and (problem := account_shard_problem(config)):
+        problems.append(problem)
+    if not wrong & {"account_header", "account_id", "account_ids", "api_key"} and (
+        problem := header_problem(config)
+    ):
         problems.append(problem)
     return problems
 

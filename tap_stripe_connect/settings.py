@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from singer_sdk import typing as th
 
+from tap_stripe_connect.api.context import header_name
 from tap_stripe_connect.errors import ConfigError
 from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION
 
@@ -38,6 +39,8 @@ DEFAULTS: dict[str, t.Any] = {
     "progress_interval_seconds": 10,
     "skip_unreadable_streams": False,
     "keep_undeclared_fields": False,
+    "account_header": "auto",
+    "account_list": "v1",
 }
 
 
@@ -195,6 +198,33 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description=(
             "Platforms: connected accounts (acct_...) to sync with the platform's key, "
             'each as its own partition; ["*"] syncs every connected account.'
+        ),
+    ),
+    th.Property(
+        "account_header",
+        th.StringType,
+        default=DEFAULTS["account_header"],
+        allowed_values=["auto", "Stripe-Account", "Stripe-Context"],
+        title="Account header",
+        description=(
+            "The header that addresses `account_id` and `account_ids`: Stripe-Account, or "
+            "Stripe-Context, whose values may be paths (acct_parent/acct_child; "
+            "`account_id` is then the context `account_ids` are relative to). auto "
+            "(default): Stripe-Context for organization keys (sk_org_...), else "
+            "Stripe-Account."
+        ),
+    ),
+    th.Property(
+        "account_list",
+        th.StringType,
+        default=DEFAULTS["account_list"],
+        allowed_values=["v1", "v2"],
+        title="Account list",
+        description=(
+            'Platforms, `account_ids: ["*"]`: list the connected accounts with GET '
+            "/v1/accounts (v1, default) or GET /v2/core/accounts (v2: accounts created "
+            "through Accounts v2; those with a merchant or recipient configuration are "
+            "synced)."
         ),
     ),
     th.Property(
@@ -379,6 +409,10 @@ class Settings:
     account_ids: tuple[str, ...]
     #: Only the connected accounts of this shard are synced (None: every one).
     account_shard: AccountShard | None
+    #: The header that addresses accounts: "Stripe-Account" or "Stripe-Context".
+    account_header: str
+    #: The list `account_ids: ["*"]` reads: "v1" (`/v1/accounts`) or "v2" (`/v2/core/accounts`).
+    account_list: str
     start_timestamp: int | None
     event_lag_seconds: int
     #: How old a listing of objects created without an event may grow in a quiet account.
@@ -408,6 +442,8 @@ class Settings:
             account_id=str(config["account_id"]) if config.get("account_id") else None,
             account_ids=tuple(str(a) for a in config.get("account_ids") or ()),
             account_shard=parse_account_shard(config.get("account_shard")),
+            account_header=header_name(get("account_header"), config.get("api_key")),
+            account_list=str(get("account_list")),
             start_timestamp=parse_start_date(config.get("start_date")),
             event_lag_seconds=int(get("event_lag_seconds")),
             quiet_account_interval_seconds=int(get("quiet_account_interval_seconds")),

@@ -25,7 +25,12 @@ def encode(value: t.Any) -> bytes:
 
 
 def body_problem(
-    body: t.Any, *, listing: bool = True, events: bool = False, created: bool = False
+    body: t.Any,
+    *,
+    listing: bool = True,
+    events: bool = False,
+    created: bool = False,
+    v2: bool = False,
 ) -> str | None:
     """What keeps a parsed 2xx body from being a Stripe object or list, or None.
 
@@ -33,6 +38,8 @@ def body_problem(
     """
     if not isinstance(body, dict):
         return f"{type(body).__name__} instead of an object"
+    if v2:
+        return _v2_list_problem(body)
     if body.get("object") != "list":
         return "an object that is not a list" if listing else None
     data = body.get("data")
@@ -52,4 +59,18 @@ def body_problem(
                 isinstance(payload, dict) and isinstance(payload.get("object"), dict)
             ):
                 return f"event {index} of the list has no 'type' or 'data.object'"
+    return None
+
+
+def _v2_list_problem(body: dict) -> str | None:
+    """A v2 list: `data`, and `next_page_url` a string or null (no `object`, no `has_more`)."""
+    data = body.get("data")
+    if not isinstance(data, list):
+        return "a v2 list whose 'data' is not an array"
+    following = body.get("next_page_url")
+    if following is not None and not isinstance(following, str):
+        return "a v2 list whose 'next_page_url' is not a string or null"
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            return f"item {index} of the list has no id"
     return None

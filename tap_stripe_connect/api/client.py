@@ -1,7 +1,8 @@
 """The Stripe client: every request of a run goes through one `StripeClient`.
 
 It owns what is the same for every read: the base URL, auth (and refreshing an OAuth
-token Stripe says expired), `Stripe-Version`, `Stripe-Account`, cursor paging, the rate
+token Stripe says expired), `Stripe-Version`, `Stripe-Account` or `Stripe-Context`
+(`context.py`), cursor paging, the rate
 limiter of each account, the bound on requests in flight, retries, Stripe's clock and
 the errors a person reads. Callers describe a read (`reads.py`) and get objects back;
 it imports nothing of the streams, the sync modes or the tap.
@@ -10,6 +11,7 @@ it imports nothing of the streams, the sync modes or the tap.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import re
 import threading
@@ -26,6 +28,7 @@ from tap_stripe_connect.api import failures, metering
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.api.body import body_problem, parse
 from tap_stripe_connect.api.clock import StripeClock
+from tap_stripe_connect.api.context import header_value, sent_account
 from tap_stripe_connect.api.limiter import RateLimiter, endpoint_of
 from tap_stripe_connect.api.reads import ACCOUNT, Kind, Read
 from tap_stripe_connect.errors import (
@@ -118,11 +121,36 @@ class StripeClient:
     # -- the reads -----------------------------------------------------------------------
 
     def pages(self, read: Read) -> Iterator[list[dict]]:
-        """The objects of a list, page by page (newest first, `starting_after`)."""
+        """The objects of a list, page by page (newest first, `starting_after`; a v2
+        list by its `next_page_url`)."""
         after = read.after
         seen: set[str] = set()
         with metering.counter(read) as counter:
-            yield from self._pages(read, after, seen, counter)
+            if read.v2:
+                yield from self._v2_pages(read, seen, counter)
+            else:
+                yield from self._pages(read, after, seen, counter)
+
+    def _v2_pages(
+        self, read: Read, seen: set[str], counter: metering.Counter
+    ) -> Iterator[list[dict]]:
+        """A v2 list: each page names the next one (`next_page_url`, null at the end)."""
+        following: str | None = None
+        while True:
+            body, response = self.call(read, following)
+            counter.increment()
+            if data := body.get("data") or []:
+                yield data
+            following = body.get("next_page_url")
+            if not following:
+                return
+            # Followed on this API only (the key goes with it), and never twice.
+            if not following.startswith(read.path.rsplit("/", 1)[0] + "/") or following in seen:
+                raise StripeAPIError(
+                    f"Stripe named a next page that cannot be followed ({following[:80]}) "
+                    f"while listing {request_label(response)}; stopping instead of looping."
+                )
+            seen.add(following)
 
     def _pages(
         self, read: Read, after: str | None, seen: set[str], counter: metering.Counter
@@ -170,15 +198,17 @@ class StripeClient:
             return None
         return body
 
-    def account(self) -> dict | None:
-        """The credential's own account (and Stripe's time, from the same response).
+    def account(self, address: str | None = None) -> dict | None:
+        """The credential's own account, or the one at `address` (and Stripe's time,
+        from the same response).
 
         Restricted keys often may not read it; Stripe then names it in the error.
         """
         account: dict | None
+        read = dataclasses.replace(ACCOUNT, account=address) if address else ACCOUNT
         try:
-            with metering.counter(ACCOUNT) as counter:
-                account, _ = self.call(ACCOUNT)
+            with metering.counter(read) as counter:
+                account, _ = self.call(read)
                 counter.increment()
         except StripePermissionError as exc:
             found = re.search(r"on account '(acct_[A-Za-z0-9]+)'", str(exc))
@@ -257,11 +287,14 @@ class StripeClient:
 
     def prepare(self, read: Read, after: str | None = None) -> requests.PreparedRequest:
         url = self.settings.api_url + read.path
-        if query := read.query(after):
+        if read.v2 and after:
+            url = self.settings.api_url + after  # a v2 list's `next_page_url`
+        elif query := read.query(after):
             url += "?" + urlencode(query)
         headers = {"Stripe-Version": self.settings.api_version, "User-Agent": self.user_agent}
-        if account := read.account or self.settings.account_id:
-            headers["Stripe-Account"] = account
+        name = self.settings.account_header
+        if account := header_value(name, self.settings.account_id, read.account):
+            headers[name] = account
         return self.session.prepare_request(requests.Request("GET", url, headers=headers))
 
     def attempt(
@@ -339,7 +372,7 @@ class StripeClient:
         raise failures.fatal_error(
             read,
             response,
-            account=response.request.headers.get("Stripe-Account") or self.own_account_id,
+            account=sent_account(response.request.headers) or self.own_account_id,
             oauth=isinstance(self.authenticator, StripeOAuthAuthenticator),
         )
 
@@ -355,6 +388,7 @@ class StripeClient:
         problem = body_problem(
             body,
             listing=read.listing,
+            v2=read.v2,
             # Also the `events` stream's own list: every item an event.
             events=read.path == "/v1/events",
             created=read.created and read.kind is Kind.LIST,

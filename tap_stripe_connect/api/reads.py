@@ -26,6 +26,7 @@ class Kind(enum.Enum):
     EVENTS = "events"  # `GET /v1/events`: a list of events
     RETRIEVE = "retrieve"  # one object
     ACCOUNT = "account"  # `GET /v1/account`: the credential's own account
+    V2_LIST = "v2_list"  # a v2 list (`/v2/...`), paged by following `next_page_url`
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Read:
         return self.kind in (Kind.LIST, Kind.EVENTS)
 
     @property
+    def v2(self) -> bool:
+        return self.kind is Kind.V2_LIST
+
+    @property
     def name(self) -> str:
         """What errors call the read: its stream, or the object read."""
         return self.stream or self.object
@@ -58,6 +63,8 @@ class Read:
     def query(self, after: str | None = None) -> list[tuple[str, t.Any]]:
         """The query string's pairs (a list value repeats its key, as `expand[]`)."""
         pairs: list[tuple[str, t.Any]] = []
+        if self.v2:
+            pairs.append(("limit", self.limit))
         if self.listing:
             pairs.append(("limit", self.limit))
             if after or self.after:
@@ -143,6 +150,13 @@ def retrieve_read(
     if resource.object == "account" and account is not None and object_id == account:
         path = ACCOUNT.path
     return Read(Kind.RETRIEVE, path, params, **_about(resource, account, stream))
+
+
+def v2_accounts_read() -> Read:
+    """`GET /v2/core/accounts`: the accounts of a platform that uses Accounts v2 (closed
+    ones left out, as Stripe does by default)."""
+    return Read(Kind.V2_LIST, "/v2/core/accounts", object="v2.core.account",
+                permission="Accounts v2")
 
 
 #: The credential's own account: Stripe's clock, its id and its mode.

@@ -62,7 +62,7 @@ class EmbeddedLists:
         with self._lock:
             embedded = self._embedded.pop(parent_id, None) or {}
             rest = self._rest.pop(parent_id, None)
-        owner = account or self.run.account_id
+        owner = self.run.owner_of(account)
         for item in embedded.get("data") or []:
             record = self.shaping.shape(item, None, owner, parent_id=parent_id)
             if deleted_at:

@@ -9,7 +9,9 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 
 from tap_stripe_connect.api import list_read
+from tap_stripe_connect.api.reads import v2_accounts_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
+from tap_stripe_connect.api.context import addressed, is_organization_key
 from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
 from tap_stripe_connect.state.bookmarks import Throttle
@@ -24,6 +26,10 @@ if t.TYPE_CHECKING:
     from tap_stripe_connect.api import StripeClient
     from tap_stripe_connect.api.limiter import RateLimiter
     from tap_stripe_connect.settings import Settings
+
+
+#: The configurations of a v2 account whose own data a platform sync reads.
+SYNCED_CONFIGURATIONS = frozenset({"merchant", "recipient"})
 
 
 class Run:
@@ -62,8 +68,15 @@ class Run:
         self._listed_at: int | None = None
 
     def read_account(self) -> None:
-        """Learn Stripe's time and the credential's account, from one request."""
-        self.account = self.client.account()
+        """Learn Stripe's time and the credential's account, from one request.
+
+        An organization key has no account of its own: without setting `account_id`,
+        the first account of `account_ids` is read instead.
+        """
+        first = None
+        if is_organization_key(self.settings.api_key) and not self.settings.account_id:
+            first = next((a for a in self.settings.account_ids if a != "*"), None)
+        self.account = self.client.account(first)
         self._account_read = True
         self.client.own_account_id = self.account_id
 
@@ -94,10 +107,7 @@ class Run:
         if not wanted:
             return None
         if "*" in wanted:
-            accounts = RESOURCES_BY_NAME["accounts"]
-            self._listed_at = self.client.clock.now()
-            self._listed_objects = {a["id"]: a for a in self.client.list(list_read(accounts))}
-            listed = list(self._listed_objects)
+            listed = self._list_v2() if self.settings.account_list == "v2" else self._list_v1()
             every = listed + [a for a in wanted if a != "*" and a not in listed]
         else:
             every = list(dict.fromkeys(wanted))
@@ -110,6 +120,32 @@ class Run:
             shard, len(mine), len(every),
         )
         return mine
+
+    def _list_v1(self) -> list[str]:
+        """`GET /v1/accounts`: its objects are the accounts' own first records."""
+        accounts = RESOURCES_BY_NAME["accounts"]
+        self._listed_at = self.client.clock.now()
+        self._listed_objects = {a["id"]: a for a in self.client.list(list_read(accounts))}
+        return list(self._listed_objects)
+
+    def _list_v2(self) -> list[str]:
+        """`GET /v2/core/accounts` (`account_list: v2`): the accounts with data of their
+        own, a merchant or recipient configuration; accounts that are only customers of
+        the platform (their billing objects are the platform's) are left out."""
+        listed: list[str] = []
+        customers = 0
+        for account in self.client.list(v2_accounts_read()):
+            if set(account.get("applied_configurations") or ()) & SYNCED_CONFIGURATIONS:
+                listed.append(str(account["id"]))
+            else:
+                customers += 1
+        if customers:
+            self.logger.info(
+                "GET /v2/core/accounts: %d account(s) with only the customer configuration "
+                "left out (their billing objects are the platform's, with customer_account).",
+                customers,
+            )
+        return listed
 
     def listed_account(self, account_id: str) -> tuple[dict, int] | None:
         """The account as `GET /v1/accounts` listed it at the start of the run, with Stripe's
@@ -127,13 +163,19 @@ class Run:
 
     @property
     def account_id(self) -> str | None:
-        """The account records come from, unless a connected account is read."""
+        """The account records come from, unless a connected account is read (the last
+        element of a `Stripe-Context` path)."""
         if self.settings.account_id:
-            return self.settings.account_id
+            return addressed(self.settings.account_id)
         auth = self.client.authenticator
         if isinstance(auth, StripeOAuthAuthenticator) and auth.account_id:
             return str(auth.account_id)
         return (self.account or {}).get("id")
+
+    def owner_of(self, account: str | None) -> str | None:
+        """The `account_id` of the records of a unit for `account` (an entry of
+        `account_ids`, maybe a `Stripe-Context` path; None: the run's own account)."""
+        return addressed(account) or self.account_id
 
     def require_account(self) -> None:
         if self.connected_accounts() is None and not self.account_id:

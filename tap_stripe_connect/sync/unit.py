@@ -83,7 +83,7 @@ class Unit:
         """
         if self.resource.each_account:
             return self.run.account_id
-        return self.account or self.run.account_id
+        return self.run.owner_of(self.account)
 
     def shape(self, obj: dict, updated: int | None, *, deleted_at: int | None = None) -> dict:
         return self.records.shape(obj, updated, self.owner, deleted_at=deleted_at)

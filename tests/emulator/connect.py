@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.emulator.context import ORGANIZATION_KEY, PLATFORM_ID, AccountsV2
+from tests.emulator.context import addressed as context_addressed
 from tests.emulator.server import Emulator, mask_key
 
 PLATFORM_KEY = "sk_test_platform_emulator"
@@ -74,6 +76,11 @@ class ConnectPlatform:
         #: Accounts that left the platform: no longer in `GET /v1/accounts`, no access.
         self.disconnected: set[str] = set()
         self.platform_key = PLATFORM_KEY
+        #: An organization key (`Stripe-Context` only) and Accounts v2 (context.py).
+        self.organization_key = ORGANIZATION_KEY
+        self.v2 = AccountsV2()
+        #: (`Stripe-Account`, `Stripe-Context`) of each API request, as sent.
+        self.account_headers: list[tuple[str | None, str | None]] = []
         self.client_id = CLIENT_ID
         #: Seconds an access token lives; None: until revoked (Stripe's default).
         self.token_ttl = token_ttl
@@ -144,10 +151,13 @@ class ConnectPlatform:
 
     # -- test controls ---------------------------------------------------------------
 
-    def add_accounts(self, count: int, objects: int | None = None) -> list[str]:
+    def add_accounts(
+        self, count: int, objects: int | None = None, *, v2: t.Sequence[str] | None = None
+    ) -> list[str]:
         """`count` more accounts connect to the platform (each with its own data, from the
         next seeds: a platform made with more accounts over the same seed has the same
-        ones), listed after the others by `GET /v1/accounts`."""
+        ones), listed after the others by `GET /v1/accounts`; `v2`: created through
+        Accounts v2 with these configurations (only `GET /v2/core/accounts` lists them)."""
         added = []
         for _ in range(count):
             emulator = Emulator(
@@ -158,6 +168,8 @@ class ConnectPlatform:
             with self._lock:
                 self.accounts[emulator.account_id] = emulator
                 self.account_ids.append(emulator.account_id)
+                if v2 is not None:
+                    self.v2.created_v2[emulator.account_id] = list(v2)
             added.append(emulator.account_id)
         return added
 
@@ -226,7 +238,7 @@ class ConnectPlatform:
             form = {k: v[-1] for k, v in parse_qs(split.query or body).items()}
             self.advance(float(form.get("seconds") or 0))
             self._reply(handler, 200, {"clock": self.clock()})
-        elif split.path.startswith("/v1/"):
+        elif split.path.startswith(("/v1/", "/v2/")):
             self._api(handler, method, split.path, split.query)
         else:
             self._reply(
@@ -360,8 +372,20 @@ class ConnectPlatform:
     def _api(self, handler: BaseHTTPRequestHandler, method: str, path: str, query: str) -> None:
         auth = handler.headers.get("Authorization") or ""
         token = auth.partition(" ")[2].strip()
-        header_account = handler.headers.get("Stripe-Account")
+        sent = (handler.headers.get("Stripe-Account"), handler.headers.get("Stripe-Context"))
+        self.account_headers.append(sent)
+        organization = token == self.organization_key
+        header_account, refusal = context_addressed(
+            organization=organization,
+            stripe_account=sent[0],
+            stripe_context=sent[1],
+            stripe_version=handler.headers.get("Stripe-Version"),
+            token_mask=mask_key(token or "sk_none"),
+        )
         self.api_requests.append((method, path, header_account))
+        if refusal is not None:
+            self._reply(handler, *refusal)
+            return
         with self._lock:
             if self.expire_after is not None:
                 self.expire_after -= 1
@@ -370,10 +394,14 @@ class ConnectPlatform:
                     for issued in self._grants.values():
                         issued.expired = True
             grant = self._grants.get(token)
-            if token == self.platform_key:
+            if token == self.platform_key or organization:
                 account = header_account
                 if account is None and path == "/v1/accounts":
                     self._reply(handler, *self._account_list(parse_qs(query)))
+                    return
+                if account is None and path == "/v2/core/accounts":
+                    listed = [a for a in self.account_ids if a not in self.disconnected]
+                    self._reply(handler, *self.v2.answer(parse_qs(query), listed, self._v2_of))
                     return
                 if account is None:
                     account = self.account_ids[0] if path != "/v1/account" else None
@@ -382,7 +410,7 @@ class ConnectPlatform:
                             handler,
                             200,
                             {
-                                "id": "acct_platform0emulator",
+                                "id": PLATFORM_ID,
                                 "object": "account",
                                 "livemode": False,
                             },
@@ -466,7 +494,9 @@ class ConnectPlatform:
         if not 1 <= limit <= 100:
             return 400, {"error": {"type": "invalid_request_error", "param": "limit",
                                    "message": "Invalid limit: must be between 1 and 100"}}
-        listed = [a for a in self.account_ids if a not in self.disconnected]
+        listed = [
+            a for a in self.account_ids if a not in self.disconnected and self.v2.in_v1_list(a)
+        ]
         start = 0
         if after := arg.get("starting_after"):
             if after not in listed:
@@ -481,6 +511,15 @@ class ConnectPlatform:
             "url": "/v1/accounts",
             "has_more": start + limit < len(listed),
             "data": data,
+        }
+
+    def _v2_of(self, account_id: str) -> dict:
+        """What `GET /v2/core/accounts` shows of an account: name, email, creation."""
+        account = self.accounts[account_id].store.account
+        return {
+            "name": self._name(account_id),
+            "email": account.get("email"),
+            "created": account.get("created"),
         }
 
     def clock(self) -> float | None:
