@@ -11,6 +11,7 @@ import click
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_stripe_connect.connect import connect
+from tap_stripe_connect.connections import connections
 from tap_stripe_connect.errors import TapError, install_redaction, redact
 from tap_stripe_connect.inputs import check_input_files
 from tap_stripe_connect.tap import TapStripeConnect
@@ -24,7 +25,11 @@ Commands:
   connect   "Connect with Stripe": Stripe Connect's OAuth flow in a browser;
             saves the connected account's credentials for the tap.
             tap-stripe-connect connect --help
-            meltano invoke tap-stripe-connect:connect   (through Meltano)"""
+            meltano invoke tap-stripe-connect:connect   (through Meltano)
+  connections
+            Every account the configuration reaches: flow, status, last sync,
+            oldest bookmark and the command that fixes it.
+            tap-stripe-connect connections --help"""
 
 
 def fail(message: str) -> t.NoReturn:
@@ -39,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         at = connect_position(args)
-        if at is not None:
+        listing = connect_position(args, "connections")
+        if listing is not None:
+            code = connections(args[:listing] + args[listing + 1 :])
+        elif at is not None:
             # `--config` may come before `connect` (Meltano and habit put it first).
             code = connect(args[:at] + args[at + 1 :])
         else:
@@ -64,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         exit_now()
 
 
-def connect_position(args: list[str]) -> int | None:
-    """Where the `connect` subcommand is in `args`, if it is there at all."""
+def connect_position(args: list[str], command: str = "connect") -> int | None:
+    """Where the `connect` (or `command`) subcommand is in `args`, if it is there at all."""
     for index, arg in enumerate(args):
-        if arg == "connect" and (index == 0 or args[index - 1] not in _VALUE_OPTIONS):
+        if arg == command and (index == 0 or args[index - 1] not in _VALUE_OPTIONS):
             return index
     return None
 

@@ -63,7 +63,8 @@ def test_an_organization_key_reads_every_connected_account_through_stripe_contex
     # `account_header: auto` chose Stripe-Context: no request without it, none with
     # Stripe-Account (the emulator refuses those as Stripe does, and the run would fail).
     sent = platform.account_headers
-    assert sent and all(context and account is None for account, context in sent), sent
+    assert sent
+    assert all(context and account is None for account, context in sent), sent
     contexts = {context for _, context in sent}
     assert contexts == {PLATFORM_ID} | {f"{PLATFORM_ID}/{a}" for a in platform.account_ids}
     # Records carry the addressed account (the path's last element), and every object.
@@ -117,7 +118,8 @@ def test_an_organization_key_without_a_context_is_one_clear_line(
 ):
     run = run_tap(config=settings(platform, api_key=ORGANIZATION_KEY, **extra), tmp_path=tmp_path)
     assert run.returncode == 1
-    assert named in run.error_line and "sk_org_" in run.error_line, run.stderr[-2000:]
+    assert named in run.error_line, run.stderr[-2000:]
+    assert "sk_org_" in run.error_line
     assert ORGANIZATION_KEY not in run.stderr
     assert not platform.api_requests
 

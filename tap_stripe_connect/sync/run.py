@@ -9,9 +9,9 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 
 from tap_stripe_connect.api import list_read
-from tap_stripe_connect.api.reads import v2_accounts_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.api.context import addressed, is_organization_key
+from tap_stripe_connect.api.reads import v2_accounts_read
 from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
 from tap_stripe_connect.state.bookmarks import Throttle

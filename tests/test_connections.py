@@ -1,0 +1,244 @@
+"""`tap-stripe-connect connections`: every account the configuration reaches, its status,
+its sync times from STATE and the command that fixes it, through the CLI (and Meltano)
+against the emulated platform."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.emulator import Emulator
+from tests.emulator.connect import ConnectPlatform
+from tests.test_pipelines import clean_env
+
+PROG = "tap-stripe-connect"
+
+
+def connections(
+    *args: str,
+    config: dict,
+    tmp_path: Path,
+    state: dict | None = None,
+    stdin: str | None = None,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    argv = [sys.executable, "-m", "tap_stripe_connect", "connections", "--config", str(config_path)]
+    if state is not None:
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        argv += ["--state", str(tmp_path / "state.json")]
+    return subprocess.run(
+        [*argv, *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**clean_env(), **(env or {})},
+        timeout=300,
+        check=False,
+    )
+
+
+def rows(proc: subprocess.CompletedProcess) -> dict[str, dict]:
+    return {row["account_id"]: row for row in json.loads(proc.stdout)["connections"]}
+
+
+def errors(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{PROG}: error:")]
+
+
+def partition(account: str, stream: str, at: str) -> dict:
+    return {"context": {"account_id": account}, "replication_key": "updated",
+            "replication_key_value": at}
+
+
+@pytest.fixture
+def platform():
+    with ConnectPlatform(accounts=3, objects=0, seed=900) as connect_platform:
+        yield connect_platform
+
+
+def platform_state(accounts: list[str]) -> tuple[dict, dict[str, tuple[str, str]]]:
+    """A platform's STATE over two streams, and each account's (newest, oldest) bookmark."""
+    bookmarks: dict[str, tuple[str, str]] = {}
+    customers, invoices = [], []
+    for day, account in enumerate(accounts, start=1):
+        newest, oldest = f"2026-01-{day + 10:02d}T06:00:00Z", f"2025-12-{day:02d}T00:00:00Z"
+        customers.append(partition(account, "customers", newest))
+        invoices.append(partition(account, "invoices", oldest))
+        bookmarks[account] = (newest, oldest)
+    state = {"bookmarks": {"customers": {"partitions": customers},
+                           "invoices": {"partitions": invoices}}}
+    return state, bookmarks
+
+
+def test_a_platform_table_names_each_account_its_status_sync_times_and_fix(platform, tmp_path):
+    ok, lost = platform.account_ids[0], platform.account_ids[1]
+    platform.deauthorize(lost)  # Stripe's 403 `account_invalid` for the platform key
+    left = "acct_1LeftThePlatform0"  # in STATE, no longer listed by the platform
+    state, bookmarks = platform_state([*platform.account_ids, left])
+    config = {"api_key": platform.platform_key, "api_url": platform.url, "account_ids": ["*"]}
+    proc = connections("--format", "json", config=config, state=state, tmp_path=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    found = rows(proc)
+    assert set(found) == {*platform.account_ids, left}
+    for account in platform.account_ids:
+        assert found[account]["name"] == platform._name(account)
+        assert found[account]["flow"] == "platform key"
+    for account, (newest, oldest) in bookmarks.items():
+        assert (found[account]["last_sync"], found[account]["oldest_bookmark"]) == (
+            newest,
+            oldest,
+        )
+    assert found[ok]["status"] == "ok"
+    assert found[ok]["fix"] is None
+    assert found[platform.account_ids[2]]["status"] == "ok"
+    for account in (lost, left):
+        assert found[account]["status"] == "no access"
+        assert "tap-stripe-connect connect" in found[account]["fix"]
+    # One line on stderr for each account not ok, naming it and what to do.
+    lines = errors(proc)
+    assert len(lines) == 2
+    assert lost in lines[0]
+    assert "remove" in lines[0]
+    assert "'account_ids'" in lines[0]
+    assert left in lines[1]
+    assert "reconnect it" in lines[1]
+    # The list (one page) and one cheap request per account, no more.
+    log = platform.requests_by_account()
+    assert log[None] == [("GET", "/v1/accounts")]
+    for account in platform.account_ids:
+        assert log[account] == [("GET", "/v1/account")]
+
+
+def test_the_table_and_offline_make_no_request_from_a_meltano_state(platform, tmp_path):
+    state, bookmarks = platform_state(platform.account_ids)
+    config = {"api_key": platform.platform_key, "api_url": platform.url,
+              "account_ids": ["*"]}
+    # `meltano state get <id>` wraps the STATE in `singer_state`; `-` reads it from stdin.
+    proc = connections("--offline", "--state", "-", config=config, tmp_path=tmp_path,
+                       stdin=json.dumps({"singer_state": state}))
+    assert proc.returncode == 0, proc.stderr
+    assert not platform.api_requests
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ACCOUNT", "NAME", "FLOW", "STATUS"]
+    body = {line.split()[0]: line for line in lines[1:]}
+    assert set(body) == set(platform.account_ids)
+    for account, (newest, _) in bookmarks.items():
+        assert "not checked" in body[account]
+        assert newest in body[account]
+
+
+def test_a_revoked_oauth_connection_names_the_command_that_reconnects_it(platform, tmp_path):
+    account = platform.account_ids[2]
+    credentials = tmp_path / "stripe-credentials.json"
+    credentials.write_text(json.dumps({
+        "refresh_token": platform.issue_refresh_token(account),
+        "stripe_user_id": account,
+        "flow": "stripe_app",  # recorded by newer `connect`s: shown as it is
+    }))
+    config = {"client_id": platform.client_id, "client_secret": platform.platform_key,
+              "credentials_file": str(credentials), "api_url": platform.url,
+              "oauth_url": platform.url}
+    good = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert rows(good)[account]["status"] == "ok"
+    assert rows(good)[account]["flow"] == "stripe_app"
+    platform.deauthorize(account)
+    revoked = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert revoked.returncode == 1
+    row = rows(revoked)[account]
+    assert row["status"] == "revoked"
+    assert row["fix"] == f"run tap-stripe-connect connect --config <config.json> " \
+        f"--credentials-file {credentials}"
+    (line,) = errors(revoked)
+    assert account in line
+    assert "revoked" in line
+    assert "connect" in line
+    # The first run saved an access token; without one, the refresh itself is refused.
+    saved = json.loads(credentials.read_text())
+    assert saved.get("access_token")
+    credentials.write_text(json.dumps({k: v for k, v in saved.items() if k != "access_token"}))
+    refused = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert refused.returncode == 1
+    assert rows(refused)[account]["status"] == "revoked"
+    # Through Meltano the fix is Meltano's command.
+    under = connections("--format", "json", config=config, tmp_path=tmp_path,
+                        env={"MELTANO_PROJECT_ROOT": str(tmp_path)})
+    assert rows(under)[account]["fix"] == "run meltano invoke tap-stripe-connect:connect"
+
+
+def test_a_key_reaches_its_own_account_and_its_bookmarks(tmp_path):
+    with Emulator(objects=0, seed=910) as emulator:
+        own = emulator.account_id
+        state = {"bookmarks": {
+            "charges": {"account_id": own, "replication_key": "updated",
+                        "replication_key_value": "2025-12-20T00:00:00Z"},
+            "customers": {"account_id": own, "replication_key": "updated",
+                          "replication_key_value": "2025-12-10T00:00:00Z"},
+        }}
+        config = {"api_key": emulator.api_key, "api_url": emulator.url}
+        proc = connections("--format", "json", config=config, state=state, tmp_path=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        (row,) = rows(proc).values()
+        assert (row["account_id"], row["flow"], row["status"]) == (own, "key", "ok")
+        assert (row["last_sync"], row["oldest_bookmark"]) == (
+            "2025-12-20T00:00:00Z", "2025-12-10T00:00:00Z",
+        )
+        # Stripe's clock (the `Date` header), not this machine's, ages the bookmark: the
+        # emulator's stands still, months before this machine's (a minute of slack for a
+        # loaded machine).
+        by_stripe = emulator.clock - 1765324800
+        assert by_stripe - 1 <= row["oldest_bookmark_age_seconds"] <= by_stripe + 60
+        bad = connections(config={**config, "api_key": "sk_test_rolled0key"}, tmp_path=tmp_path)
+        assert bad.returncode == 1
+        (line,) = errors(bad)
+        assert "no access" in line
+        assert "'api_key'" in line
+        assert "sk_test_rolled0key" not in bad.stderr + bad.stdout
+
+
+MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
+PLUGIN = ROOT / ".meltano" / "extractors" / "tap-stripe-connect" / "venv" / "bin" / PROG
+
+
+@pytest.fixture(scope="module")
+def meltano_tap() -> Path:
+    """Meltano and this project's tap plugin (scripts/install_meltano.sh), once."""
+    if not (MELTANO.exists() and PLUGIN.exists()):
+        proc = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "install_meltano.sh"), "tap-stripe-connect"],
+            cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-5000:]
+    return MELTANO
+
+
+def test_meltano_invokes_the_connections_command(meltano_tap, platform, tmp_path):
+    state, _ = platform_state(platform.account_ids)
+    (tmp_path / "state.json").write_text(json.dumps({"singer_state": state}))
+    env = {
+        **clean_env(),
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "TAP_STRIPE_CONNECT_API_KEY": platform.platform_key,
+        "TAP_STRIPE_CONNECT_API_URL": platform.url,
+        "TAP_STRIPE_CONNECT_ACCOUNT_IDS": json.dumps(platform.account_ids[:2]),
+    }
+    proc = subprocess.run(
+        [str(meltano_tap), "invoke", "tap-stripe-connect:connections", "--format", "json",
+         "--state", str(tmp_path / "state.json")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        stdin=subprocess.DEVNULL, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = rows(proc)
+    assert set(found) == set(platform.account_ids[:2])
+    assert {r["status"] for r in found.values()} == {"ok"}
