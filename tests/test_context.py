@@ -189,3 +189,37 @@ def test_account_list_v2_lists_accounts_created_through_accounts_v2(catalog, tmp
         # Customer-only accounts have no data of their own: no request is made for them.
         assert not set(customers) & set(log)
         assert "3 account(s) with only the customer configuration" in run.stderr
+
+
+def test_billing_objects_keep_the_account_that_is_their_customer(tmp_path):
+    """API 2025-12-15 and later: an Account acting as customer is `customer_account`,
+    declared in the schemas (targets keep it) and carried by the records."""
+    streams = ("subscriptions", "invoices")
+    with ConnectPlatform(accounts=1, objects=6, seed=730) as platform:
+        emulator = platform.accounts[platform.account_ids[0]]
+        payer = "acct_1PaysAsCustomer0"
+        changed = {}
+        for stream in streams:
+            for obj in emulator.objects(stream)[:2]:
+                emulator.update(stream, obj["id"], {"customer": None, "customer_account": payer})
+                changed[(stream, obj["id"])] = payer
+        assert len(changed) == 4
+        config = settings(
+            platform,
+            api_key=platform.platform_key,
+            account_id=emulator.account_id,
+            api_version="2026-10-28.endive",
+        )
+        discovered = run_tap("--discover", config=config, tmp_path=tmp_path)
+        catalog = select_streams(json.loads(discovered.stdout), streams)
+        run = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "customer_account" not in run.stderr  # not named as an undeclared field
+        for stream in streams:
+            assert "customer_account" in run.schemas()[stream]["properties"]
+            records = run.records(stream)
+            assert len(records) == len(emulator.objects(stream))
+            for record in records:
+                assert record.get("customer_account") == changed.get((stream, record["id"]))
+                if (stream, record["id"]) in changed:
+                    assert record["customer"] is None
