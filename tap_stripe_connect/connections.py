@@ -344,7 +344,13 @@ def connections(argv: list[str] | None = None) -> int:
     register_secrets(secrets_in(config))
     if problem := header_problem(config):
         raise ConfigError(f"Invalid settings: {problem}.")
-    settings = Settings.from_config(config)
+    # A status check, not a sync: a Stripe that does not answer is said within a minute.
+    configured_settings = Settings.from_config(config)
+    settings = dataclasses.replace(
+        configured_settings,
+        max_retries=min(2, configured_settings.max_retries),
+        max_retry_seconds=min(30.0, configured_settings.max_retry_seconds),
+    )
     credentials_file = config.get("credentials_file")
     stored = read_credentials(credentials_file) if uses_oauth(config) else {}
     state = read_state(args.state)
