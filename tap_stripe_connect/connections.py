@@ -53,6 +53,8 @@ OK, REVOKED, NO_ACCESS, EXPIRING = "ok", "revoked", "no access", "token expiring
 NOT_CHECKED, ERROR = "not checked", "error"
 #: A recorded refresh token expiring sooner than this is reported (`token expiring`).
 EXPIRING_SECONDS = 14 * 86400
+#: Stripe Apps refresh tokens expire a year after they are issued.
+REFRESH_TOKEN_SECONDS = 365 * 86400
 PROG = "tap-stripe-connect"
 
 
@@ -271,16 +273,25 @@ def check(client: StripeClient, connection: Connection, credentials_file: str | 
         connection.account_id = str(account.get("id") or "")
 
 
-def expiring(stored: t.Mapping[str, t.Any], now: int) -> bool:
-    """Whether the credentials file records a refresh token expiring soon."""
+def refresh_expires_at(
+    config: t.Mapping[str, t.Any], stored: t.Mapping[str, t.Any], path: str | None
+) -> float | None:
+    """When the refresh token of the credentials file expires (this machine's clock), if
+    it does: as the file records it, or else, for Stripe Apps (whose refresh tokens live
+    a year and roll on every refresh, the file rewritten each time), a year after the
+    file was last written. Classic Connect refresh tokens do not expire."""
     value = stored.get("refresh_token_expires_at")
-    if value is None:
-        return False
+    if value is not None:
+        try:
+            return float(value) if not isinstance(value, str) else float(parse_time(value))
+        except (TypeError, ValueError):
+            return None
+    if credential_flow(config, stored) != "stripe_app" or not path:
+        return None
     try:
-        at = int(value) if not isinstance(value, str) else parse_time(value)
-    except (TypeError, ValueError):
-        return False
-    return at - now < EXPIRING_SECONDS
+        return Path(path).stat().st_mtime + REFRESH_TOKEN_SECONDS
+    except OSError:
+        return None
 
 
 # -- output -------------------------------------------------------------------------------
@@ -389,7 +400,8 @@ def connections(argv: list[str] | None = None) -> int:
                 )
         row.last_sync, row.oldest_bookmark = max(marks), min(marks)
     now = (client.clock.now() if client is not None else None) or int(time.time())
-    if stored and expiring(stored, now):
+    expires = refresh_expires_at(config, stored, credentials_file) if stored else None
+    if expires is not None and expires - time.time() < EXPIRING_SECONDS:
         for row in rows:
             if row.status in (OK, NOT_CHECKED):
                 row.status = EXPIRING

@@ -5,8 +5,10 @@ against the emulated platform."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +175,29 @@ def test_a_revoked_oauth_connection_names_the_command_that_reconnects_it(platfor
     under = connections("--format", "json", config=config, tmp_path=tmp_path,
                         env={"MELTANO_PROJECT_ROOT": str(tmp_path)})
     assert rows(under)[account]["fix"] == "run meltano invoke tap-stripe-connect:connect"
+
+
+def test_a_stripe_app_refresh_token_near_its_year_is_expiring(platform, tmp_path):
+    account = platform.account_ids[0]
+    credentials = tmp_path / "stripe-credentials.json"
+    credentials.write_text(
+        json.dumps({"refresh_token": "rt_app", "stripe_user_id": account, "flow": "stripe_app"})
+    )
+    config = {"client_id": platform.client_id, "client_secret": platform.platform_key,
+              "credentials_file": str(credentials), "api_url": platform.url}
+    # Stripe Apps refresh tokens live a year and roll on each refresh, which rewrites the
+    # file: 11 months without a refresh is fine, 360 days is not.
+    for days, status in ((335, "not checked"), (360, "token expiring")):
+        written = time.time() - days * 86400
+        os.utime(credentials, (written, written))
+        proc = connections("--offline", "--format", "json", config=config, tmp_path=tmp_path)
+        assert rows(proc)[account]["status"] == status, proc.stderr
+        assert proc.returncode == (status != "not checked")
+    assert "tap-stripe-connect connect" in rows(proc)[account]["fix"]
+    (line,) = errors(proc)
+    assert account in line
+    assert "token expiring" in line
+    assert not platform.api_requests
 
 
 def test_a_key_reaches_its_own_account_and_its_bookmarks(tmp_path):
