@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 
 from singer_sdk import typing as th
 
-from tap_stripe_connect.api.context import header_name
 from tap_stripe_connect.errors import ConfigError
 from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION
 
@@ -409,7 +408,8 @@ class Settings:
     account_ids: tuple[str, ...]
     #: Only the connected accounts of this shard are synced (None: every one).
     account_shard: AccountShard | None
-    #: The header that addresses accounts: "Stripe-Account" or "Stripe-Context".
+    #: The header that addresses accounts: "auto", "Stripe-Account" or "Stripe-Context"
+    #: (the client resolves "auto", see api/context.py).
     account_header: str
     #: The list `account_ids: ["*"]` reads: "v1" (`/v1/accounts`) or "v2" (`/v2/core/accounts`).
     account_list: str
@@ -442,7 +442,7 @@ class Settings:
             account_id=str(config["account_id"]) if config.get("account_id") else None,
             account_ids=tuple(str(a) for a in config.get("account_ids") or ()),
             account_shard=parse_account_shard(config.get("account_shard")),
-            account_header=header_name(get("account_header"), config.get("api_key")),
+            account_header=str(get("account_header")),
             account_list=str(get("account_list")),
             start_timestamp=parse_start_date(config.get("start_date")),
             event_lag_seconds=int(get("event_lag_seconds")),

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "inputs": 4,
     "tap": 4,
     "connect": 4,
+    "connections": 4,
     "cli": 4,
     "__main__": 4,
     "__init__": 4,

@@ -28,7 +28,7 @@ from tap_stripe_connect.api import failures, metering
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.api.body import body_problem, parse
 from tap_stripe_connect.api.clock import StripeClock
-from tap_stripe_connect.api.context import header_value, sent_account
+from tap_stripe_connect.api.context import header_name, header_value, sent_account
 from tap_stripe_connect.api.limiter import RateLimiter, endpoint_of
 from tap_stripe_connect.api.reads import ACCOUNT, Kind, Read
 from tap_stripe_connect.errors import (
@@ -104,6 +104,8 @@ class StripeClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.in_flight = threading.Semaphore(settings.max_workers)
+        #: `Stripe-Account` or `Stripe-Context` (setting `account_header`).
+        self.account_header = header_name(settings.account_header, settings.api_key)
         #: Whether the credential's account is in live mode (a larger rate budget).
         self.livemode = False
         self.requests_by_endpoint: collections.Counter[str] = collections.Counter()
@@ -126,31 +128,7 @@ class StripeClient:
         after = read.after
         seen: set[str] = set()
         with metering.counter(read) as counter:
-            if read.v2:
-                yield from self._v2_pages(read, seen, counter)
-            else:
-                yield from self._pages(read, after, seen, counter)
-
-    def _v2_pages(
-        self, read: Read, seen: set[str], counter: metering.Counter
-    ) -> Iterator[list[dict]]:
-        """A v2 list: each page names the next one (`next_page_url`, null at the end)."""
-        following: str | None = None
-        while True:
-            body, response = self.call(read, following)
-            counter.increment()
-            if data := body.get("data") or []:
-                yield data
-            following = body.get("next_page_url")
-            if not following:
-                return
-            # Followed on this API only (the key goes with it), and never twice.
-            if not following.startswith(read.path.rsplit("/", 1)[0] + "/") or following in seen:
-                raise StripeAPIError(
-                    f"Stripe named a next page that cannot be followed ({following[:80]}) "
-                    f"while listing {request_label(response)}; stopping instead of looping."
-                )
-            seen.add(following)
+            yield from self._pages(read, after, seen, counter)
 
     def _pages(
         self, read: Read, after: str | None, seen: set[str], counter: metering.Counter
@@ -163,9 +141,9 @@ class StripeClient:
             if data:
                 newest.check(data, response)
                 yield data
-            if not body.get("has_more") or not data:
+            cursor = next_cursor(read, body, data, response)
+            if cursor is None:
                 return
-            cursor = str(data[-1]["id"])
             # A cursor seen before means the list is cycling; paging on would never end.
             if cursor in seen:
                 raise StripeAPIError(
@@ -292,7 +270,7 @@ class StripeClient:
         elif query := read.query(after):
             url += "?" + urlencode(query)
         headers = {"Stripe-Version": self.settings.api_version, "User-Agent": self.user_agent}
-        name = self.settings.account_header
+        name = self.account_header
         if account := header_value(name, self.settings.account_id, read.account):
             headers[name] = account
         return self.session.prepare_request(requests.Request("GET", url, headers=headers))
@@ -324,7 +302,7 @@ class StripeClient:
                 total.responded()
             metering.log_duration(read, response)
             # Kept where requests keeps a body it read itself (`response.json()` reads it).
-            response._content = content = self.read_body(response)
+            response._content = content = read_body(response)
         return self.check(read, response, content, limiter), response
 
     def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:
@@ -336,21 +314,6 @@ class StripeClient:
             proxies = resolve_proxies(request, dict(self.session.proxies), self.session.trust_env)
             self._proxies[where] = proxies
         return proxies
-
-    @staticmethod
-    def read_body(response: requests.Response) -> bytes:
-        """The body, read here so that a connection broken mid-body still names the
-        response (and its Request-Id) in the error.
-
-        In 4 MB reads instead of requests' 10 KB ones: each read gives up the GIL and waits
-        to take it back, up to 5 ms while other threads parse pages, ~40 times for a page
-        of invoices.
-        """
-        try:
-            return b"".join(response.iter_content(BODY_READ)) or b""
-        except requests.RequestException as exc:
-            response.close()
-            raise failures.BodyBroken(response, exc) from exc
 
     def check(
         self, read: Read, response: requests.Response, content: bytes, limiter: RateLimiter
@@ -378,6 +341,8 @@ class StripeClient:
 
     @staticmethod
     def checked_body(read: Read, response: requests.Response, content: bytes) -> dict:
+        """The parsed body of a 2xx answer, checked to be the Stripe object or list `read`
+        expects (a body that is not is retried)."""
         try:
             body = parse(content)
         except ValueError as exc:
@@ -403,3 +368,35 @@ class StripeClient:
 
     #: The credential's own account id, once known (errors name it).
     own_account_id: str | None = None
+
+
+def read_body(response: requests.Response) -> bytes:
+    """The body, read here so that a connection broken mid-body still names the
+    response (and its Request-Id) in the error.
+
+    In 4 MB reads instead of requests' 10 KB ones: each read gives up the GIL and waits
+    to take it back, up to 5 ms while other threads parse pages, ~40 times for a page
+    of invoices.
+    """
+    try:
+        return b"".join(response.iter_content(BODY_READ)) or b""
+    except requests.RequestException as exc:
+        response.close()
+        raise failures.BodyBroken(response, exc) from exc
+
+
+def next_cursor(
+    read: Read, body: dict, data: list[dict], response: requests.Response
+) -> str | None:
+    """Where the next page starts: after the page's last object (`starting_after`), or a
+    v2 list's `next_page_url`; None when the list ended."""
+    if not read.v2:
+        return str(data[-1]["id"]) if body.get("has_more") and data else None
+    following = body.get("next_page_url") or None
+    # Followed on the same API only: the key goes with it.
+    if following is not None and not following.startswith(read.path.rsplit("/", 1)[0] + "/"):
+        raise StripeAPIError(
+            f"Stripe named a next page that cannot be followed ({following[:80]}) while "
+            f"listing {request_label(response)}; stopping."
+        )
+    return following
