@@ -29,7 +29,8 @@ Commands:
   connections
             Every account the configuration reaches: flow, status, last sync,
             oldest bookmark and the command that fixes it.
-            tap-stripe-connect connections --help"""
+            tap-stripe-connect connections --help
+            meltano invoke tap-stripe-connect:connections   (through Meltano)"""
 
 
 def fail(message: str) -> t.NoReturn:

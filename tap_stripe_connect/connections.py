@@ -346,7 +346,9 @@ def connections(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state", help="STATE file (Singer's, or `meltano state get`'s output; - for stdin)"
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format", choices=("table", "json"), default="table", help="a table (default) or JSON"
+    )
     parser.add_argument(
         "--offline", action="store_true", help="make no request: settings and STATE only"
     )
