@@ -33,7 +33,7 @@ from tap_stripe_connect.api.auth import (
     secrets_in,
     uses_oauth,
 )
-from tap_stripe_connect.api.context import addressed, header_problem
+from tap_stripe_connect.api.context import addressed, header_problem, is_organization_key
 from tap_stripe_connect.api.reads import ACCOUNT, v2_accounts_read
 from tap_stripe_connect.connect import account_name, load_settings
 from tap_stripe_connect.errors import (
@@ -196,6 +196,11 @@ def credential_flow(config: t.Mapping[str, t.Any], stored: t.Mapping[str, t.Any]
     return str(flow or "connect")
 
 
+def key_flow(settings: Settings) -> str:
+    """A key reading other accounts: a platform's, or an organization's (`sk_org_...`)."""
+    return "organization key" if is_organization_key(settings.api_key) else "platform key"
+
+
 def configured(
     config: dict[str, t.Any], settings: Settings, stored: dict[str, t.Any]
 ) -> list[Connection]:
@@ -206,13 +211,13 @@ def configured(
         return [Connection(str(account or "(unknown)"), flow, name=str(stored.get("name") or ""))]
     if settings.account_ids:
         return [
-            Connection(str(addressed(entry)), "platform key", address=entry)
+            Connection(str(addressed(entry)), key_flow(settings), address=entry)
             for entry in dict.fromkeys(settings.account_ids)
             if entry != "*"
         ]
     if settings.account_id:
         return [
-            Connection(str(addressed(settings.account_id)), "platform key", address=None)
+            Connection(str(addressed(settings.account_id)), key_flow(settings), address=None)
         ]
     return [Connection("", "key")]
 
@@ -226,11 +231,13 @@ def listed(client: StripeClient, settings: Settings) -> list[Connection]:
             if set(a.get("applied_configurations") or ()) & SYNCED_CONFIGURATIONS
         ]
         return [
-            Connection(a["id"], "platform key", address=a["id"], name=a.get("display_name") or "")
+            Connection(
+                a["id"], key_flow(settings), address=a["id"], name=a.get("display_name") or ""
+            )
             for a in rows
         ]
     return [
-        Connection(a["id"], "platform key", address=a["id"], name=account_name(a))
+        Connection(a["id"], key_flow(settings), address=a["id"], name=account_name(a))
         for a in client.list(list_read(RESOURCES_BY_NAME["accounts"]))
     ]
 
@@ -391,7 +398,7 @@ def connections(argv: list[str] | None = None) -> int:
             continue  # no longer in the settings: runs do not reach it
         if row is None:
             # In STATE, but no longer named by the settings or listed by the platform.
-            row = by_key[key] = Connection(str(addressed(key)), "platform key", address=key)
+            row = by_key[key] = Connection(str(addressed(key)), key_flow(settings), address=key)
             rows.append(row)
             if client is not None:
                 row.status = NO_ACCESS

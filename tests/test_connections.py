@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
+from tests.emulator.context import PLATFORM_ID
 from tests.test_pipelines import clean_env
 
 PROG = "tap-stripe-connect"
@@ -118,6 +119,19 @@ def test_a_platform_table_names_each_account_its_status_sync_times_and_fix(platf
     assert log[None] == [("GET", "/v1/accounts")]
     for account in platform.account_ids:
         assert log[account] == [("GET", "/v1/account")]
+
+
+def test_an_organization_key_checks_each_account_through_stripe_context(platform, tmp_path):
+    config = {"api_key": platform.organization_key, "api_url": platform.url,
+              "account_id": PLATFORM_ID, "account_ids": ["*"]}
+    proc = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = rows(proc)
+    assert set(found) == set(platform.account_ids)
+    assert {(r["flow"], r["status"]) for r in found.values()} == {("organization key", "ok")}
+    assert {context for _, context in platform.account_headers} == {
+        PLATFORM_ID, *(f"{PLATFORM_ID}/{a}" for a in platform.account_ids)
+    }
 
 
 def test_the_table_and_offline_make_no_request_from_a_meltano_state(platform, tmp_path):
