@@ -2,9 +2,9 @@
 
 It owns what is the same for every read: the base URL, auth (and refreshing an OAuth
 token Stripe says expired), `Stripe-Version`, `Stripe-Account` or `Stripe-Context`
-(`context.py`), cursor paging, the rate
-limiter of each account, the bound on requests in flight, retries, Stripe's clock and
-the errors a person reads. Callers describe a read (`reads.py`) and get objects back;
+(`context.py`), paging (v1 cursors, v2 `next_page_url`), the rate limiter of each
+account, the bound on requests in flight, retries, Stripe's clock and the errors a
+person reads. Callers describe a read (`reads.py`) and get objects back;
 it imports nothing of the streams, the sync modes or the tap.
 """
 
