@@ -186,8 +186,8 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         th.StringType,
         title="Account ID",
         description=(
-            "Connected account (acct_...) to read, sent as `Stripe-Account`. Default: "
-            "the key's own account."
+            "Connected account (acct_...) to read, sent as `Stripe-Account` (or as "
+            "`Stripe-Context`, see `account_header`). Default: the key's own account."
         ),
     ),
     th.Property(

@@ -1,9 +1,9 @@
 """What one read asks Stripe for: a small, typed description the client carries out.
 
 A `Read` says which kind of request it is (a list, the events, one object, the
-account), its path and parameters, the connected account it is made for (sent as
-`Stripe-Account`) and the stream it serves (named in errors, counted in progress). The
-functions below build the reads of a resource from the resource table; nothing else
+account or a v2 list), its path and parameters, the connected account it is made for
+(sent as `Stripe-Account` or `Stripe-Context`) and the stream it serves (named in errors,
+counted in progress). The functions below build the reads of a resource from the resource table; nothing else
 decides what a request looks like.
 """
 
@@ -34,7 +34,8 @@ class Read:
     kind: Kind
     path: str
     params: Params = ()
-    #: The connected account read (`Stripe-Account`); None: the credential's own.
+    #: The connected account read (`Stripe-Account`, or a `Stripe-Context` path relative
+    #: to setting `account_id`); None: the credential's own.
     account: str | None = None
     #: The stream the read serves, named in errors and counted in progress; None: the
     #: tap's own reads (the account).
