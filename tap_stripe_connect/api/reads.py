@@ -3,8 +3,8 @@
 A `Read` says which kind of request it is (a list, the events, one object, the
 account or a v2 list), its path and parameters, the connected account it is made for
 (sent as `Stripe-Account` or `Stripe-Context`) and the stream it serves (named in errors,
-counted in progress). The functions below build the reads of a resource from the resource table; nothing else
-decides what a request looks like.
+counted in progress). The functions below build the reads of a resource from the
+resource table; nothing else decides what a request looks like.
 """
 
 from __future__ import annotations
