@@ -417,7 +417,7 @@ def connections(argv: list[str] | None = None) -> int:
                 row.fix = f"run {connect_command(credentials_file)}"
     result = [r.row(now) for r in rows]
     if args.format == "json":
-        print(json.dumps({"connections": result}, indent=2), flush=True)
+        print(redact(json.dumps({"connections": result}, indent=2)), flush=True)
     else:
         print(redact(table(result)), flush=True)
     failing = [r for r in rows if r.status not in (OK, NOT_CHECKED)]

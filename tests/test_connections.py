@@ -281,3 +281,22 @@ def test_meltano_invokes_the_connections_command(meltano_tap, platform, tmp_path
     found = rows(proc)
     assert set(found) == set(platform.account_ids[:2])
     assert {r["status"] for r in found.values()} == {"ok"}
+
+
+def test_an_unreadable_state_or_bad_settings_are_one_line_each(tmp_path):
+    config = {"api_key": "sk_test_x", "account_ids": ["*"]}
+    (tmp_path / "broken.json").write_text("{not json")
+    for args, named in (
+        (["--state", str(tmp_path / "broken.json")], "--state"),
+        (["--state", str(tmp_path / "missing.json")], "--state"),
+    ):
+        proc = connections("--offline", *args, config=config, tmp_path=tmp_path)
+        assert proc.returncode == 1
+        (line,) = proc.stderr.splitlines()
+        assert named in line, line
+    organization = {"api_key": "sk_org_test_x", "account_ids": ["*"]}
+    proc = connections("--offline", config=organization, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert "'account_id'" in line
+    assert "sk_org_test_x" not in line
