@@ -389,8 +389,10 @@ def connections(argv: list[str] | None = None) -> int:
             rows += [r for r in listed(client, settings) if r.account_id not in known]
         with ThreadPoolExecutor(max(1, min(settings.max_workers, len(rows)))) as pool:
             list(pool.map(lambda r: check(client, r, credentials_file), rows))
-    own = rows[0].account_id if len(rows) == 1 and rows[0].address is None else None
-    bookmarks = bookmarks_by_account(state, own or None)
+    own = rows[0] if len(rows) == 1 and rows[0].address is None else None
+    bookmarks = bookmarks_by_account(state, own.account_id or None if own else None)
+    if own is not None and not own.account_id and len(bookmarks) == 1:
+        own.account_id = next(iter(bookmarks))  # offline: the account the STATE is of
     by_key = {r.address or r.account_id: r for r in rows}
     for key, marks in bookmarks.items():
         row = by_key.get(key)

@@ -236,6 +236,13 @@ def test_a_key_reaches_its_own_account_and_its_bookmarks(tmp_path):
         # loaded machine).
         by_stripe = emulator.clock - 1765324800
         assert by_stripe - 1 <= row["oldest_bookmark_age_seconds"] <= by_stripe + 60
+        offline = connections("--offline", "--format", "json", config=config, state=state,
+                              tmp_path=tmp_path)
+        assert offline.returncode == 0, offline.stderr
+        (row,) = rows(offline).values()
+        assert (row["account_id"], row["status"], row["last_sync"]) == (
+            own, "not checked", "2025-12-20T00:00:00Z"
+        )
         bad = connections(config={**config, "api_key": "sk_test_rolled0key"}, tmp_path=tmp_path)
         assert bad.returncode == 1
         (line,) = errors(bad)
