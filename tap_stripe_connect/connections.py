@@ -216,9 +216,7 @@ def configured(
             if entry != "*"
         ]
     if settings.account_id:
-        return [
-            Connection(str(addressed(settings.account_id)), key_flow(settings), address=None)
-        ]
+        return [Connection(str(addressed(settings.account_id)), key_flow(settings), address=None)]
     return [Connection("", "key")]
 
 
@@ -301,6 +299,44 @@ def refresh_expires_at(
         return None
 
 
+def reconnect_left(credentials_file: str | None) -> str:
+    return (
+        f"reconnect it (its owner signs in: {connect_command(credentials_file)}); "
+        "until then runs skip it and keep its state"
+    )
+
+
+def add_bookmarks(
+    rows: list[Connection],
+    state: t.Mapping[str, t.Any],
+    settings: Settings,
+    *,
+    online: bool,
+    fix: str,
+) -> None:
+    """Each account's newest and oldest bookmark; under `["*"]`, also a row for each
+    account of this shard that STATE holds and the platform no longer lists (`fix`)."""
+    shard = settings.account_shard
+    own = rows[0] if len(rows) == 1 and rows[0].address is None else None
+    bookmarks = bookmarks_by_account(state, own.account_id or None if own else None)
+    if own is not None and not own.account_id and len(bookmarks) == 1:
+        own.account_id = next(iter(bookmarks))  # offline: the account the STATE is of
+    by_key = {r.address or r.account_id: r for r in rows}
+    for key, marks in bookmarks.items():
+        row = by_key.get(key)
+        if row is None and ("*" not in settings.account_ids or (shard and not shard.holds(key))):
+            continue  # no longer in the settings (or in another shard): runs do not reach it
+        if row is None:
+            # In STATE, but no longer named by the settings or listed by the platform.
+            row = by_key[key] = Connection(str(addressed(key)), key_flow(settings), address=key)
+            rows.append(row)
+            if online:
+                row.status = NO_ACCESS
+                row.detail = "not in the platform's list of accounts (it left the platform)"
+                row.fix = fix
+        row.last_sync, row.oldest_bookmark = max(marks), min(marks)
+
+
 # -- output -------------------------------------------------------------------------------
 
 
@@ -375,6 +411,7 @@ def connections(argv: list[str] | None = None) -> int:
     stored = read_credentials(credentials_file) if uses_oauth(config) else {}
     state = read_state(args.state)
     rows = configured(config, settings, stored)
+    shard = settings.account_shard
     client: StripeClient | None = None
     if not args.offline:
         if not (config.get("api_key") or uses_oauth(config)):
@@ -387,29 +424,13 @@ def connections(argv: list[str] | None = None) -> int:
         if "*" in settings.account_ids:
             known = {r.account_id for r in rows}
             rows += [r for r in listed(client, settings) if r.account_id not in known]
+        if shard is not None:  # `account_shard`: this shard's accounts only, as a run
+            rows = [r for r in rows if r.address is None or shard.holds(r.address)]
         with ThreadPoolExecutor(max(1, min(settings.max_workers, len(rows)))) as pool:
             list(pool.map(lambda r: check(client, r, credentials_file), rows))
-    own = rows[0] if len(rows) == 1 and rows[0].address is None else None
-    bookmarks = bookmarks_by_account(state, own.account_id or None if own else None)
-    if own is not None and not own.account_id and len(bookmarks) == 1:
-        own.account_id = next(iter(bookmarks))  # offline: the account the STATE is of
-    by_key = {r.address or r.account_id: r for r in rows}
-    for key, marks in bookmarks.items():
-        row = by_key.get(key)
-        if row is None and "*" not in settings.account_ids:
-            continue  # no longer in the settings: runs do not reach it
-        if row is None:
-            # In STATE, but no longer named by the settings or listed by the platform.
-            row = by_key[key] = Connection(str(addressed(key)), key_flow(settings), address=key)
-            rows.append(row)
-            if client is not None:
-                row.status = NO_ACCESS
-                row.detail = "not in the platform's list of accounts (it left the platform)"
-                row.fix = (
-                    f"reconnect it (its owner signs in: {connect_command(credentials_file)}); "
-                    "until then runs skip it and keep its state"
-                )
-        row.last_sync, row.oldest_bookmark = max(marks), min(marks)
+    add_bookmarks(
+        rows, state, settings, online=client is not None, fix=reconnect_left(credentials_file)
+    )
     now = (client.clock.now() if client is not None else None) or int(time.time())
     expires = refresh_expires_at(config, stored, credentials_file) if stored else None
     if expires is not None and expires - time.time() < EXPIRING_SECONDS:

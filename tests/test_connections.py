@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tap_stripe_connect.settings import shard_of
 from tests.conftest import ROOT
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
@@ -132,6 +133,20 @@ def test_an_organization_key_checks_each_account_through_stripe_context(platform
     assert {context for _, context in platform.account_headers} == {
         PLATFORM_ID, *(f"{PLATFORM_ID}/{a}" for a in platform.account_ids)
     }
+
+
+def test_a_shard_shows_and_checks_its_own_accounts_only(platform, tmp_path):
+    state, _ = platform_state(platform.account_ids)
+    for k in (1, 2):
+        mine = [a for a in platform.account_ids if shard_of(a, 2) == k]
+        since = len(platform.api_requests)
+        config = {"api_key": platform.platform_key, "api_url": platform.url,
+                  "account_ids": ["*"], "account_shard": f"{k}/2"}
+        proc = connections("--format", "json", config=config, state=state, tmp_path=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert set(rows(proc)) == set(mine)
+        checked = {a for a in platform.requests_by_account(since) if a}
+        assert checked == set(mine)
 
 
 def test_the_table_and_offline_make_no_request_from_a_meltano_state(platform, tmp_path):
