@@ -22,7 +22,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
-from singer_sdk.helpers._typing import TypeConformanceLevel, conform_record_data_types
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.client import StripeClient
@@ -31,6 +31,7 @@ from tap_stripe_connect.api.reads import events_read
 from tap_stripe_connect.errors import StripeAPIError, TapError
 from tap_stripe_connect.inputs import check_state, config_problems
 from tap_stripe_connect.output.records import RecordShaper
+from tap_stripe_connect.sdk_compat import conform_record_data_types
 from tap_stripe_connect.state.listing import Listing, StateError, gaps, merge
 from tap_stripe_connect.sync.events import changed_object_id
 from tap_stripe_connect.sync.windows import Window, list_windows
