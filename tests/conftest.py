@@ -66,10 +66,12 @@ def run_tap(
     tmp_path: Path,
     timeout: float = 300,
     open_files: int | None = None,
+    module: str = "tap_stripe_connect",
 ) -> TapRun:
     """Run the CLI in a subprocess, as Meltano or a shell would (`open_files`: its limit
-    of open file descriptors, as `ulimit -n`)."""
-    argv = [sys.executable, "-m", "tap_stripe_connect", *args]
+    of open file descriptors, as `ulimit -n`; `module`: `tests.decisions` to record what
+    the run decided)."""
+    argv = [sys.executable, "-m", module, *args]
     for flag, content, name in (
         ("--config", config, "config.json"),
         ("--state", state, "state.json"),
