@@ -5,8 +5,9 @@
 `$TAP_TEST_DECISIONS` for each
 
 - grant of a rate budget: `{"grant": <account, or "total" for the run's cap>, "at": <the
-  limiter's own clock>}`; a budget's promise holds between its grants, whatever the
-  machine's load did to the requests after (arrival times at a server do not);
+  limiter's own clock>, "endpoint": <the endpoint's budget it took>}`; a budget's
+  promise holds between its grants, whatever the machine's load did to the requests
+  after (arrival times at a server do not);
 - start of a unit of work: `{"start": <its account>, "running": [<accounts of the units
   running then>]}`, as the scheduler chose it.
 """
@@ -40,7 +41,8 @@ def install(path: str) -> None:
 
     def recorded_acquire(self: RateLimiter, endpoint: str):
         grant = acquire(self, endpoint)
-        record({"grant": getattr(self, "account_tag", "total"), "at": grant.at})
+        entry = {"grant": getattr(self, "account_tag", "total"), "at": grant.at}
+        record({**entry, "endpoint": endpoint})
         return grant
 
     def tagged_limiter_for(self, account: str | None) -> RateLimiter:
@@ -59,12 +61,16 @@ def install(path: str) -> None:
     scheduler.next_job = recorded_next_job
 
 
+def entries(path) -> list[dict]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
 def read(path) -> tuple[dict[str | None, list[float]], list[dict]]:
     """The grants (times per account, "total" for the cap) and the unit starts of a file."""
     grants: dict[str | None, list[float]] = {}
     starts = []
-    for line in open(path, encoding="utf-8"):  # noqa: SIM115
-        entry = json.loads(line)
+    for entry in entries(path):
         if "grant" in entry:
             grants.setdefault(entry["grant"], []).append(entry["at"])
         else:
