@@ -142,6 +142,32 @@ def emulator_config(emu: Emulator, **extra) -> dict:
     return {"api_key": emu.api_key, "api_url": emu.url, "max_retry_seconds": 10, **extra}
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI (CI=true) Hypothesis runs every test from one seed, the same each run, and
+    keeps no example database: a failure there fails the same way on the next run and on
+    a laptop given that seed. `HYPOTHESIS_SEED=N` (or `--hypothesis-seed=N`) picks another.
+    Elsewhere Hypothesis draws new examples each run, its seed printed on a failure."""
+    from hypothesis import settings
+
+    settings.register_profile("ci", database=None, print_blob=True)
+    if in_ci():
+        settings.load_profile("ci")
+        if config.getoption("hypothesis_seed", None) is None:
+            config.option.hypothesis_seed = os.environ.get("HYPOTHESIS_SEED", "0")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.getoption("hypothesis_seed", None)
+    if seed is None:
+        return None
+    return f"hypothesis seed: {seed} (again: HYPOTHESIS_SEED={seed} or --hypothesis-seed={seed})"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A module's `NO_VALUES_EXPECTED` (test name: why) lets those tests, and only those,
     find no non-null value to test (see tests/test_core.py)."""
