@@ -66,10 +66,12 @@ def run_tap(
     tmp_path: Path,
     timeout: float = 300,
     open_files: int | None = None,
+    module: str = "tap_stripe_connect",
 ) -> TapRun:
     """Run the CLI in a subprocess, as Meltano or a shell would (`open_files`: its limit
-    of open file descriptors, as `ulimit -n`)."""
-    argv = [sys.executable, "-m", "tap_stripe_connect", *args]
+    of open file descriptors, as `ulimit -n`; `module`: `tests.decisions` to record what
+    the run decided)."""
+    argv = [sys.executable, "-m", module, *args]
     for flag, content, name in (
         ("--config", config, "config.json"),
         ("--state", state, "state.json"),
@@ -138,3 +140,40 @@ def emulator():
 
 def emulator_config(emu: Emulator, **extra) -> dict:
     return {"api_key": emu.api_key, "api_url": emu.url, "max_retry_seconds": 10, **extra}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI (CI=true) Hypothesis runs every test from one seed, the same each run, and
+    keeps no example database: a failure there fails the same way on the next run and on
+    a laptop given that seed. `HYPOTHESIS_SEED=N` (or `--hypothesis-seed=N`) picks another.
+    Elsewhere Hypothesis draws new examples each run, its seed printed on a failure."""
+    from hypothesis import settings
+
+    settings.register_profile("ci", database=None, print_blob=True)
+    if in_ci():
+        settings.load_profile("ci")
+        if config.getoption("hypothesis_seed", None) is None:
+            config.option.hypothesis_seed = os.environ.get("HYPOTHESIS_SEED", "0")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.getoption("hypothesis_seed", None)
+    if seed is None:
+        return None
+    return f"hypothesis seed: {seed} (again: HYPOTHESIS_SEED={seed} or --hypothesis-seed={seed})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module's `NO_VALUES_EXPECTED` (test name: why) lets those tests, and only those,
+    find no non-null value to test (see tests/test_core.py)."""
+    for item in items:
+        expected = getattr(getattr(item, "module", None), "NO_VALUES_EXPECTED", {})
+        if item.name in expected:
+            item.add_marker(
+                pytest.mark.filterwarnings("ignore:No records were available to test:UserWarning")
+            )

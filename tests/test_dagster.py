@@ -280,3 +280,99 @@ def test_the_code_location_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("STRIPE_CONNECT_EXECUTOR", "slurm")
     with pytest.raises(ValueError, match="STRIPE_CONNECT_EXECUTOR must be multiprocess, k8s"):
         definitions.executor()
+
+
+# -- what a shard's pipeline gets, and what reaches Dagster's log -------------------------------
+
+SECRETS = {
+    "TAP_STRIPE_CONNECT_API_KEY": "sk_test_dagsterShardKey4711",  # the tap's: passed on
+    "TARGET_POSTGRES_PASSWORD": "loaderPassw0rd-99",  # the loader's: passed on
+    "DAGSTER_PG_PASSWORD": "dagstersOwnPassw0rd",  # Dagster's own: not the pipeline's
+    "AWS_SECRET_ACCESS_KEY": "awsSecretOfAnotherJob",  # another job's: passed on if asked
+}
+
+
+def fake_meltano(tmp_path: Path, status: int) -> Path:
+    """A `meltano` that writes the environment it got, reads the project's `.env` (as
+    Meltano does) and logs the secrets it has, as a careless plugin's debug line would;
+    then exits with `status`."""
+    script = tmp_path / "meltano"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"env > '{tmp_path}/env.txt'\n"
+        ". ./.env\n"  # as Meltano reads the project's .env
+        'echo "tap: key $TAP_STRIPE_CONNECT_API_KEY, refresh $TAP_STRIPE_CONNECT_REFRESH_TOKEN"\n'
+        'echo "target: connecting with password=$TARGET_POSTGRES_PASSWORD" >&2\n'
+        'echo "aws: $AWS_SECRET_ACCESS_KEY"\n'
+        f"exit {status}\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def materialize_in_process(tmp_path: Path, monkeypatch, status: int, **config):
+    """Partition 2/4 materialised in this process, with `fake_meltano`: the environment
+    the pipeline got, and every entry of the run's event log as text."""
+    needs_dagster()
+    import dagster as dg
+
+    from orchestration.dagster import definitions
+
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("UNRELATED_SETTING", "not-for-meltano")
+    monkeypatch.delenv("MELTANO_SYS_DIR_ROOT", raising=False)
+    (tmp_path / ".meltano").mkdir()
+    # The refresh token only in the project's .env, as `meltano config set` may keep it.
+    (tmp_path / ".env").write_text("TAP_STRIPE_CONNECT_REFRESH_TOKEN='rt_fromTheDotEnvFile'\n")
+    project = definitions.MeltanoProject(
+        project_root=str(tmp_path),
+        meltano=str(fake_meltano(tmp_path, status)),
+        loader="target-postgres",
+        **config,
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [definitions.stripe_connect],
+        partition_key="2/4",
+        resources={"meltano": project},
+        instance=instance,
+        raise_on_error=False,
+    )
+    lines = (tmp_path / "env.txt").read_text().splitlines()
+    got = dict(line.split("=", 1) for line in lines if "=" in line)
+    log = "\n".join(repr(entry) for entry in instance.all_logs(result.run_id))
+    return result, got, log
+
+
+def test_a_shard_pipeline_gets_only_the_variables_it_needs(tmp_path, monkeypatch):
+    result, got, _ = materialize_in_process(tmp_path, monkeypatch, 0)
+    assert result.success
+    assert got["TAP_STRIPE_CONNECT_API_KEY"] == SECRETS["TAP_STRIPE_CONNECT_API_KEY"]
+    assert got["TARGET_POSTGRES_PASSWORD"] == SECRETS["TARGET_POSTGRES_PASSWORD"]
+    assert got["TAP_STRIPE_CONNECT_ACCOUNT_SHARD"] == "2/4"
+    assert got["PATH"] == os.environ["PATH"]
+    for name in ("DAGSTER_PG_PASSWORD", "AWS_SECRET_ACCESS_KEY", "UNRELATED_SETTING"):
+        assert name not in got, name
+
+
+def test_pass_env_adds_named_variables(tmp_path, monkeypatch):
+    _, got, _ = materialize_in_process(tmp_path, monkeypatch, 0, pass_env=["AWS_*"])
+    assert got["AWS_SECRET_ACCESS_KEY"] == SECRETS["AWS_SECRET_ACCESS_KEY"]
+    assert "DAGSTER_PG_PASSWORD" not in got
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_secrets_never_reach_dagsters_log(tmp_path, monkeypatch, status):
+    """Neither in the lines copied as they come nor in a failure's last lines."""
+    result, _, log = materialize_in_process(
+        tmp_path, monkeypatch, status, pass_env=["AWS_*"], secret_env=["AWS_SECRET_ACCESS_KEY"]
+    )
+    assert result.success == (status == 0)
+    assert "tap: key [redacted], refresh [redacted]" in log
+    assert "password=[redacted]" in log
+    assert "aws: [redacted]" in log
+    if status:
+        assert "exited with 3" in log
+    for name, value in [*SECRETS.items(), ("refresh", "rt_fromTheDotEnvFile")]:
+        assert value not in log, name

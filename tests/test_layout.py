@@ -10,6 +10,8 @@ hidden behind `TYPE_CHECKING` is still a cycle a reader has to untangle.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,11 +142,102 @@ def test_api_imports_no_stream_sync_state_output_or_tap():
             assert all(layer(t)[0] <= 1 for t in targets), (module, targets)
 
 
-def test_the_layout_matches_the_readme():
-    readme = (ROOT / "README.md").read_text()
-    assert "## How the code is organised" in readme
-    for folder in ("api/", "sync/", "state/", "output/", "streams.py", "sdk_compat.py"):
-        assert folder in readme.split("## How the code is organised")[1], folder
+def layout_section() -> str:
+    """The "How the code is organised" section, from README.md or a docs/ page."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        if path.is_file():
+            text = path.read_text()
+            found = re.search(
+                r"^(#+) How the code is organi[sz]ed\n(.*?)(?=^\1 |\Z)", text, re.M | re.S
+            )
+            if found:
+                return found.group(2)
+    raise AssertionError("no 'How the code is organised' section in README.md or docs/")
+
+
+def documented_layers(section: str) -> dict[str, int]:
+    """The layers the section's diagram draws: the groups of its first line, left to
+    right (highest first), then the group "all of them" import (the lowest)."""
+    diagram = re.search(r"```\n(.*?)```", section, re.S)
+    assert diagram, "no diagram in the layout section"
+    first, base = diagram.group(1).strip().splitlines()[:2]
+    groups = [re.findall(r"([a-z_]+)(?:\.py|/)", part) for part in first.split("->")]
+    groups.append(re.findall(r"([a-z_]+)\.py", base.split("->")[1]))
+    return {name: len(groups) - 1 - i for i, group in enumerate(groups) for name in group}
+
+
+def test_the_documented_layout_is_the_enforced_one():
+    """The diagram a newcomer reads is the layering these tests enforce, every part of
+    the package is described, and every file the section names exists."""
+    section = layout_section()
+    enforced = {name: level for name, level in LAYERS.items() if not name.startswith("__")}
+    assert documented_layers(section) == enforced
+    parts = {
+        path.stem if path.suffix == ".py" else path.name
+        for path in PACKAGE.iterdir()
+        if (path.suffix == ".py" or (path / "__init__.py").is_file())
+        and not path.name.startswith("__")
+    }
+    described = set(re.findall(r"`([a-z_]+)(?:\.py|/)`", section))
+    assert parts - described == set(), "parts of the package the section does not describe"
+    named = set(re.findall(r"`([a-z_]+\.py)`", section))
+    on_disk = {path.name for path in PACKAGE.rglob("*.py")}
+    assert named - on_disk == set(), "files the section names that do not exist"
+
+
+def test_the_layout_reader_sees_a_wrong_diagram():
+    wrong = "```\ntap.py -> sync/ -> streams.py -> api/\nall of them -> settings.py\n```\n"
+    assert documented_layers(wrong) == {"tap": 4, "sync": 3, "streams": 2, "api": 1, "settings": 0}
+
+
+def private_names_defined(root: Path, but: str = "") -> set[str]:
+    """`_name`s a package defines (in its files but `but`): functions, classes and
+    attributes it assigns."""
+    names = set()
+    for path in root.rglob("*.py"):
+        if path.name == but:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+SDK_ROOT = Path(importlib.util.find_spec("singer_sdk").origin).parent
+#: Private names only the SDK defines: using one reaches into its insides.
+#: (sdk_compat.py sets some of the SDK's own: they stay the SDK's.)
+SDK_ONLY_PRIVATE = private_names_defined(SDK_ROOT) - private_names_defined(PACKAGE, "sdk_compat.py")
+
+
+def private_sdk_uses(path: Path) -> set[str]:
+    """Private SDK modules and names `path` imports, and SDK-only `_names` it reads."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("singer_sdk"):
+            parts = [*(node.module or "").split("."), *(a.name for a in node.names)]
+            found |= {p for p in parts if p.startswith("_")}
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name for a in node.names if a.name.startswith("singer_sdk.") and "._" in a.name
+            }
+        elif isinstance(node, ast.Attribute) and node.attr in SDK_ONLY_PRIVATE:
+            found.add(node.attr)
+    return found
+
+
+def test_no_private_sdk_name_outside_sdk_compat():
+    uses = {
+        str(path.relative_to(PACKAGE)): sorted(names)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "sdk_compat.py" and (names := private_sdk_uses(path))
+    }
+    assert uses == {}
+    # The check sees them where they are.
+    assert {"_catalog", "_state", "_typing", "_tap_state", "_stream_version"} <= private_sdk_uses(
+        PACKAGE / "sdk_compat.py"
+    )
 
 
 #: Lines a class may span: a class past this holds more than one idea (issue 13).

@@ -22,6 +22,7 @@ from tap_stripe_connect.api.limiter import (
     endpoint_of,
 )
 from tests.conftest import emulator_config, run_tap
+from tests.decisions import entries as read_decisions
 from tests.emulator import Emulator
 
 CORE = ("charges", "customers", "invoices", "subscriptions")
@@ -204,22 +205,33 @@ def test_saturated_when_requests_in_flight_fill_the_budget():
 
 def test_requests_waiting_for_the_budget_count_as_demand():
     """A request asleep in `acquire` is neither in flight nor a fresh wait: still demand."""
-    limiter = RateLimiter(2, 2)
+    now = [0.0]
+    asleep, wake = threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:  # the waiting request's sleep, released by the test
+        asleep.set()
+        wake.wait(timeout=10)
+        now[0] += seconds
+
+    limiter = RateLimiter(2, 2, clock=lambda: now[0], sleep=sleep)
     first = limiter.acquire("GET /v1/charges")
-    time.sleep(0.25)
+    now[0] = 0.25
     limiter.on_response(first)  # responses take ~0.25 s: the budget keeps 0.5 in flight
     limiter.on_response(limiter.acquire("GET /v1/charges"))
-    time.sleep(0.15)
+    now[0] = 0.40
     assert not limiter.saturated("GET /v1/charges")  # nothing in flight, nothing waits
     waiting = threading.Thread(
         target=lambda: limiter.on_response(limiter.acquire("GET /v1/charges"))
     )
-    waiting.start()  # the budget's 2 places are held: it sleeps for most of a second
-    time.sleep(0.15)  # longer than `saturated` remembers a wait
+    waiting.start()  # the budget's 2 places are held: it sleeps
+    assert asleep.wait(timeout=10)
+    now[0] = 0.55  # longer than `saturated` remembers a wait
     assert waiting.is_alive()
     assert limiter.saturated("GET /v1/charges")
     assert limiter.saturated("GET /v1/customers")  # the global budget: the same request
-    waiting.join()
+    wake.set()
+    waiting.join(timeout=10)
+    assert not waiting.is_alive()
     assert not limiter.saturated("GET /v1/customers", within=0)  # served: demand gone
 
 
@@ -228,10 +240,9 @@ def test_many_threads_never_exceed_the_rates():
     limiter = RateLimiter(40, 15)
     granted: dict[str, list[float]] = collections.defaultdict(list)
     lock = threading.Lock()
-    deadline = time.monotonic() + 1.6
 
     def work(endpoint: str) -> None:
-        while time.monotonic() < deadline:
+        for _ in range(4):  # a number of requests, not a time: 64 in all
             grant = limiter.acquire(endpoint)
             with lock:
                 granted[endpoint].append(grant.at)
@@ -244,9 +255,9 @@ def test_many_threads_never_exceed_the_rates():
     for thread in threads:
         thread.join()
     every = [at for times in granted.values() for at in times]
+    assert len(every) == 64
     assert most_in_one_second(every) <= 40
     assert max(most_in_one_second(times) for times in granted.values()) <= 15
-    assert len(every) >= 40  # and it let requests through
 
 
 def test_endpoint_of_maps_ids_to_a_placeholder():
@@ -279,7 +290,9 @@ def test_endpoint_of_maps_ids_to_a_placeholder():
 
 
 def test_the_tap_keeps_to_the_emulators_limits(tmp_path):
-    """A real sync: Stripe's (the emulator's) own count of each second's requests."""
+    """A real sync under the emulator's limits: every grant of the tap's budgets (on the
+    limiter's own clock, `tests.decisions`) within them, every object read once."""
+    decisions = tmp_path / "decisions.jsonl"
     with Emulator(
         objects=1200, seed=3, latency=(20, 10), rate_limit=20, endpoint_rate_limit=8
     ) as emu:
@@ -287,18 +300,23 @@ def test_the_tap_keeps_to_the_emulators_limits(tmp_path):
         config = emulator_config(
             emu, max_requests_per_second=20, max_requests_per_second_per_endpoint=8
         )
-        run = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
+        run = run_tap(
+            config=config,
+            catalog=catalog,
+            tmp_path=tmp_path,
+            module="tests.decisions",
+            env={"TAP_TEST_DECISIONS": str(decisions)},
+        )
         assert run.returncode == 0, run.stderr[-2000:]
-        served = emu.requests
-    assert [r for r in served if r.status == 429] == []
-    assert len(run.records()) == 4 * 1200
-    assert most_in_one_second([r.time for r in served]) <= 20
+    for name in CORE:
+        assert len({r["id"] for r in run.records(name)}) == len(run.records(name)) == 1200
+    grants = [entry for entry in read_decisions(decisions) if "grant" in entry]
+    assert most_in_one_second([g["at"] for g in grants]) <= 20
     by_endpoint: dict[str, list[float]] = collections.defaultdict(list)
-    for r in served:
-        by_endpoint[endpoint_of(r.method, r.path)].append(r.time)
+    for grant in grants:
+        by_endpoint[grant["endpoint"]].append(grant["at"])
     assert set(by_endpoint) >= {f"GET /v1/{name}" for name in CORE}
-    for times in by_endpoint.values():
-        assert most_in_one_second(times) <= 8
+    assert max(most_in_one_second(times) for times in by_endpoint.values()) <= 8
 
 
 def core_catalog(emu: Emulator, tmp_path) -> dict:

@@ -13,6 +13,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk.helpers import _catalog, _state, _typing
 from singer_sdk.streams import _state as stream_state
 
+from tap_stripe_connect.output.writer import LockedStateWriter
 from tap_stripe_connect.tap import TapStripeConnect
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tap_stripe_connect"
@@ -107,9 +108,26 @@ def test_private_attributes_the_compat_classes_use_exist():
     assert hasattr(stream, "_stream_version")
     assert hasattr(stream, "_state_manager")
     assert isinstance(tap._config, dict)
-    # `use_state_writer` replaced the SDK's writer: the signal handler's STATE is locked.
-    assert tap._state_writer is tap.state_writer
-    assert type(tap.state_writer).__name__ == "LockedStateWriter"
+
+
+def test_the_sdks_own_state_messages_go_through_the_locked_writer(monkeypatch):
+    """`use_state_writer` replaced the writer the SDK's own code writes STATE with (a
+    stream's `_write_state_message`, and the SDK's steps the tap repeats): each STATE then
+    goes out under the run lock, after the records it covers (writer.py)."""
+    tap = TapStripeConnect(
+        config={"api_key": "sk_test_compat", "account_id": "acct_compat"}, setup_mapper=False
+    )
+    written = []
+    monkeypatch.setattr(
+        LockedStateWriter, "write_state", lambda writer, state: written.append((writer, state))
+    )
+    stream = tap.streams["charges"]
+    stream.state_manager.is_flushed = False
+    stream._write_state_message()  # the SDK's code, as its stream methods call it
+    assert len(written) == 1
+    writer, state = written[0]
+    assert isinstance(writer, LockedStateWriter)
+    assert state is tap.state
 
 
 def private_sdk_names(path: Path) -> list[str]:

@@ -35,6 +35,62 @@ DEFAULT_SHARDS = 4
 TAIL_LINES = 40
 #: The tap's summary at the end of a run, its `total` row: records, deletes, requests.
 _SUMMARY = re.compile(r"\btotal\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)")
+#: Variables of Dagster's environment every process needs; a shard's pipeline gets these,
+#: Meltano's own (`MELTANO_*`), its plugins' settings (`TAP_STRIPE_CONNECT_*`, `TARGET_..._*`,
+#: the plugin's name as Meltano spells its variables) and `pass_env`, nothing else: not the
+#: webserver's, the daemon's or other code locations' secrets.
+BASE_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "LC_*", "MELTANO_*",
+)
+#: A variable whose name says it holds a secret: its value never reaches Dagster's log.
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|AUTH", re.I)
+#: Values shorter than this are not redacted (`true`, a port): they would blank out words.
+MIN_SECRET_LENGTH = 8
+REDACTED = "[redacted]"
+
+
+def plugin_prefix(name: str) -> str:
+    """`target-postgres` -> `TARGET_POSTGRES_*`: the variables Meltano reads its settings from."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_*"
+
+
+def wanted(name: str, patterns: list[str]) -> bool:
+    return any(
+        name.startswith(p[:-1]) if p.endswith("*") else name == p for p in patterns
+    )
+
+
+def secrets_in(env: dict[str, str], names: list[str]) -> list[str]:
+    """The values of `env` that are secrets: named in `names`, or by a name that says so;
+    longest first, so that one secret holding another is redacted whole."""
+    values = {
+        value
+        for name, value in env.items()
+        if (name in names or _SECRET_NAME.search(name)) and len(value) >= MIN_SECRET_LENGTH
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def dotenv(project_root: str) -> dict[str, str]:
+    """The project's `.env` (Meltano reads its settings' values from it too)."""
+    path = Path(project_root) / ".env"
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text(errors="replace").splitlines():
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if sep and not name.lstrip().startswith("#"):
+            found[name.strip()] = value.strip().strip("'\"")
+    return found
+
+
+def redact(line: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        line = line.replace(secret, REDACTED)
+    return line
 
 
 def shard_count() -> int:
@@ -73,6 +129,12 @@ class MeltanoProject(dg.ConfigurableResource):
     `shard_env` adds variables per shard; `{k}`, `{n}` and `{suffix}` in a value are the
     shard's number, the shard count and `shard-k-of-n`, e.g. one DuckDB file per shard
     (DuckDB takes one writer at a time): `TARGET_DUCKDB_PATH: warehouse-{suffix}.duckdb`.
+
+    Of Dagster's own environment the pipeline gets only what it needs (`BASE_ENV`, the
+    extractor's and loader's settings); `pass_env` names more (a `*` at the end: a
+    prefix), e.g. `AWS_*` for a Meltano state backend on S3. `secret_env` names variables
+    whose values are secrets besides those whose names say so (`..._KEY`, `..._PASSWORD`,
+    ...): none reaches the run's log.
     """
 
     project_root: str = os.environ.get("MELTANO_PROJECT_ROOT", str(CHECKOUT))
@@ -81,6 +143,8 @@ class MeltanoProject(dg.ConfigurableResource):
     loader: str = os.environ.get("STRIPE_CONNECT_LOADER", "target-postgres")
     environment: str | None = None
     shard_env: dict[str, str] | None = None
+    pass_env: list[str] | None = None
+    secret_env: list[str] | None = None
 
     def command(self, shard: str) -> list[str]:
         argv = [self.meltano]
@@ -99,8 +163,14 @@ class MeltanoProject(dg.ConfigurableResource):
             for field, text in fields.items():
                 value = value.replace(field, text)
             extra[name] = value
+        patterns = [
+            *BASE_ENV,
+            plugin_prefix(self.extractor),
+            plugin_prefix(self.loader),
+            *(self.pass_env or []),
+        ]
         return {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if wanted(name, patterns)},
             **extra,
             "TAP_STRIPE_CONNECT_ACCOUNT_SHARD": shard,
             "MELTANO_PROJECT_ROOT": self.project_root,
@@ -141,6 +211,8 @@ def stripe_connect(
 ) -> dg.MaterializeResult:
     shard = context.partition_key
     argv = meltano.command(shard)
+    env = meltano.env(shard)
+    secrets = secrets_in({**dotenv(meltano.project_root), **env}, meltano.secret_env or [])
     context.log.info(f"shard {shard}: {' '.join(argv)} (in {meltano.project_root})")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     summary = None
@@ -148,13 +220,13 @@ def stripe_connect(
     # Meltano logs to stderr, the tap's and the loader's lines included: one stream, line
     # by line into the run's log, as it comes.
     with subprocess.Popen(
-        argv, cwd=meltano.project_root, env=meltano.env(shard), stdin=subprocess.DEVNULL,
+        argv, cwd=meltano.project_root, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
         bufsize=1,
     ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = raw.rstrip()
+            line = redact(raw.rstrip(), secrets)
             if not line:
                 continue
             context.log.info(line)
@@ -203,8 +275,8 @@ def executor() -> dg.ExecutorDefinition:
     )
 
 
-shards_job = dg.define_asset_job("stripe_connect_shards", selection=[stripe_connect],
-                                 partitions_def=SHARDS)
+# Partitioned as its asset is (Dagster infers it: passing `partitions_def` is deprecated).
+shards_job = dg.define_asset_job("stripe_connect_shards", selection=[stripe_connect])
 
 defs = dg.Definitions(
     assets=[stripe_connect],

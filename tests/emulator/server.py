@@ -345,9 +345,11 @@ class _Server(ThreadingHTTPServer):
 class _RateLimiter:
     """Sliding one-second windows per key-account and per key-account-endpoint."""
 
-    def __init__(self, global_rps: float | None, endpoint_rps: float | None) -> None:
+    def __init__(self, global_rps: float | None, endpoint_rps: float | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.global_rps = global_rps
         self.endpoint_rps = endpoint_rps
+        self._clock = clock
         self._lock = threading.Lock()
         self._windows: dict[Any, deque[float]] = {}
 
@@ -355,7 +357,7 @@ class _RateLimiter:
         """None if the request may proceed (and counts it), else the limit's name."""
         if not self.global_rps and not self.endpoint_rps:
             return None
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             windows = []
             for key, limit in (((scope,), self.global_rps), ((scope, endpoint), self.endpoint_rps)):
@@ -443,6 +445,7 @@ class Emulator:
         varied_pricing: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        limit_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = Store(objects, seed, clock=clock, lines_per_invoice=lines_per_invoice,
                            items_per_subscription=items_per_subscription,
@@ -458,7 +461,11 @@ class Emulator:
         self.host = host
         self._port = port
         self._latency = (float(latency[0]), float(latency[1]))
-        self._limiter = _RateLimiter(rate_limit, endpoint_rate_limit)
+        #: The clock the rate limits count requests on (tests inject one).
+        self.limit_clock = limit_clock
+        self._limiter = _RateLimiter(rate_limit, endpoint_rate_limit, limit_clock)
+        #: Waits out a response's latency (tests replace it to see requests wait together).
+        self.latency_wait: Callable[[float], object] = self._stop_wait
         self.fail_rate = float(fail_rate)
         self._rng = random.Random(f"emulator-faults-{seed}")
         self._rng_lock = threading.Lock()
@@ -613,11 +620,14 @@ class Emulator:
         """Serve `stream`'s objects with these extra top-level fields (as a newer Stripe)."""
         self.undeclared.setdefault(stream, {}).update(fields)
 
+    def _stop_wait(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
     def set_latency(self, mean_ms: float, jitter_ms: float = 0) -> None:
         self._latency = (float(mean_ms), float(jitter_ms))
 
     def set_rate_limit(self, global_rps: float | None, endpoint_rps: float | None = None) -> None:
-        self._limiter = _RateLimiter(global_rps, endpoint_rps)
+        self._limiter = _RateLimiter(global_rps, endpoint_rps, self.limit_clock)
 
     def set_fail_rate(self, rate: float) -> None:
         self.fail_rate = float(rate)
@@ -681,7 +691,7 @@ class Emulator:
             with self._rng_lock:
                 delay = self._rng.uniform(mean - jitter, mean + jitter)
             if delay > 0:
-                self._stop.wait(delay / 1000)
+                self.latency_wait(delay / 1000)
         fault = self._take_fault(ex.path)
         if fault is not None:
             ex.fault_tag = "injected"
