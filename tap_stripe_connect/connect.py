@@ -30,13 +30,18 @@ import requests
 from tap_stripe_connect.api.auth import (
     DEFAULT_OAUTH_URL,
     OAuthError,
+    credentials_path,
+    default_credentials_file,
     request_token,
     write_credentials,
 )
-from tap_stripe_connect.errors import TapError, redact, register_secrets
+from tap_stripe_connect.errors import ConfigError, TapError, redact, register_secrets
+from tap_stripe_connect.inputs import URL_SETTINGS, url_problem
+from tap_stripe_connect.settings import DEFAULTS
 
 ENV_PREFIX = "TAP_STRIPE_CONNECT_"
-DEFAULT_CREDENTIALS = "stripe-credentials.json"
+#: The one name of the platform's secret key in the environment (README and `connect`).
+SECRET_VARIABLE = f"{ENV_PREFIX}CLIENT_SECRET"
 # Fixed, so it can be registered once as the platform's redirect URI:
 # http://127.0.0.1:8976/callback
 DEFAULT_PORT = 8976
@@ -44,6 +49,15 @@ CALLBACK_PATH = "/callback"
 # How long the browser's request waits for the code exchange and the check of the
 # credential (each bounded by its own HTTP timeout) before the page gives up.
 _PAGE_WAIT_SECONDS = 150
+
+
+def check_urls(settings: t.Mapping[str, t.Any]) -> None:
+    """Before anything is printed or sent: the code, the secret key and the tokens only go
+    to https URLs (plain http only to this machine), as for the tap's own run."""
+    for name in URL_SETTINGS:
+        value = str(settings.get(name) or DEFAULTS[name])
+        if problem := url_problem(name, value):
+            raise ConfigError(f"Not connecting: {problem}. Nothing was sent.")
 
 
 def load_settings(config_paths: list[str]) -> dict[str, t.Any]:
@@ -65,7 +79,8 @@ def load_settings(config_paths: list[str]) -> dict[str, t.Any]:
 class Redirect:
     """The one redirect from Stripe, and the outcome to show on the browser's page."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: str = "") -> None:
+        self.state = state
         self.query: str | None = None
         self.arrived = threading.Event()
         self.outcome: tuple[str, str] | None = None  # (title, details)
@@ -73,6 +88,12 @@ class Redirect:
         self.answered = threading.Event()
         self.closed = False
         self._lock = threading.Lock()
+
+    def belongs(self, query: str) -> bool:
+        """Whether a redirect carries this request's `state` (compared in constant time):
+        any other is a stale or forged address, which must not end the flow."""
+        given = (parse_qs(query).get("state") or [""])[-1]
+        return secrets.compare_digest(given.encode(), self.state.encode())
 
     def take(self, query: str) -> bool:
         """Keep the first redirect's query; False for any later one."""
@@ -92,13 +113,17 @@ class Redirect:
             "Connection not finished",
             "tap-stripe-connect stopped before it could check the connection: see the terminal.",
         )
-        return (
-            '<!doctype html><html lang="en"><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title>"
-            f'<h1 id="outcome">{html.escape(title)}</h1>'
-            f'<p id="details">{html.escape(details)}</p>'
-            "<p>You can close this window and return to the terminal.</p></html>"
-        ).encode()
+        return _page(title, details)
+
+
+def _page(title: str, details: str) -> bytes:
+    return (
+        '<!doctype html><html lang="en"><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>"
+        f'<h1 id="outcome">{html.escape(title)}</h1>'
+        f'<p id="details">{html.escape(details)}</p>'
+        "<p>You can close this window and return to the terminal.</p></html>"
+    ).encode()
 
 
 class _Callback(BaseHTTPRequestHandler):
@@ -110,18 +135,32 @@ class _Callback(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         redirect: Redirect = self.server.redirect  # type: ignore[attr-defined]
         split = urlsplit(self.path)
-        if split.path != CALLBACK_PATH or not redirect.take(split.query):
-            self.send_error(404)  # a favicon, or a second redirect
+        if split.path != CALLBACK_PATH:
+            self.send_error(404)  # a favicon
+            return
+        if not redirect.belongs(split.query):
+            # Another page cannot end the flow: refused, and the real redirect awaited.
+            self.answer(400, _page(
+                "Connection failed",
+                "This address does not belong to the connection in progress: its state does "
+                "not match (a stale or forged redirect). Nothing was saved; the terminal is "
+                "still waiting for Stripe's redirect.",
+            ))
+            return
+        if not redirect.take(split.query):
+            self.send_error(404)  # a second redirect
             return
         redirect.decided.wait(_PAGE_WAIT_SECONDS)
-        page = redirect.page()
-        self.send_response(200)
+        self.answer(200, redirect.page())
+        redirect.answered.set()
+
+    def answer(self, status: int, page: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(page)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(page)
-        redirect.answered.set()
 
     def log_message(self, format: str, *args: t.Any) -> None:
         pass
@@ -157,7 +196,7 @@ def wait_for_redirect(redirect: Redirect, timeout: float) -> str:
 def read_redirect(query: str, state: str) -> str:
     """The authorisation code, after checking the redirect is the answer to our request."""
     args = {k: v[-1] for k, v in parse_qs(query).items()}
-    if args.get("state") != state:
+    if not secrets.compare_digest(str(args.get("state") or "").encode(), state.encode()):
         raise TapError(
             "The redirect's state does not match this request (a stale or forged redirect): "
             "nothing was saved; run `tap-stripe-connect connect` again."
@@ -220,7 +259,11 @@ def connect(argv: list[str] | None = None) -> int:
         "Connect OAuth and save its credentials for the tap.",
     )
     parser.add_argument("--config", action="append", default=[], help="config file, or ENV")
-    parser.add_argument("--credentials-file", help=f"where to save (default {DEFAULT_CREDENTIALS})")
+    parser.add_argument(
+        "--credentials-file",
+        help="where to save (default: setting 'credentials_file', else "
+        f"{default_credentials_file()})",
+    )
     parser.add_argument(
         "--port",
         type=int,
@@ -236,6 +279,7 @@ def connect(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
     register_secrets([str(settings.get(k) or "") for k in ("client_secret", "api_key")])
+    check_urls(settings)
     client_id = settings.get("client_id")
     client_secret = settings.get("client_secret") or settings.get("api_key")
     if not client_id or not client_secret:
@@ -246,7 +290,7 @@ def connect(argv: list[str] | None = None) -> int:
     oauth_url = str(settings.get("oauth_url") or DEFAULT_OAUTH_URL).rstrip("/")
     state = secrets.token_urlsafe(24)
     server: HTTPServer | None = None
-    redirect = Redirect()
+    redirect = Redirect(state)
     if args.headless:
         redirect_uri = f"http://127.0.0.1:{args.port or DEFAULT_PORT}{CALLBACK_PATH}"
     else:
@@ -329,7 +373,11 @@ def finish_connection(
         raise
     account = validate(settings, credentials["access_token"])
     account_id = str(credentials.get("stripe_user_id") or account.get("id"))
-    target = Path(args.credentials_file or settings.get("credentials_file") or DEFAULT_CREDENTIALS)
+    target = (
+        Path(args.credentials_file).expanduser()
+        if args.credentials_file
+        else credentials_path(settings)
+    )
     write_credentials(target, {**credentials, "stripe_user_id": account_id})
     return account_id, account_name(account), target
 
@@ -344,7 +392,7 @@ def meltano_commands(credentials: Path, client_id: str) -> list[str]:
     return [
         f"{prefix} credentials_file {shlex.quote(str(credentials))}",
         f"{prefix} client_id {shlex.quote(client_id)}",
-        f'{prefix} client_secret "$STRIPE_PLATFORM_SECRET_KEY"',
+        f'{prefix} client_secret "${SECRET_VARIABLE}"',
     ]
 
 

@@ -114,16 +114,18 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def user_env() -> dict[str, str]:
+def user_env(config_home: Path) -> dict[str, str]:
+    """A user's environment, whose per-user config folder is `config_home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT_")}
     env["PYTHONPATH"] = str(ROOT)  # `python -m tests.emulator` from any folder
+    env["XDG_CONFIG_HOME"] = str(config_home)
     return env
 
 
 def test_readme_local_connect_flow_in_a_real_browser(browser, tmp_path):
     """The README's three commands: emulator, connect + browser, then a sync."""
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    env = user_env()
+    env = user_env(tmp_path / "home-config")
     emulator = start(
         readme.command(".venv/bin/python -m tests.emulator --connect") + " --port 0",
         tmp_path, env, shell=True,
@@ -151,7 +153,11 @@ def test_readme_local_connect_flow_in_a_real_browser(browser, tmp_path):
         account = text.split("(acct_", 1)[1].split(")", 1)[0]
         assert "Connection successful: Emulated Goods" in out
         assert f"(acct_{account})" in out
-        saved = json.loads((tmp_path / "stripe-credentials.json").read_text())
+        # Saved outside the checkout, in the user's config folder.
+        assert not (tmp_path / "stripe-credentials.json").exists()
+        saved = json.loads(
+            (tmp_path / "home-config" / "tap-stripe-connect" / "credentials.json").read_text()
+        )
         assert saved["stripe_user_id"] == f"acct_{account}"
         assert saved["refresh_token"] not in text + out + err
         assert config["client_secret"] not in text + out + err
@@ -191,7 +197,7 @@ def run_connect(platform: ConnectPlatform, tmp_path: Path) -> tuple[subprocess.P
     proc = start(
         [str(ROOT / ".venv" / "bin" / "tap-stripe-connect"), "--config", str(config), "connect",
          "--port", "0", "--credentials-file", str(tmp_path / "creds.json")],
-        tmp_path, user_env(),
+        tmp_path, user_env(tmp_path / "config"),
     )
     return proc, read_until(proc, "/oauth/authorize?")
 
@@ -222,13 +228,22 @@ def test_declining_on_the_consent_page_says_so_in_the_browser(browser, platform,
     assert "declined" in err
 
 
-def test_a_state_mismatch_is_shown_in_the_browser(browser, platform, tmp_path):
+def test_a_state_mismatch_is_refused_in_the_browser_and_connect_keeps_waiting(
+    browser, platform, tmp_path
+):
     proc, url = run_connect(platform, tmp_path)
     browser.get(with_query(url, state="forged-by-someone-else"))
     click(browser, "connect")
-    text, _err = failure(browser, proc, tmp_path, "Connection failed")
+    text = page_text(browser)
+    assert text.startswith("Connection failed"), text
     assert "state does not match" in text
-    assert "nothing was saved" in text
+    assert "Nothing was saved" in text
+    assert proc.poll() is None, "a forged redirect must not end the flow"
+    browser.get(url)  # the real one
+    click(browser, "connect")
+    assert "Connection successful" in page_text(browser)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
 
 
 def test_an_invalid_code_is_shown_in_the_browser(browser, platform, tmp_path):

@@ -10,9 +10,12 @@ Three ways in, one bearer token out:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import logging
 import os
+import sys
 import tempfile
 import threading
 import typing as t
@@ -24,7 +27,14 @@ from singer_sdk.authenticators import BearerTokenAuthenticator, OAuthAuthenticat
 from tap_stripe_connect.errors import ConfigError, TapError, register_secrets
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover - no advisory locks: runs must not share a credentials file
+    fcntl = None
+
+logger = logging.getLogger("tap-stripe-connect")
 
 # Stripe key prefixes: secret (sk_), restricted (rk_), publishable (pk_, client-side only).
 READ_KEY_PREFIXES = ("sk_", "rk_")
@@ -95,6 +105,20 @@ def request_token(oauth_url: str, data: dict[str, str], timeout: float = 60) -> 
     return t.cast("dict", body)
 
 
+def default_credentials_file() -> Path:
+    """Where `connect` saves credentials unless told: a per-user folder outside any
+    checkout (`$XDG_CONFIG_HOME/tap-stripe-connect/credentials.json`, by default
+    `~/.config/tap-stripe-connect/credentials.json`), so a refresh token never lands in a
+    repository."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tap-stripe-connect" / "credentials.json"
+
+
+def credentials_path(config: Mapping[str, t.Any]) -> Path:
+    """The credentials file of a run: setting 'credentials_file', else the default."""
+    return Path(str(config.get("credentials_file") or default_credentials_file())).expanduser()
+
+
 def read_credentials(path: str | os.PathLike[str] | None) -> dict[str, t.Any]:
     if not path or not Path(path).exists():
         return {}
@@ -114,8 +138,37 @@ def read_credentials(path: str | os.PathLike[str] | None) -> dict[str, t.Any]:
     return data
 
 
+@contextlib.contextmanager
+def credentials_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the credentials file's lock (`<file>.lock`, shared by every process on this
+    machine) while a rotating refresh token is read, spent and saved: two runs refreshing
+    at once would otherwise spend the same token, and one of them save a dead one."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info(
+                    "Waiting for the lock on the credentials file %s (another run is "
+                    "refreshing its token)",
+                    path,
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_credentials(path: str | os.PathLike[str], credentials: Mapping[str, t.Any]) -> None:
-    """Write atomically, readable by the owner only: the file holds a refresh token."""
+    """Write atomically, readable by the owner only: the file holds a refresh token.
+
+    The file's data and the folder's entry are both flushed to disk (fsync) before this
+    returns: the old refresh token stops working once the new one is issued, so the new
+    one must survive a crash right after.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -124,10 +177,17 @@ def write_credentials(path: str | os.PathLike[str], credentials: Mapping[str, t.
         with os.fdopen(fd, "w") as handle:
             json.dump({k: credentials[k] for k in CREDENTIAL_FIELDS if k in credentials}, handle)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 class StripeKeyAuthenticator(BearerTokenAuthenticator):
@@ -152,7 +212,12 @@ class StripeOAuthAuthenticator(OAuthAuthenticator):
     """
 
     def __init__(self, config: Mapping[str, t.Any]) -> None:
-        self.credentials_file = config.get("credentials_file")
+        # Tokens given as settings are used as they are; otherwise they come from the
+        # credentials file (`connect`'s default one unless 'credentials_file' names one).
+        given = config.get("refresh_token") or config.get("access_token")
+        self.credentials_file: Path | None = (
+            credentials_path(config) if config.get("credentials_file") or not given else None
+        )
         stored = read_credentials(self.credentials_file)
         super().__init__(
             auth_endpoint=f"{str(config.get('oauth_url') or DEFAULT_OAUTH_URL).rstrip('/')}"
@@ -170,10 +235,11 @@ class StripeOAuthAuthenticator(OAuthAuthenticator):
             # A ready access token is used as it is until Stripe says it expired.
             self.last_refreshed = datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
         elif not (self.refresh_token and self.client_secret):
+            where = f" ({self.credentials_file} has none)" if self.credentials_file else ""
             raise ConfigError(
                 "Stripe Connect needs settings 'client_secret' and 'refresh_token' (or "
                 "'access_token', or a 'credentials_file' written by `tap-stripe-connect "
-                "connect`)."
+                f"connect`){where}: run `tap-stripe-connect connect` to connect an account."
             )
 
     @property
@@ -199,8 +265,27 @@ class StripeOAuthAuthenticator(OAuthAuthenticator):
                 "expired and there is no refresh token: run `tap-stripe-connect connect` "
                 "to connect the account again."
             )
+        if self.credentials_file is None:
+            self._use(self._refresh())
+            return
+        # Stripe rolls the refresh token on every refresh: the spent one stops working.
+        # Under the file's lock, a run that finds a newer token saved by another run uses
+        # it; otherwise it refreshes and saves the new token before using it.
+        with credentials_lock(self.credentials_file):
+            stored = read_credentials(self.credentials_file)
+            if stored.get("refresh_token") and stored["refresh_token"] != self.refresh_token:
+                self._stored = stored
+                self._use(stored)
+                return
+            body = self._refresh()
+            if body.get("refresh_token") and body["refresh_token"] != self.refresh_token:
+                self._stored = {**self._stored, **body}
+                write_credentials(self.credentials_file, self._stored)
+            self._use(body)
+
+    def _refresh(self) -> dict:
         try:
-            body = request_token(self.oauth_url, self.oauth_request_body)
+            return request_token(self.oauth_url, self.oauth_request_body)
         except OAuthError as exc:
             if exc.error in ("invalid_grant", "invalid_request"):
                 raise TapError(
@@ -209,14 +294,13 @@ class StripeOAuthAuthenticator(OAuthAuthenticator):
                     "connect`."
                 ) from None
             raise
-        self.access_token = body["access_token"]
-        self.account_id = body.get("stripe_user_id") or self.account_id
+
+    def _use(self, credentials: Mapping[str, t.Any]) -> None:
+        self.access_token = credentials["access_token"]
+        self.refresh_token = credentials.get("refresh_token") or self.refresh_token
+        self.account_id = credentials.get("stripe_user_id") or self.account_id
         self.last_refreshed = datetime.datetime.now(tz=datetime.timezone.utc)
         self.expires_in = None
-        if body.get("refresh_token") and body["refresh_token"] != self.refresh_token:
-            self.refresh_token = body["refresh_token"]
-            if self.credentials_file:
-                write_credentials(self.credentials_file, {**self._stored, **body})
 
     def expire(self, token: str | None) -> bool:
         """Mark `token` expired; True when a refresh can be tried."""
@@ -227,10 +311,15 @@ class StripeOAuthAuthenticator(OAuthAuthenticator):
 
 
 def uses_oauth(config: Mapping[str, t.Any]) -> bool:
+    """OAuth tokens given as settings, or (without an API key) a credentials file: the
+    one named, or `connect`'s default one when the platform's `client_id` is set."""
     return bool(
         config.get("refresh_token")
         or config.get("access_token")
-        or (config.get("credentials_file") and not config.get("api_key"))
+        or (
+            not config.get("api_key")
+            and (config.get("credentials_file") or config.get("client_id"))
+        )
     )
 
 

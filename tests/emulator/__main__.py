@@ -122,7 +122,6 @@ def serve_connect(args: argparse.Namespace) -> int:
             "client_secret": platform.platform_key,
             "oauth_url": platform.url,
             "api_url": platform.url,
-            "credentials_file": "stripe-credentials.json",
         }
         fd = os.open(args.write_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
