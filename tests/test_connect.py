@@ -429,3 +429,29 @@ def test_the_default_callback_port_is_8976(platform, tmp_path):
         input="\n", capture_output=True, text=True, cwd=ROOT, check=False, timeout=60,
     )
     assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8976%2Fcallback" in run.stdout
+
+
+def test_with_the_platform_key_connect_keeps_only_the_account_id(platform, tmp_path):
+    """Classic Connect as Stripe recommends: no per-account token; the run reads the
+    connected account with the platform's key and `Stripe-Account`."""
+    settings = platform_settings(platform, api_key=platform.platform_key)
+    proc, url = start_connect(platform, tmp_path, settings=settings)
+    assert browse(url).status_code == 200
+    code, out, err = finish(proc)
+    assert code == 0, err
+    account = platform.account_ids[0]
+    creds = tmp_path / "creds.json"
+    assert json.loads(creds.read_text()) == {"oauth_flow": "connect", "stripe_user_id": account}
+    assert "meltano config set tap-stripe-connect api_key" in out
+    since = len(platform.api_requests)
+    run = run_tap(
+        config={"api_key": platform.platform_key, "api_url": platform.url,
+                "credentials_file": str(creds)},
+        tmp_path=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert {r["id"] for r in run.records("customers")} == {
+        o["id"] for o in platform.accounts[account].objects("customers")
+    }
+    assert set(platform.requests_by_account(since)) == {account}
+    assert not any(r.get("grant_type") == "refresh_token" for r in platform.token_requests)
