@@ -133,7 +133,7 @@ color:#1a1f36;background:#f6f9fc}
 .banner{margin:0;padding:1.1rem 1.25rem;color:#fff;font-size:1.35rem;line-height:1.3;
 overflow-wrap:anywhere}
 .banner.ok{background:#1f7a4d}.banner.failed{background:#b3261e}
-main{max-width:44rem;margin:0 auto;padding:1.25rem}
+main{max-width:44rem;margin:0 auto;padding:1.25rem;overflow-wrap:anywhere}
 h2{font-size:1rem;margin:1.5rem 0 .5rem}
 pre{margin:0;padding:.75rem 1rem;background:#1a1f36;color:#e6ebf1;border-radius:6px;
 overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere;font-size:.9rem}
@@ -144,11 +144,16 @@ overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere;font-size:.9rem}
 
 def _page(title: str, details: str, next_steps: t.Sequence[str] = ()) -> bytes:
     kind = "ok" if title.startswith("Connection successful") else "failed"
-    steps = (
-        "<h2>Next, in the terminal</h2>"
-        f'<pre id="next">{html.escape(chr(10).join(next_steps))}</pre>'
-        if next_steps
-        else ""
+    # The command to run next first; then the Meltano settings, for a Meltano project.
+    meltano = [line for line in next_steps if line.startswith("meltano ")]
+    first = [line for line in next_steps if not line.startswith("meltano ")]
+    steps = "".join(
+        f"<h2>{heading}</h2><pre id=\"{key}\">{html.escape(chr(10).join(lines))}</pre>"
+        for heading, key, lines in (
+            ("Next, in the terminal", "next", first or meltano),
+            ("Or, in a Meltano project", "meltano", meltano if first else []),
+        )
+        if lines
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
