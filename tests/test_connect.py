@@ -431,27 +431,51 @@ def test_the_default_callback_port_is_8976(platform, tmp_path):
     assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8976%2Fcallback" in run.stdout
 
 
-def test_with_the_platform_key_connect_keeps_only_the_account_id(platform, tmp_path):
+def test_with_the_platform_key_connect_keeps_only_the_account_id_and_resumes(
+    platform, tmp_path
+):
     """Classic Connect as Stripe recommends: no per-account token; the run reads the
-    connected account with the platform's key and `Stripe-Account`."""
-    settings = platform_settings(platform, api_key=platform.platform_key)
+    connected account with the platform's key and `Stripe-Account`. When the account
+    disconnects, the run names it and the command that connects it again; after that, the
+    next run reads only what changed."""
+    creds = tmp_path / "creds.json"
+    settings = platform_settings(
+        platform, api_key=platform.platform_key, credentials_file=str(creds)
+    )
     proc, url = start_connect(platform, tmp_path, settings=settings)
     assert browse(url).status_code == 200
     code, out, err = finish(proc)
     assert code == 0, err
     account = platform.account_ids[0]
-    creds = tmp_path / "creds.json"
     assert json.loads(creds.read_text()) == {"oauth_flow": "connect", "stripe_user_id": account}
     assert "meltano config set tap-stripe-connect api_key" in out
     since = len(platform.api_requests)
-    run = run_tap(
-        config={"api_key": platform.platform_key, "api_url": platform.url,
-                "credentials_file": str(creds)},
-        tmp_path=tmp_path,
-    )
+    run = run_tap(config=settings, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
+    emulator = platform.accounts[account]
     assert {r["id"] for r in run.records("customers")} == {
-        o["id"] for o in platform.accounts[account].objects("customers")
+        o["id"] for o in emulator.objects("customers")
     }
     assert set(platform.requests_by_account(since)) == {account}
     assert not any(r.get("grant_type") == "refresh_token" for r in platform.token_requests)
+
+    platform.deauthorize(account)
+    changed = emulator.objects("customers")[2]["id"]
+    emulator.update("customers", changed, {"name": "Changed while disconnected"})
+    platform.advance(120)
+    failed = run_tap(config=settings, state=run.last_state, tmp_path=tmp_path)
+    assert failed.returncode == 1
+    assert account in failed.error_line
+    command = f"tap-stripe-connect connect --config {tmp_path / 'config.json'}"
+    assert f"`{command}`" in failed.error_line
+    assert failed.records("customers") == []
+
+    # The command, as printed (the run's config names the credentials file).
+    proc, url = start_connect(platform, tmp_path, settings=settings, credentials=False)
+    assert browse(url).status_code == 200
+    code, _out, err = finish(proc)
+    assert code == 0, err
+    resumed = run_tap(config=settings, state=run.last_state, tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["id"] for r in resumed.records("customers")] == [changed]
+    assert resumed.records("charges") == []

@@ -251,6 +251,12 @@ class StripeKeyAuthenticator(BearerTokenAuthenticator):
 
     def __init__(self, config: Mapping[str, t.Any]) -> None:
         super().__init__(token=check_api_key(config.get("api_key")))
+        #: The platform's key reads an account `connect` saved: how to connect it again.
+        self.reconnect: str | None = (
+            reconnect_command(credentials_path(config), named=True)
+            if connected_account(config)
+            else None
+        )
 
     def expire(self, token: str | None) -> bool:
         """A key cannot be refreshed."""

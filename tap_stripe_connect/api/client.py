@@ -350,7 +350,7 @@ class StripeClient:
             or self.own_account_id
             or (oauth.account_id if oauth else None),
             oauth=oauth is not None,
-            reconnect=oauth.reconnect if oauth else None,
+            reconnect=self.authenticator.reconnect,
         )
 
     @staticmethod

@@ -72,6 +72,14 @@ def fatal_error(
     # Stripe refuses a `Stripe-Account` the platform lost with 403 (`account_invalid`),
     # and has with 401: the key is fine, the account is not.
     if _account_invalid(error) and (status == 403 or (status == 401 and account and not oauth)):
+        if reconnect:  # an account `connect` saved, read with the platform's key
+            return StripeAccountInvalidError(
+                f"Stripe account {account} can no longer be read: the platform's access "
+                f"was revoked (deauthorised, or the account disconnected). Its state is "
+                f"kept: connect it again with `{reconnect}`, and the next run reads only "
+                f"what changed. [{request_label(response)}]",
+                response,
+            )
         return StripeAccountInvalidError(
             f"The platform may no longer read connected account {account} (deauthorised, "
             f"or not connected to this platform): reconnect it or remove it from setting "

@@ -475,6 +475,7 @@ class ConnectPlatform:
                         + "...",
                     }
                 grant = self._grant(found[0])
+                self.deauthorized.discard(found[0])  # connected again
             elif form.get("grant_type") == "refresh_token":
                 old = self._refresh.get(form.get("refresh_token", ""))
                 if old is None or old.revoked or old.account_id in self.deauthorized:
