@@ -319,7 +319,15 @@ def connect(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--headless", action="store_true", help="paste the redirect URL instead of listening"
     )
+    parser.add_argument(
+        "--redirect-uri",
+        help="with --headless: the redirect URI registered for the app or platform (e.g. "
+        "an https page: Stripe requires https redirect URIs in live mode); paste the "
+        "address it shows",
+    )
     args = parser.parse_args(argv)
+    if args.redirect_uri and not args.headless:
+        parser.error("--redirect-uri needs --headless (connect listens on 127.0.0.1 otherwise)")
     settings = load_settings(args.config)
     register_secrets([str(settings.get(k) or "") for k in ("client_secret", "api_key")])
     check_urls(settings)
@@ -342,7 +350,11 @@ def connect(argv: list[str] | None = None) -> int:
     server: HTTPServer | None = None
     redirect = Redirect(state)
     if args.headless:
-        redirect_uri = f"http://127.0.0.1:{args.port or DEFAULT_PORT}{CALLBACK_PATH}"
+        redirect_uri = (
+            args.redirect_uri or f"http://127.0.0.1:{args.port or DEFAULT_PORT}{CALLBACK_PATH}"
+        )
+        if problem := url_problem("--redirect-uri", redirect_uri):
+            raise ConfigError(f"Not connecting: {problem.replace('setting ', 'option ')}.")
     else:
         # Only this machine may answer: the redirect carries a one-time code.
         try:

@@ -141,6 +141,22 @@ def test_the_test_mode_link_and_a_pasted_redirect(platform, tmp_path):
     assert credentials(tmp_path)["stripe_user_id"] == platform.account_ids[1]
 
 
+def test_headless_with_a_registered_https_redirect_uri(platform, tmp_path):
+    """Live mode wants an https redirect URI: the user pastes the address it lands on."""
+    proc, url = start(
+        tmp_path, app_settings(platform), "--headless",
+        "--redirect-uri", "https://app.example.com/stripe/callback",
+    )
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert query["redirect_uri"] == "https://app.example.com/stripe/callback"
+    redirect = install(url)
+    assert redirect.startswith("https://app.example.com/stripe/callback?")
+    assert "code=ac_" in redirect
+    out, err = proc.communicate(redirect + "\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert f"({platform.account_ids[0]})" in out
+
+
 def test_declining_the_install_ends_with_one_line(platform, tmp_path):
     proc, url = start(tmp_path, app_settings(platform))
     page = requests.get(install(url, decision="deny"), timeout=30)
