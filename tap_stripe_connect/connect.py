@@ -1,12 +1,20 @@
 """`tap-stripe-connect connect`: "Connect with Stripe" in a terminal.
 
-1. Print (and offer to open) Stripe's authorise URL with a random `state`.
-2. Take the one redirect back, on 127.0.0.1:8976 (or, headless, the URL pasted by the
-   user), and check its `state` against CSRF.
-3. Exchange the code for the connected account's credentials, validate them with
-   `GET /v1/account`, save them (mode 0600) for the tap, and say "Connection successful"
-   both in the terminal and on the page the browser was redirected to. The browser's
-   request is held open until then, so the page shows the outcome, or why it failed.
+Two flows (setting `oauth_flow`): classic Stripe Connect OAuth (`connect`, the default)
+and a Stripe App's OAuth 2.0 install link (`stripe_app`).
+
+1. Check `oauth_url` and `api_url` (https; plain http only to this machine), then print
+   (and offer to open) the authorise address or install link with a random `state`.
+2. Take the redirect back on 127.0.0.1:8976 (or, headless, the address pasted by the
+   user). A redirect whose `state` does not match is answered 400 and the real one is
+   still awaited; only the matching one is used.
+3. Exchange the code for the account's credentials (Connect: connect.stripe.com with the
+   platform's key; Apps: `{api_url}/v1/oauth/token` with the app's key as HTTP Basic
+   username), check them with `GET /v1/account`, save them (mode 0600, atomically,
+   fsynced) for the tap, and say "Connection successful" both in the terminal and on the
+   page the browser was redirected to: a banner with the outcome, then the next command.
+   The browser's request is held open until then, so the page shows the outcome, or why
+   it failed and what to do.
 """
 
 from __future__ import annotations

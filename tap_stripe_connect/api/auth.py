@@ -1,11 +1,14 @@
 """Credentials for Stripe's API.
 
-Three ways in, one bearer token out:
+Ways in, one bearer token out:
 - a secret or restricted key (`api_key`), for the key's own account or, with
-  `Stripe-Account`, for the platform's connected accounts;
-- a Stripe Connect OAuth credential of a connected account: a refresh token (exchanged
-  once per run for an access token, and again when Stripe says it expired) or a ready
-  access token.
+  `Stripe-Account`, for the platform's connected accounts (also the account a classic
+  Connect `connect` saved, when the platform's key is configured);
+- an OAuth credential of one account, from `tap-stripe-connect connect` (its credentials
+  file) or settings: classic Connect (a refresh token exchanged at connect.stripe.com, or
+  a ready access token) or a Stripe App (an access token that lives an hour, refreshed at
+  `{api_url}/v1/oauth/token`). Refresh tokens roll: each refresh is made under the
+  credentials file's lock and its new token saved (atomically, fsynced) before use.
 """
 
 from __future__ import annotations
