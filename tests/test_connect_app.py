@@ -252,3 +252,39 @@ def test_an_uninstalled_app_names_the_account_keeps_state_and_resumes(platform, 
     )
     assert read == {"customers": 2, "events": 2}
     assert {e["data"]["object"]["id"] for e in resumed.records("events")} == {renamed, created}
+
+
+def test_a_refresh_by_another_run_mid_sync_is_taken_from_the_file(platform, tmp_path):
+    """Another run refreshes while this one syncs: Stripe revokes this run's access token
+    (401 `platform_api_key_expired`); this run takes the new token the other one saved
+    instead of spending its own, now dead, refresh token, and loses no page."""
+    account = platform.account_ids[0]
+    connect_app(platform, tmp_path)
+    path = tmp_path / "config" / "tap-stripe-connect" / "credentials.json"
+    served = 0
+    answer = platform._api
+
+    def another_run_refreshes_at_the_fifth_request(handler, method, path_, query):
+        nonlocal served
+        served += 1
+        if served == 5:
+            saved = json.loads(path.read_text())
+            rolled = requests.post(
+                f"{platform.url}/v1/oauth/token", auth=(platform.app_secret_key, ""),
+                data={"grant_type": "refresh_token", "refresh_token": saved["refresh_token"]},
+                timeout=10,
+            ).json()
+            path.write_text(json.dumps({**saved, **rolled}))
+        answer(handler, method, path_, query)
+
+    platform._api = another_run_refreshes_at_the_fifth_request
+    run = run_tap(config=app_settings(platform, credentials_file=str(path)), tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert served > 5
+    for stream in ("customers", "charges", "invoices"):
+        assert Counter(r["id"] for r in run.records(stream)) == Counter(
+            o["id"] for o in platform.accounts[account].objects(stream)
+        ), stream
+    # This run spent no refresh token of its own: the only refresh was the other run's.
+    refreshes = [r for r in platform.token_requests if r["grant_type"] == "refresh_token"]
+    assert len(refreshes) == 1
