@@ -129,15 +129,8 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
         value = config.get(name)
         if name in wrong or not isinstance(value, str) or not value:
             continue
-        url = urlsplit(value)
-        local = url.hostname in LOCAL_HOSTS
-        if url.scheme not in ("http", "https") or not url.hostname:
-            problems.append(f"setting '{name}' is not an http(s) URL")
-        elif url.scheme == "http" and not local:
-            problems.append(
-                f"setting '{name}' must use https: credentials are sent to it (plain http "
-                "is accepted only for a local emulator)"
-            )
+        if problem := url_problem(name, value):
+            problems.append(problem)
     start = config.get("start_date")
     if "start_date" not in wrong and isinstance(start, str) and start and not is_time(start):
         problems.append(
@@ -151,6 +144,20 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
     ):
         problems.append(problem)
     return problems
+
+
+def url_problem(name: str, value: str) -> str | None:
+    """What is wrong with a URL credentials are sent to: not http(s), or plain http to a
+    host other than this machine. One check for the tap's run and `connect`."""
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return f"setting '{name}' is not an http(s) URL"
+    if url.scheme == "http" and url.hostname not in LOCAL_HOSTS:
+        return (
+            f"setting '{name}' must use https: credentials are sent to it (plain http "
+            "is accepted only for a local emulator)"
+        )
+    return None
 
 
 def account_shard_problem(config: t.Mapping[str, t.Any]) -> str | None:

@@ -240,14 +240,20 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         "client_id",
         th.StringType,
         title="Client ID",
-        description="Stripe Connect: the platform's OAuth client id (ca_...).",
+        description=(
+            "Stripe Connect: the platform's OAuth client id (ca_...); Stripe Apps: the "
+            "app's client id (ca_...)."
+        ),
     ),
     th.Property(
         "client_secret",
         th.StringType,
         secret=True,
         title="Client secret",
-        description="Stripe Connect: the platform's secret key, used to refresh tokens.",
+        description=(
+            "Stripe Connect: the platform's secret key; Stripe Apps: the app's secret key. "
+            "Used to exchange and refresh tokens."
+        ),
     ),
     th.Property(
         "refresh_token",
@@ -268,8 +274,33 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         th.StringType,
         title="Credentials file",
         description=(
-            "Stripe Connect: JSON file written by `tap-stripe-connect connect`; a refresh "
-            "token Stripe rotates is saved back here (mode 0600)."
+            "Stripe Connect and Stripe Apps: JSON file written by `tap-stripe-connect "
+            "connect` (its flow, account, tokens); a refresh token Stripe rotates is saved "
+            "back here (mode 0600, under a lock). Default: "
+            "~/.config/tap-stripe-connect/credentials.json ($XDG_CONFIG_HOME if set)."
+        ),
+    ),
+    th.Property(
+        "oauth_flow",
+        th.StringType,
+        allowed_values=["connect", "stripe_app"],
+        title="OAuth flow",
+        description=(
+            "How `tap-stripe-connect connect` connects an account, and how a run refreshes "
+            "its token: 'connect' (classic Stripe Connect OAuth, the default) or "
+            "'stripe_app' (a Stripe App's OAuth 2.0 install link; 'client_id' is the app's "
+            "ca_..., 'client_secret' its secret key). Default: the flow the credentials "
+            "file records, else 'connect'."
+        ),
+    ),
+    th.Property(
+        "app_install_url",
+        th.StringType,
+        title="App install URL",
+        description=(
+            "Stripe Apps: the app's OAuth install link for test mode "
+            "(https://marketplace.stripe.com/oauth/v2/chnlink_.../authorize). Default: the "
+            "published app's link, https://marketplace.stripe.com/oauth/v2/authorize."
         ),
     ),
     th.Property(

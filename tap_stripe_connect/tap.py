@@ -16,6 +16,7 @@ from tap_stripe_connect.api.auth import (
     StripeKeyAuthenticator,
     StripeOAuthAuthenticator,
     build_authenticator,
+    connected_account,
     secrets_in,
 )
 from tap_stripe_connect.errors import (
@@ -187,7 +188,12 @@ class TapStripeConnect(CompatTap):
 
     @functools.cached_property
     def settings(self) -> Settings:
-        return Settings.from_config(self.config)
+        config = dict(self.config)
+        # Classic Connect with the platform's key: the account `connect` saved, read with
+        # `Stripe-Account` (no per-account token).
+        if account := connected_account(config):
+            config["account_id"] = account
+        return Settings.from_config(config)
 
     # -- what a run shares ---------------------------------------------------------------
 

@@ -49,9 +49,13 @@ def platform_settings(platform: ConnectPlatform, **extra) -> dict:
     }
 
 
-def start_connect(platform, tmp_path, *extra: str, settings: dict | None = None):
+def start_connect(
+    platform, tmp_path, *extra: str, settings: dict | None = None, env: dict | None = None,
+    credentials: bool = True,
+):
     config = tmp_path / "connect.json"
     config.write_text(json.dumps(settings or platform_settings(platform)))
+    saved = ["--credentials-file", str(tmp_path / "creds.json")] if credentials else []
     argv = [
         sys.executable,
         "-m",
@@ -62,13 +66,13 @@ def start_connect(platform, tmp_path, *extra: str, settings: dict | None = None)
         "--no-browser",
         "--port",
         "0",  # a free port: the default 8976 may be taken on a test machine
-        "--credentials-file",
-        str(tmp_path / "creds.json"),
+        *saved,
         *extra,
     ]
     proc = subprocess.Popen(
         argv,
         cwd=ROOT,
+        env=user_env(tmp_path, **(env or {})),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -79,6 +83,12 @@ def start_connect(platform, tmp_path, *extra: str, settings: dict | None = None)
         if "/oauth/authorize?" in line:
             return proc, line.strip()
     raise AssertionError(proc.stderr.read() if proc.stderr else "no URL printed")
+
+
+def user_env(tmp_path, **extra: str) -> dict[str, str]:
+    """The environment of a user whose per-user config folder is in `tmp_path`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT_")}
+    return {**env, "XDG_CONFIG_HOME": str(tmp_path / "config"), **extra}
 
 
 def browse(url: str) -> requests.Response:
@@ -131,15 +141,161 @@ def test_denied_consent_ends_with_one_line(platform, tmp_path):
     assert not (tmp_path / "creds.json").exists()
 
 
-def test_a_forged_state_is_refused(platform, tmp_path):
+def test_a_forged_state_is_answered_400_and_the_real_redirect_still_connects(
+    platform, tmp_path
+):
+    """Another page cannot end the flow: a redirect whose state does not match gets a 400
+    page, and `connect` keeps waiting for the real one."""
     proc, url = start_connect(platform, tmp_path)
     consent = requests.get(url, allow_redirects=False, timeout=10)
+    real = consent.headers["Location"]
+    forged = requests.get(real.replace("state=", "state=forged"), timeout=10)
+    assert forged.status_code == 400
+    assert "state does not match" in forged.text
+    assert proc.poll() is None, "connect must keep waiting"
+    assert requests.get(real, timeout=10).status_code == 200
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert "Connection successful" in out
+    assert json.loads((tmp_path / "creds.json").read_text())["stripe_user_id"]
+
+
+def test_a_forged_pasted_redirect_is_refused(platform, tmp_path):
+    proc, url = start_connect(platform, tmp_path, "--headless")
+    consent = requests.get(url, allow_redirects=False, timeout=10)
     forged = consent.headers["Location"].replace("state=", "state=forged")
-    requests.get(forged, timeout=10)
-    code, _out, err = finish(proc)
-    assert code == 1
+    _out, err = proc.communicate(forged + "\n", timeout=60)
+    assert proc.returncode == 1
     assert "state does not match" in err
     assert not (tmp_path / "creds.json").exists()
+
+
+@pytest.mark.parametrize("setting", ["oauth_url", "api_url"])
+def test_connect_sends_nothing_to_a_plain_http_url(platform, tmp_path, setting):
+    """Checked before anything is printed or sent, as the tap's run checks them."""
+    settings = platform_settings(platform, **{setting: "http://evil.example.com"})
+    config = tmp_path / "connect.json"
+    config.write_text(json.dumps(settings))
+    run = subprocess.run(
+        [sys.executable, "-m", "tap_stripe_connect", "connect", "--config", str(config),
+         "--no-browser", "--port", "0", "--credentials-file", str(tmp_path / "creds.json")],
+        capture_output=True, text=True, cwd=ROOT, env=user_env(tmp_path), timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert f"setting '{setting}' must use https" in run.stderr.strip().splitlines()[-1]
+    assert platform.token_requests == []
+    assert platform.api_requests == []
+
+
+def test_credentials_reach_the_disk_file_and_folder(tmp_path, monkeypatch):
+    """fsync of the file's data, then of the folder's entry after the atomic replace."""
+    from tap_stripe_connect.api import auth
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+    replaced = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    real_replace = os.replace
+
+    def replace(src, dst) -> None:
+        real_replace(src, dst)
+        replaced.append(len(synced))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "folder" / "creds.json"
+    auth.write_credentials(target, {"refresh_token": "rt_x", "stripe_user_id": "acct_1"})
+    assert json.loads(target.read_text())["refresh_token"] == "rt_x"
+    assert len(synced) == 2, synced
+    assert ".creds.json." in synced[0]  # the temporary file, before it replaces the target
+    assert replaced == [1]
+    assert synced[1] == str(target.parent)
+
+
+def test_a_run_waits_for_another_runs_refresh_and_keeps_its_live_token(platform, tmp_path):
+    """Two runs sharing a rotating refresh token: the second waits on the file's lock and
+    takes the token the first saved, instead of spending the dead one."""
+    import fcntl
+
+    account = platform.account_ids[0]
+    creds = tmp_path / "creds.json"
+    spent = platform.issue_refresh_token(account)
+    creds.write_text(json.dumps({"refresh_token": spent, "stripe_user_id": account}))
+    settings = platform_settings(platform, credentials_file=str(creds))
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    lock = os.open(f"{creds}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # "another run" is refreshing
+    output = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tap_stripe_connect", "--config", str(tmp_path / "config.json")],
+        cwd=ROOT, env=user_env(tmp_path), stdin=subprocess.DEVNULL, stdout=output.open("w"),
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "Waiting for the lock on the credentials file" in line:
+                break
+        else:
+            raise AssertionError("the run never waited for the credentials file's lock")
+        # The other run refreshes (Stripe rolls the token) and saves the new one.
+        answer = requests.post(
+            f"{platform.url}/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": spent,
+                  "client_secret": platform.platform_key},
+            timeout=10,
+        ).json()
+        creds.write_text(json.dumps({**answer, "stripe_user_id": account}))
+    finally:
+        os.close(lock)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert '"type":"RECORD"' in output.read_text().replace(" ", "")
+    saved = json.loads(creds.read_text())["refresh_token"]
+    assert saved == answer["refresh_token"]
+    # The saved token is alive: the next run can refresh with it.
+    again = requests.post(
+        f"{platform.url}/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": saved,
+              "client_secret": platform.platform_key},
+        timeout=10,
+    )
+    assert again.status_code == 200
+
+
+def test_by_default_credentials_go_to_the_user_config_folder(platform, tmp_path):
+    """Not into the checkout; `connect` names the one secret variable the README exports,
+    and a run with only the platform's settings reads the default file."""
+    proc, url = start_connect(platform, tmp_path, credentials=False)
+    assert browse(url).status_code == 200
+    code, out, err = finish(proc)
+    assert code == 0, err
+    default = tmp_path / "config" / "tap-stripe-connect" / "credentials.json"
+    assert f"Credentials saved to {default}" in out
+    assert stat.S_IMODE(os.stat(default).st_mode) == 0o600
+    assert not (ROOT / "stripe-credentials.json").exists()
+    assert 'client_secret "$TAP_STRIPE_CONNECT_CLIENT_SECRET"' in out
+    assert "STRIPE_PLATFORM_SECRET_KEY" not in out
+    run = run_tap(
+        config=platform_settings(platform), tmp_path=tmp_path,
+        env={"XDG_CONFIG_HOME": str(tmp_path / "config")},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert {r["account_id"] for r in run.records("charges")} == {platform.account_ids[0]}
+
+
+def test_what_trying_it_locally_writes_is_git_ignored():
+    names = ["stripe-credentials.json", "emulator-connect.json", "records.jsonl"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", *names], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert ignored == names
 
 
 def test_an_invalid_code_is_refused(platform, tmp_path):
@@ -273,3 +429,57 @@ def test_the_default_callback_port_is_8976(platform, tmp_path):
         input="\n", capture_output=True, text=True, cwd=ROOT, check=False, timeout=60,
     )
     assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8976%2Fcallback" in run.stdout
+
+
+def test_with_the_platform_key_connect_keeps_only_the_account_id_and_resumes(
+    platform, tmp_path
+):
+    """Classic Connect as Stripe recommends: no per-account token; the run reads the
+    connected account with the platform's key and `Stripe-Account`. When the account
+    disconnects, the run names it and the command that connects it again; after that, the
+    next run reads only what changed."""
+    creds = tmp_path / "creds.json"
+    settings = platform_settings(
+        platform, api_key=platform.platform_key, credentials_file=str(creds)
+    )
+    proc, url = start_connect(platform, tmp_path, settings=settings)
+    assert browse(url).status_code == 200
+    code, out, err = finish(proc)
+    assert code == 0, err
+    account = platform.account_ids[0]
+    assert json.loads(creds.read_text()) == {"oauth_flow": "connect", "stripe_user_id": account}
+    assert "meltano config set tap-stripe-connect api_key" in out
+    since = len(platform.api_requests)
+    run = run_tap(config=settings, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    emulator = platform.accounts[account]
+    assert {r["id"] for r in run.records("customers")} == {
+        o["id"] for o in emulator.objects("customers")
+    }
+    assert set(platform.requests_by_account(since)) == {account}
+    assert not any(r.get("grant_type") == "refresh_token" for r in platform.token_requests)
+
+    platform.deauthorize(account)
+    changed = emulator.objects("customers")[2]["id"]
+    emulator.update("customers", changed, {"name": "Changed while disconnected"})
+    platform.advance(120)
+    failed = run_tap(config=settings, state=run.last_state, tmp_path=tmp_path)
+    assert failed.returncode == 1
+    assert account in failed.error_line
+    command = f"tap-stripe-connect connect --config {tmp_path / 'config.json'}"
+    assert f"`{command}`" in failed.error_line
+    assert failed.records("customers") == []
+
+    # The command, as printed (the run's config names the credentials file).
+    proc, url = start_connect(platform, tmp_path, settings=settings, credentials=False)
+    assert browse(url).status_code == 200
+    code, _out, err = finish(proc)
+    assert code == 0, err
+    resumed = run_tap(config=settings, state=run.last_state, tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["id"] for r in resumed.records("customers")] == [changed]
+    # Exactly the change: the customer and its event (`accounts` is a full table).
+    read = Counter(
+        m["stream"] for m in resumed.messages if m["type"] == "RECORD" and m["stream"] != "accounts"
+    )
+    assert read == {"customers": 1, "events": 1}

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import typing as t
+from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -64,8 +65,14 @@ def browser() -> t.Iterator[t.Any]:
 
 
 def click(driver: t.Any, element_id: str) -> None:
+    """Click an element once the page shows it (a loaded machine may be slow to render)."""
     from selenium.webdriver.common.by import By
 
+    deadline = time.monotonic() + 60
+    while not driver.find_elements(By.ID, element_id):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no #{element_id}; the browser shows {driver.current_url}")
+        time.sleep(0.1)
     driver.find_element(By.ID, element_id).click()
 
 
@@ -114,16 +121,18 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def user_env() -> dict[str, str]:
+def user_env(config_home: Path) -> dict[str, str]:
+    """A user's environment, whose per-user config folder is `config_home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT_")}
     env["PYTHONPATH"] = str(ROOT)  # `python -m tests.emulator` from any folder
+    env["XDG_CONFIG_HOME"] = str(config_home)
     return env
 
 
 def test_readme_local_connect_flow_in_a_real_browser(browser, tmp_path):
     """The README's three commands: emulator, connect + browser, then a sync."""
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    env = user_env()
+    env = user_env(tmp_path / "home-config")
     emulator = start(
         readme.command(".venv/bin/python -m tests.emulator --connect") + " --port 0",
         tmp_path, env, shell=True,
@@ -142,8 +151,7 @@ def test_readme_local_connect_flow_in_a_real_browser(browser, tmp_path):
         )
         url = read_until(connect, "/oauth/authorize?")
         browser.get(url)
-        assert "Connect with Stripe" in browser.page_source
-        click(browser, "connect")
+        click(browser, "connect")  # on the emulator's "Connect with Stripe" consent page
         text = page_text(browser)
         out, err = connect.communicate(timeout=60)
         assert connect.returncode == 0, err
@@ -151,7 +159,11 @@ def test_readme_local_connect_flow_in_a_real_browser(browser, tmp_path):
         account = text.split("(acct_", 1)[1].split(")", 1)[0]
         assert "Connection successful: Emulated Goods" in out
         assert f"(acct_{account})" in out
-        saved = json.loads((tmp_path / "stripe-credentials.json").read_text())
+        # Saved outside the checkout, in the user's config folder.
+        assert not (tmp_path / "stripe-credentials.json").exists()
+        saved = json.loads(
+            (tmp_path / "home-config" / "tap-stripe-connect" / "credentials.json").read_text()
+        )
         assert saved["stripe_user_id"] == f"acct_{account}"
         assert saved["refresh_token"] not in text + out + err
         assert config["client_secret"] not in text + out + err
@@ -191,7 +203,7 @@ def run_connect(platform: ConnectPlatform, tmp_path: Path) -> tuple[subprocess.P
     proc = start(
         [str(ROOT / ".venv" / "bin" / "tap-stripe-connect"), "--config", str(config), "connect",
          "--port", "0", "--credentials-file", str(tmp_path / "creds.json")],
-        tmp_path, user_env(),
+        tmp_path, user_env(tmp_path / "config"),
     )
     return proc, read_until(proc, "/oauth/authorize?")
 
@@ -222,13 +234,22 @@ def test_declining_on_the_consent_page_says_so_in_the_browser(browser, platform,
     assert "declined" in err
 
 
-def test_a_state_mismatch_is_shown_in_the_browser(browser, platform, tmp_path):
+def test_a_state_mismatch_is_refused_in_the_browser_and_connect_keeps_waiting(
+    browser, platform, tmp_path
+):
     proc, url = run_connect(platform, tmp_path)
     browser.get(with_query(url, state="forged-by-someone-else"))
     click(browser, "connect")
-    text, _err = failure(browser, proc, tmp_path, "Connection failed")
+    text = page_text(browser)
+    assert text.startswith("Connection failed"), text
     assert "state does not match" in text
-    assert "nothing was saved" in text
+    assert "Nothing was saved" in text
+    assert proc.poll() is None, "a forged redirect must not end the flow"
+    browser.get(url)  # the real one
+    click(browser, "connect")
+    assert "Connection successful" in page_text(browser)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
 
 
 def test_an_invalid_code_is_shown_in_the_browser(browser, platform, tmp_path):
@@ -249,3 +270,135 @@ def test_a_credential_that_fails_validation_is_shown_in_the_browser(browser, pla
     click(browser, "connect")
     text, _err = failure(browser, proc, tmp_path, "Connection failed")
     assert "did not accept the new credential (HTTP 401" in text
+
+
+# -- Stripe Apps in the browser: connect, sync, revoke, reconnect, resume -----------------
+
+DOCS_IMAGES = ROOT / "docs" / "img"
+
+
+def banner_first(driver: t.Any) -> dict:
+    """Where the outcome banner is: the body's first element, at the top of the page."""
+    return t.cast("dict", driver.execute_script(
+        "const b = document.getElementById('outcome');"
+        "const r = b.getBoundingClientRect();"
+        "return {first: document.body.firstElementChild === b, top: r.top, "
+        "height: r.height, width: r.width, page: document.documentElement.clientWidth, "
+        "scroll: document.documentElement.scrollWidth, "
+        "viewport: !!document.querySelector('meta[name=viewport]')};"
+    ))
+
+
+def screenshot(driver: t.Any, tmp_path: Path, name: str) -> Path:
+    """A picture of the page; `UPDATE_DOCS_IMAGES=1` also keeps it for docs/connect.md."""
+    path = tmp_path / name
+    driver.save_screenshot(str(path))
+    assert path.stat().st_size > 1000
+    if os.environ.get("UPDATE_DOCS_IMAGES") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_IMAGES / name)
+    return path
+
+
+def run_sync(config: Path, tmp_path: Path, state: dict | None, env: dict[str, str]):
+    argv = [str(ROOT / ".venv" / "bin" / "tap-stripe-connect"), "--config", str(config)]
+    if state is not None:
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        argv += ["--state", str(tmp_path / "state.json")]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    messages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done, messages
+
+
+def records(messages: list[dict], stream: str) -> list[dict]:
+    return [m["record"] for m in messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+
+def last_state(messages: list[dict]) -> dict:
+    return [m["value"] for m in messages if m["type"] == "STATE"][-1]
+
+
+def test_stripe_app_connect_revoke_reconnect_and_resume_in_a_real_browser(browser, tmp_path):
+    with ConnectPlatform(accounts=2, objects=5, consent_page=True) as platform:
+        env = user_env(tmp_path / "config")
+        config = tmp_path / "app.json"
+        config.write_text(json.dumps({
+            "oauth_flow": "stripe_app",
+            "client_id": platform.app_client_id,
+            "client_secret": platform.app_secret_key,
+            "oauth_url": platform.url,
+            "api_url": platform.url,
+        }))
+
+        def connect_in_browser(name: str | None) -> str:
+            proc = start(
+                [str(ROOT / ".venv" / "bin" / "tap-stripe-connect"), "connect", "--config",
+                 str(config), "--port", "0"], tmp_path, env,
+            )
+            url = read_until(proc, "authorize?")
+            assert url.startswith(f"{platform.url}/oauth/v2/authorize?")
+            browser.set_window_size(1000, 760)
+            browser.get(url)
+            click(browser, "connect")
+            text = page_text(browser)
+            _out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            placed = banner_first(browser)
+            assert placed["first"], "the outcome is the first thing on the page"
+            assert placed["top"] == 0
+            assert placed["viewport"]
+            if name:
+                screenshot(browser, tmp_path, name)
+            return text
+
+        account = platform.account_ids[0]
+        text = connect_in_browser("connect-callback.png")
+        assert text.startswith("Connection successful: ")
+        assert f"({account})" in text.splitlines()[0]
+        assert f"tap-stripe-connect --config {config}" in text  # the next command
+        # Readable on a phone: the banner fits, nothing scrolls sideways.
+        browser.set_window_size(390, 844)
+        placed = banner_first(browser)
+        assert placed["first"]
+        assert placed["scroll"] <= placed["page"]
+        screenshot(browser, tmp_path, "connect-callback-phone.png")
+
+        first, messages = run_sync(config, tmp_path, None, env)
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert {r["account_id"] for r in records(messages, "customers")} == {account}
+        state = last_state(messages)
+
+        platform.uninstall(account)  # access lapses
+        emulator = platform.accounts[account]
+        changed = emulator.objects("customers")[1]["id"]
+        emulator.update("customers", changed, {"name": "Changed while disconnected"})
+        added = emulator.create("customers", name="Added while disconnected")["id"]
+        platform.advance(120)
+        failed, messages = run_sync(config, tmp_path, state, env)
+        assert failed.returncode == 1
+        line = failed.stderr.strip().splitlines()[-1]
+        assert account in line
+        assert f"`tap-stripe-connect connect --config {config}`" in line
+        assert records(messages, "customers") == []
+
+        text = connect_in_browser(None)  # through the page
+        assert f"({account})" in text.splitlines()[0]
+        resumed, messages = run_sync(config, tmp_path, state, env)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert sorted(r["id"] for r in records(messages, "customers")) == sorted([changed, added])
+        # Exactly the changes: the customers and their events (`accounts` is a full table).
+        read = Counter(
+            m["stream"] for m in messages if m["type"] == "RECORD" and m["stream"] != "accounts"
+        )
+        assert read == {"customers": 2, "events": 2}
+
+
+def test_a_failure_banner_says_what_to_do_and_comes_first(browser, platform, tmp_path):
+    proc, url = run_connect(platform, tmp_path)
+    browser.get(url)
+    click(browser, "decline")
+    text, _err = failure(browser, proc, tmp_path, "Connection cancelled")
+    assert banner_first(browser)["first"]
+    assert "tap-stripe-connect connect --config" in text  # the command to run again
+    screenshot(browser, tmp_path, "connect-callback-cancelled.png")

@@ -156,7 +156,12 @@ def test_a_new_meltano_project_adds_the_plugin_and_syncs_then_connects(project, 
             line.strip() for line in printed.splitlines() if line.strip().startswith("meltano ")
         ]
         assert len(next_steps) == 3, printed
-        secret = {"STRIPE_PLATFORM_SECRET_KEY": platform.platform_key}
+        # `connect` prints the variable the README exports; README lines that still name
+        # the older one work too.
+        secret = {
+            "TAP_STRIPE_CONNECT_CLIENT_SECRET": platform.platform_key,
+            "STRIPE_PLATFORM_SECRET_KEY": platform.platform_key,
+        }
         for line in next_steps:
             project.sh(line, **secret)
         for start in ("credentials_file", "client_id", "client_secret"):

@@ -323,7 +323,11 @@ class StripeClient:
         status = response.status_code
         if status < 300:
             return self.checked_body(read, response, content)
-        if status == 401 and stripe_error(response).get("code") == "api_key_expired":
+        # Expired, or (a Stripe App's) revoked by a refresh another run made: refresh once.
+        if status == 401 and stripe_error(response).get("code") in (
+            "api_key_expired",
+            "platform_api_key_expired",
+        ):
             used = (response.request.headers.get("Authorization") or "")[len("Bearer ") :]
             if self.authenticator.expire(used):
                 # The next try refreshes the token once (shared by every waiting thread).
@@ -332,11 +336,17 @@ class StripeClient:
             limiter.on_throttled()
         if failures.should_retry(response):
             raise failures.Retriable(failures.retriable_message(response), response)
+        oauth = self.authenticator if isinstance(
+            self.authenticator, StripeOAuthAuthenticator
+        ) else None
         raise failures.fatal_error(
             read,
             response,
-            account=sent_account(response.request.headers) or self.own_account_id,
-            oauth=isinstance(self.authenticator, StripeOAuthAuthenticator),
+            account=sent_account(response.request.headers)
+            or self.own_account_id
+            or (oauth.account_id if oauth else None),
+            oauth=oauth is not None,
+            reconnect=self.authenticator.reconnect,
         )
 
     @staticmethod

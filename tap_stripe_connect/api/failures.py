@@ -59,7 +59,12 @@ def retriable_message(response: requests.Response) -> str:
 
 
 def fatal_error(
-    read: Read, response: requests.Response, *, account: str | None, oauth: bool
+    read: Read,
+    response: requests.Response,
+    *,
+    account: str | None,
+    oauth: bool,
+    reconnect: str | None = None,
 ) -> StripeAPIError:
     """One line naming the cause, the stream or setting involved, and the Request-Id."""
     error = stripe_error(response)
@@ -67,6 +72,14 @@ def fatal_error(
     # Stripe refuses a `Stripe-Account` the platform lost with 403 (`account_invalid`),
     # and has with 401: the key is fine, the account is not.
     if _account_invalid(error) and (status == 403 or (status == 401 and account and not oauth)):
+        if reconnect:  # an account `connect` saved, read with the platform's key
+            return StripeAccountInvalidError(
+                f"Stripe account {account} can no longer be read: the platform's access "
+                f"was revoked (deauthorised, or the account disconnected). Its state is "
+                f"kept: connect it again with `{reconnect}`, and the next run reads only "
+                f"what changed. [{request_label(response)}]",
+                response,
+            )
         return StripeAccountInvalidError(
             f"The platform may no longer read connected account {account} (deauthorised, "
             f"or not connected to this platform): reconnect it or remove it from setting "
@@ -74,7 +87,7 @@ def fatal_error(
             response,
         )
     if status == 401:
-        return _auth_error(read, response, account=account, oauth=oauth)
+        return _auth_error(read, response, account=account, oauth=oauth, reconnect=reconnect)
     if status == 403:
         return _permission_error(read, response, account=account)
     where = f"[{request_label(response)}]"
@@ -131,14 +144,21 @@ def not_found(read: Read, response: requests.Response, message: str) -> StripeAP
 
 
 def _auth_error(
-    read: Read, response: requests.Response, *, account: str | None, oauth: bool
+    read: Read,
+    response: requests.Response,
+    *,
+    account: str | None,
+    oauth: bool,
+    reconnect: str | None = None,
 ) -> StripeAuthError:
     where = f"[{request_label(response)}]"
     if oauth:
         return StripeAuthError(
-            f"Stripe rejected the access token of connected account {account} (the "
-            f"connection was revoked or deauthorised) while reading {what_for(read)}: "
-            f"connect the account again with `tap-stripe-connect connect`. {where}",
+            f"Stripe account {account} can no longer be read: Stripe rejected its access "
+            f"token (the connection was revoked, the app uninstalled, or the account "
+            f"disconnected) while reading {what_for(read)}. Its state is kept: connect it "
+            f"again with `{reconnect or 'tap-stripe-connect connect'}`, and the next run "
+            f"reads only what changed. {where}",
             response,
         )
     return StripeAuthError(

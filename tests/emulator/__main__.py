@@ -3,7 +3,8 @@
     python -m tests.emulator --port 12111 --objects 500
     python -m tests.emulator --connect --write-config emulator-connect.json
 
-`--connect` plays connect.stripe.com (consent page, token exchange) and api.stripe.com for
+`--connect` plays connect.stripe.com (consent page, token exchange), a Stripe App's OAuth
+install link and token endpoint (`oauth_flow: stripe_app`) and api.stripe.com for
 a Connect platform with `--accounts` connected accounts, and writes the settings
 `tap-stripe-connect connect` and the tap need to use it. Every account is answered inside
 the platform's server (thousands of accounts); `POST /_emulator/accounts?count=N` connects
@@ -115,14 +116,14 @@ def serve_connect(args: argparse.Namespace) -> int:
     platform.start()
     print(f"Stripe Connect emulator listening on {platform.url} (connect.stripe.com and "
           f"api.stripe.com; platform client_id {platform.client_id}, "
-          f"{len(platform.account_ids)} connected accounts)", flush=True)
+          f"{len(platform.account_ids)} connected accounts; Stripe App client_id "
+          f"{platform.app_client_id}, secret key {platform.app_secret_key})", flush=True)
     if args.write_config:
         settings = {
             "client_id": platform.client_id,
             "client_secret": platform.platform_key,
             "oauth_url": platform.url,
             "api_url": platform.url,
-            "credentials_file": "stripe-credentials.json",
         }
         fd = os.open(args.write_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

@@ -18,6 +18,7 @@ URL shows a consent page, as connect.stripe.com does, with a choice of account a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import html
@@ -38,6 +39,14 @@ from tests.emulator.server import Emulator, mask_key
 
 PLATFORM_KEY = "sk_test_platform_emulator"
 CLIENT_ID = "ca_emulator0000000000000001"
+#: A Stripe App with OAuth 2.0 access: its client id and its developer's secret key.
+APP_CLIENT_ID = "ca_app0emulator00000000001"
+APP_SECRET_KEY = "sk_test_app0developer0emulator"
+#: The app's external-test install link (`/oauth/v2/<link>/authorize`).
+APP_TEST_LINK = "chnlink_emulator0test01"
+#: Stripe Apps: access tokens live an hour, authorisation codes five minutes.
+APP_TOKEN_SECONDS = 3600
+APP_CODE_SECONDS = 300
 # `Date` is not forwarded: `send_response` writes the platform's (emulated) one.
 _FORWARDED = ("Request-Id", "Stripe-Version", "Stripe-Should-Retry", "Content-Type")
 
@@ -50,6 +59,10 @@ class Grant:
     issued: float
     revoked: bool = False
     expired: bool = False
+    #: Stripe Apps OAuth: the token ends at this emulated time (the platform's clock).
+    expires_at: float | None = None
+    #: Why a revoked token is refused: Stripe's error code (None: an invalid key).
+    revoked_code: str | None = None
 
 
 class ConnectPlatform:
@@ -91,6 +104,14 @@ class ConnectPlatform:
         #: When set, access tokens expire once this many more API requests were served.
         self.expire_after: int | None = None
         self.token_requests: list[dict[str, str]] = []
+        self.app_client_id = APP_CLIENT_ID
+        self.app_secret_key = APP_SECRET_KEY
+        self.app_test_link = APP_TEST_LINK
+        #: Accounts that uninstalled the app: its tokens answer 401, refresh `invalid_grant`.
+        self.uninstalled: set[str] = set()
+        #: `account.application.deauthorized` events, as the app's Connect webhook gets them.
+        self.application_events: list[dict] = []
+        self._app_codes: dict[str, tuple[str, str, float]] = {}  # code -> (account, uri, at)
         self.api_requests: list[tuple[str, str, str | None]] = []
         self._codes: dict[str, tuple[str, str]] = {}  # code -> (account, redirect_uri)
         self._grants: dict[str, Grant] = {}  # by access token
@@ -201,6 +222,25 @@ class ConnectPlatform:
                 if grant.account_id == account_id:
                     grant.revoked = True
 
+    def uninstall(self, account_id: str) -> None:
+        """The account uninstalls the app: its tokens stop working (401, then
+        `invalid_grant` on refresh) and `account.application.deauthorized` is sent."""
+        with self._lock:
+            self.uninstalled.add(account_id)
+            for grant in self._grants.values():
+                if grant.account_id == account_id and grant.expires_at is not None:
+                    grant.revoked = True
+                    grant.revoked_code = None
+            self.application_events.append({
+                "id": "evt_" + secrets.token_hex(12),
+                "object": "event",
+                "type": "account.application.deauthorized",
+                "account": account_id,
+                "created": int(self.clock() or 0),
+                "data": {"object": {"id": self.app_client_id, "object": "application",
+                                    "name": "tap-stripe-connect (emulator)"}},
+            })
+
     def expire_tokens(self) -> None:
         """Every access token issued so far expires now (refresh tokens stay valid)."""
         with self._lock:
@@ -220,6 +260,11 @@ class ConnectPlatform:
         body = handler.rfile.read(length).decode() if length else ""
         if split.path == "/oauth/authorize" and method == "GET":
             self._authorize(handler, parse_qs(split.query))
+        elif split.path.startswith("/oauth/v2/") and method == "GET":
+            self._install(handler, split.path, parse_qs(split.query))
+        elif split.path == "/v1/oauth/token" and method == "POST":
+            form = {k: v[-1] for k, v in parse_qs(body).items()}
+            self._reply(handler, *self._app_token(handler, form))
         elif split.path == "/oauth/token" and method == "POST":
             form = {k: v[-1] for k, v in parse_qs(body).items()}
             self._reply(handler, *self._token(form))
@@ -276,7 +321,103 @@ class ConnectPlatform:
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 
-    def _consent(self, handler: BaseHTTPRequestHandler, arg: dict[str, str]) -> None:
+    def _install(
+        self, handler: BaseHTTPRequestHandler, path: str, query: dict[str, list[str]]
+    ) -> None:
+        """marketplace.stripe.com's OAuth install link: the published app's
+        (`/oauth/v2/authorize`) or its external-test one (`/oauth/v2/chnlink_.../authorize`);
+        a page to pick the account and install, then the redirect with `code` and `state`
+        (or `error=access_denied`)."""
+        arg = {k: v[-1] for k, v in query.items()}
+        link = path[len("/oauth/v2/") :].rpartition("/authorize")[0]
+        redirect = arg.get("redirect_uri", "")
+        if (
+            not path.endswith("/authorize")
+            or link not in ("", self.app_test_link)
+            or arg.get("client_id") != self.app_client_id
+            or not redirect
+        ):
+            self._reply(handler, 400, {"error": "invalid_request",
+                                       "error_description": "The provided OAuth link is invalid"})
+            return
+        if "decision" not in arg:
+            self._consent(handler, arg, action=path, install=True)
+            return
+        params = {"state": arg.get("state", "")}
+        if arg["decision"] == "deny":
+            params.update(error="access_denied", error_description="The user denied your request")
+        else:
+            account = arg.get("account") or self.account_ids[0]
+            code = "ac_" + secrets.token_hex(12)
+            with self._lock:
+                self._app_codes[code] = (account, redirect, float(self.clock() or 0))
+                self.uninstalled.discard(account)
+            params.update(code=code)
+        location = f"{redirect}{'&' if '?' in redirect else '?'}{urlencode(params)}"
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    def _app_token(self, handler: BaseHTTPRequestHandler, form: dict[str, str]) -> tuple[int, dict]:
+        """`POST /v1/oauth/token` of Stripe Apps: the developer's secret key as HTTP Basic
+        username; refresh tokens roll (the old one and the previous access token stop
+        working); the app uninstalled: `invalid_grant`."""
+        self.token_requests.append({"grant_type": form.get("grant_type", ""), "app": "1"})
+        auth = handler.headers.get("Authorization") or ""
+        user = ""
+        if auth.startswith("Basic "):
+            with contextlib.suppress(ValueError):
+                user = base64.b64decode(auth[6:]).decode().partition(":")[0]
+        if user != self.app_secret_key:
+            return 401, {"error": {"type": "invalid_request_error",
+                                   "message": "Invalid API Key provided: "
+                                   + mask_key(user or "sk_test_none")}}
+        now = float(self.clock() or 0)
+        with self._lock:
+            if form.get("grant_type") == "authorization_code":
+                found = self._app_codes.pop(form.get("code", ""), None)
+                if found is None or now - found[2] > APP_CODE_SECONDS:
+                    return 400, {"error": "invalid_grant",
+                                 "error_description": "Authorization code does not exist or "
+                                 "expired"}
+                account = found[0]
+            elif form.get("grant_type") == "refresh_token":
+                old = self._refresh.get(form.get("refresh_token", ""))
+                if old is None or old.expires_at is None or old.account_id in self.uninstalled:
+                    return 400, {"error": "invalid_grant",
+                                 "error_description": "Token has been expired or revoked."}
+                # Rolled: the spent refresh token is gone, the previous access token revoked.
+                self._refresh.pop(form.get("refresh_token", ""))
+                old.revoked = True
+                old.revoked_code = "platform_api_key_expired"
+                account = old.account_id
+            else:
+                return 400, {"error": "unsupported_grant_type",
+                             "error_description": "grant_type must be authorization_code or "
+                             "refresh_token"}
+            grant = Grant(account, access_token="rk_test_app" + secrets.token_hex(12),
+                          refresh_token="rt_app" + secrets.token_hex(16), issued=time.monotonic(),
+                          expires_at=now + APP_TOKEN_SECONDS)
+            self._grants[grant.access_token] = grant
+            self._refresh[grant.refresh_token] = grant
+        return 200, {
+            "access_token": grant.access_token,
+            "refresh_token": grant.refresh_token,
+            "stripe_user_id": account,
+            "livemode": False,
+            "scope": "stripe_apps",
+            "token_type": "bearer",
+            "stripe_publishable_key": "pk_test_" + account[-10:],
+        }
+
+    def _consent(
+        self,
+        handler: BaseHTTPRequestHandler,
+        arg: dict[str, str],
+        action: str = "/oauth/authorize",
+        install: bool = False,
+    ) -> None:
         """Stripe's consent screen, reduced: which account, then Connect or Decline."""
         hidden = "".join(
             f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
@@ -287,13 +428,19 @@ class ConnectPlatform:
             f'<option value="{a}">{html.escape(self._name(a))} ({a})</option>'
             for a in self.account_ids
         )
+        asks = (
+            f"Install the app {html.escape(arg['client_id'])}: it asks for the permissions of "
+            "its manifest on your Stripe account."
+            if install
+            else f"The platform {html.escape(arg['client_id'])} asks for "
+            f"{html.escape(arg.get('scope', 'read_only'))} access to your Stripe account."
+        )
         page = (
             '<!doctype html><html lang="en"><meta charset="utf-8">'
             "<title>Connect with Stripe (emulator)</title>"
             "<h1>Connect with Stripe</h1>"
-            f"<p>The platform {html.escape(arg['client_id'])} asks for "
-            f"{html.escape(arg.get('scope', 'read_only'))} access to your Stripe account.</p>"
-            f'<form method="get" action="/oauth/authorize">{hidden}'
+            f"<p>{asks}</p>"
+            f'<form method="get" action="{html.escape(action)}">{hidden}'
             f'<label>Account <select name="account" id="account">{options}</select></label> '
             '<button type="submit" name="decision" value="allow" id="connect">Connect</button> '
             '<button type="submit" name="decision" value="deny" id="decline">Decline</button>'
@@ -340,6 +487,7 @@ class ConnectPlatform:
                         + "...",
                     }
                 grant = self._grant(found[0])
+                self.deauthorized.discard(found[0])  # connected again
             elif form.get("grant_type") == "refresh_token":
                 old = self._refresh.get(form.get("refresh_token", ""))
                 if old is None or old.revoked or old.account_id in self.deauthorized:
@@ -431,10 +579,16 @@ class ConnectPlatform:
                         },
                     )
                     return
+            elif grant is not None and grant.revoked and grant.revoked_code:
+                # A Stripe App's access token revoked by the refresh that rolled it.
+                self._reply(handler, 401, {"error": {
+                    "type": "invalid_request_error", "code": grant.revoked_code,
+                    "message": f"Expired API Key provided: {mask_key(token)}"}})
+                return
             elif grant is not None and not grant.revoked:
                 if grant.expired or (
                     self.token_ttl is not None and time.monotonic() - grant.issued > self.token_ttl
-                ):
+                ) or (grant.expires_at is not None and (self.clock() or 0) >= grant.expires_at):
                     self._reply(
                         handler,
                         401,
