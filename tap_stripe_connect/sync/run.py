@@ -44,7 +44,7 @@ class Run:
         self.failed_accounts: dict[str, str] = {}
         #: Accounts the platform may no longer read: their other units make no request.
         self._lost_accounts: set[str] = set()
-        self.scheduler = Scheduler(1, client.responses_slow)
+        self.scheduler = Scheduler(1, client.responses_slow, lambda: client.stop.requested)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
         #: The SDK's own STATE messages of a many-account run, at most one a second.
         self.state_messages = Throttle()
