@@ -115,7 +115,7 @@ def listing_batches(
     ranges = gaps(lower, upper, resumed.done) if resumed else [(lower, upper)]
     # Stripe lists some objects only when asked for them (archived prices): the `created`
     # range is then read once per entry of `list_variants`.
-    return itertools.chain.from_iterable(
+    batches = itertools.chain.from_iterable(
         list_windows(
             functools.partial(window_records, unit, variant),
             [Window(a, b, floor) for a, b in ranges],
@@ -125,6 +125,20 @@ def listing_batches(
         )
         for variant in resource.list_variants or (None,)
     )
+    return once_each(batches) if resource.list_variants else batches
+
+
+def once_each(batches: Iterable[list[dict]]) -> Iterator[list[dict]]:
+    """Each object once, though the variants of a listing can list it twice: a price
+    archived between the `active=true` and `active=false` listings is in both. The first
+    copy is written; the change after it comes from its event, as any change during a
+    listing does."""
+    seen: set[str] = set()
+    for batch in batches:
+        fresh = [obj for obj in batch if obj["id"] not in seen]
+        seen.update(obj["id"] for obj in fresh)
+        if fresh:
+            yield fresh
 
 
 def window_records(unit: Unit, variant: tuple[str, str] | None, window: Window) -> Iterator[dict]:
