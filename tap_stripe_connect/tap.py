@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import sys
 import threading
 import typing as t
 from dataclasses import dataclass
@@ -262,7 +263,14 @@ class TapStripeConnect(CompatTap):
             "the STATE are written (exit code %d; a second signal exits at once).",
             signal_name(signum), code,
         )
-        self._deadline = exit_after(GRACE_SECONDS, code, lambda: self.flush_output(True))
+        self._deadline = exit_after(GRACE_SECONDS, code, functools.partial(self.last_words, signum))
+
+    def last_words(self, signum: int) -> None:
+        """`GRACE_SECONDS` after a signal, responses still awaited: what was read, the
+        STATE, and the line the CLI would have written."""
+        self.flush_output(True)
+        self.logger.warning("Not ended %.0f s after the signal: exiting now.", GRACE_SECONDS)
+        sys.stderr.write(f"tap-stripe-connect: {CancelledError(signum)}\n")
 
     def run_sync(self) -> None:
         """Sync, with progress lines while it runs and a summary table at the end."""

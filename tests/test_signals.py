@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -144,3 +145,34 @@ def test_a_second_signal_exits_at_once(tmp_path):
         assert "SIGTERM again: exiting now" in err
         # Whole lines only.
         assert all(line.startswith('{"type"') for line in out.splitlines())
+
+
+def test_responses_slower_than_the_grace_period_do_not_hold_the_exit(tmp_path):
+    """Responses of 6 s: 4 s after the signal the tap writes what it read and the STATE,
+    and exits (the tap decides it: its warning says so), with whole lines only."""
+    with emulator(objects=2000, seed=54) as emu:
+        settings = config(emu, max_workers=WORKERS, request_timeout=30)
+        (tmp_path / "config.json").write_text(json.dumps(settings))
+        (tmp_path / "catalog.json").write_text(core_catalog())
+        argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
+                str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")]
+        err_path = tmp_path / "stderr.txt"
+        with err_path.open("w") as stderr:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
+                                    text=True, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if len(lines) == 200:
+                    emu.set_latency(6000, 0)  # the requests from now on take 6 s
+                    # The signal once requests sent after the change are under way.
+                    threading.Timer(0.5, proc.send_signal, (signal.SIGTERM,)).start()
+            proc.wait(timeout=60)
+        out, err = "".join(lines), err_path.read_text()
+        record_output(settings, None, out, err)
+        assert proc.returncode == 143, err[-3000:]
+        assert "Not ended 4 s after the signal: exiting now." in err
+        assert "Stopped by SIGTERM" in err
+        messages = [json.loads(line) for line in out.splitlines()]  # whole lines only
+        assert messages[-1]["type"] == "STATE"
