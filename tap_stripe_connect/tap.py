@@ -283,7 +283,7 @@ class TapStripeConnect(CompatTap):
             failed = False
         finally:
             self.flush_output(failed)
-            self.progress.stop(failed=failed)
+            self.progress.stop(failed=failed, stopped=self.stop.requested)
             self.syncing = False
             if self._deadline is not None:
                 self._deadline.cancel()  # ended in time
