@@ -73,3 +73,33 @@ def test_a_cancelled_shard_fails_its_partition(tmp_path):
             "exited with 143" in m and "SIGTERM: the shard's sync was cancelled" in m
             for m in failures
         ), failures
+
+
+def test_a_cancelled_step_stops_its_pipeline_with_sigterm(tmp_path):
+    """What the asset does when Dagster interrupts its step (a cancelled run): SIGTERM to
+    every process of the pipeline's session; the tap writes its STATE and exits 143."""
+    needs_dagster()
+    import subprocess
+
+    from orchestration.dagster import definitions
+
+    with emulator(objects=2000, seed=55) as emu:
+        emu.set_latency(300, 50)
+        (tmp_path / "config.json").write_text(json.dumps(config(emu, max_workers=4)))
+        (tmp_path / "catalog.json").write_text(core_catalog())
+        argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
+                str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")]
+        # A shell in between, as `meltano` is: the signal reaches the tap through the session.
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", '"$@"; exit $?', "sh", *argv], stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        assert proc.stdout is not None
+        for count, _ in enumerate(proc.stdout):
+            if count == 100:
+                break
+        definitions.stop_pipeline(proc)
+        rest = proc.stdout.read().decode()
+        assert proc.returncode == 143
+        assert definitions.cancelled(proc.returncode) == "SIGTERM"
+        assert json.loads(rest.splitlines()[-1])["type"] == "STATE"

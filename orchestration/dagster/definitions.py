@@ -206,17 +206,45 @@ def cancelled(status: int) -> str | None:
 
 
 def stop_pipeline(proc: subprocess.Popen) -> None:
-    """SIGTERM to every process of the pipeline (Meltano, the tap, the loader): the tap
-    stops starting pages and writes its records and the last STATE, and the loader
-    writes what it received; SIGKILL after `STOP_GRACE_SECONDS`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
+    """Stop a shard's pipeline the way its tap expects: SIGTERM to the tap, which starts
+    no new page, writes its records and the last STATE and exits 143; Meltano then ends
+    the run as for any failed extractor, the loader having written what it received.
+    Still running `STOP_GRACE_SECONDS` later: SIGTERM to every process of the pipeline,
+    then SIGKILL. (Where the tap cannot be found, as off Linux: SIGTERM to all at once.)"""
+    taps = tap_processes(proc.pid)
+    for pid in taps:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.kill(pid, signal.SIGTERM)
+    if not taps:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGKILL) if taps else (signal.SIGKILL,):
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+    proc.wait()
+
+
+def tap_processes(session: int) -> list[int]:
+    """The tap's processes in a session (Linux /proc; none found elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            # After the command's closing parenthesis: state ppid pgrp session ...
+            in_session = int(stat[stat.rindex(")") + 2 :].split()[3]) == session
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        names = [Path(arg).name for arg in args[:2]]
+        module = args[args.index("-m") + 1] if "-m" in args[:-1] else None
+        tap = "tap-stripe-connect" in names or module == "tap_stripe_connect"
+        if in_session and tap and int(entry.name) != session:
+            found.append(int(entry.name))
+    return found
 
 
 def executor() -> dg.ExecutorDefinition:
