@@ -102,8 +102,6 @@ class Scheduler:
         self.responses_slow = responses_slow
         #: Whether the run was asked to stop (a signal): then no job starts any more.
         self.stopping = stopping
-        #: The jobs left unstarted because the run was asked to stop.
-        self.not_started: list[Job] = []
         #: Start every job at once (up to `parallel`): the units of many accounts.
         self.eager = False
         #: Set while a job may still start: running jobs then split no `created` window
@@ -119,7 +117,7 @@ class Scheduler:
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool:
             while waiting or running:
                 if waiting and self.stopping():
-                    self.not_started, waiting = waiting, []
+                    waiting = []  # those left start in the next run
                 slow = self.eager or self.responses_slow()
                 while self._room_for_one(waiting, running, slow, room):
                     job = waiting.pop(next_job(waiting, accounts.values()))
