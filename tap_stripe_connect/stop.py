@@ -16,7 +16,9 @@ with the same code; the STATE last written still covers only what was written be
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 
 from tap_stripe_connect.errors import TapError
@@ -77,3 +79,28 @@ class Stop:
     def wait(self, seconds: float) -> None:
         """Sleep `seconds`, or less if the run is asked to stop meanwhile."""
         self._event.wait(max(0.0, seconds))
+
+
+#: What singer-sdk logs at ERROR for any exception out of a stream's sync.
+_SDK_STREAM_ERROR = "An unhandled error occurred while syncing '%s'"
+
+
+class StoppedStreamFilter(logging.Filter):
+    """On a handler: the SDK's ERROR line for a stream a stop ended (it is no error)
+    becomes a DEBUG record, shown only at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _SDK_STREAM_ERROR or not isinstance(sys.exc_info()[1], CancelledError):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_STOPPED_STREAM = StoppedStreamFilter()
+
+
+def quiet_stopped_streams() -> None:
+    """Filter every handler of the root logger (the SDK's console one, or Meltano's)."""
+    for handler in logging.getLogger().handlers:
+        if _STOPPED_STREAM not in handler.filters:
+            handler.addFilter(_STOPPED_STREAM)

@@ -37,7 +37,14 @@ from tap_stripe_connect.output.writer import (
 from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
 from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings
 from tap_stripe_connect.state.bookmarks import accounts_in_state
-from tap_stripe_connect.stop import GRACE_SECONDS, CancelledError, Stop, exit_code, signal_name
+from tap_stripe_connect.stop import (
+    GRACE_SECONDS,
+    CancelledError,
+    Stop,
+    exit_code,
+    quiet_stopped_streams,
+    signal_name,
+)
 from tap_stripe_connect.streams import stream_classes
 from tap_stripe_connect.sync.permissions import unreadable_to_skip
 from tap_stripe_connect.sync.run import Run
@@ -165,6 +172,7 @@ class TapStripeConnect(CompatTap):
         register_secrets(secrets_in(self.config))
         # The SDK has configured its log handlers by now; filter them too.
         install_redaction()
+        quiet_stopped_streams()
         # STATE only under the run lock.
         self.use_state_writer(LockedStateWriter(self.message_writer))
         self.streams_started = False  # whether a stream began (a failure has state to keep)

@@ -84,6 +84,7 @@ def test_a_signal_stops_the_run_with_its_exit_code_and_a_state_that_resumes_exac
         assert answered_after <= WORKERS, answered_after
         assert f"Stopped by {signal.Signals(signum).name}" in stopped.stderr
         assert "Sync stopped: " in stopped.stderr  # the summary table's first line
+        assert "ERROR" not in stopped.stderr  # a stop is no error
         assert "Traceback" not in stopped.stderr
         # The run was stopped midway, and its records were written with a STATE after them.
         assert stopped.records(), "nothing written"
