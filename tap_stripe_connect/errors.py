@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+import threading
+import traceback
 import typing as t
 
 from singer_sdk.exceptions import FatalAPIError
@@ -17,17 +20,24 @@ if t.TYPE_CHECKING:
 _KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk|rak)_(?:test|live)_[A-Za-z0-9*]+")
 _BEARER_PATTERN = re.compile(r"(?i)(bearer\s+)\S+")
 
-_known_secrets: set[str] = set()
+# Replaced whole, never changed in place: `redact` reads it in any thread while a token
+# refresh (another thread) adds to it.
+_known_secrets: frozenset[str] = frozenset()
+_secrets_lock = threading.Lock()
 
 
 def register_secrets(values: t.Iterable[str]) -> None:
     """Remember configured secrets so `redact` can remove them from any text."""
-    _known_secrets.update(v for v in values if v and len(v) >= 4)
+    global _known_secrets  # noqa: PLW0603
+    new = {v for v in values if v and len(v) >= 4}
+    with _secrets_lock:
+        if not new <= _known_secrets:
+            _known_secrets = _known_secrets | new
 
 
 def redact(text: str) -> str:
     """Remove secrets and anything shaped like a Stripe key or bearer token."""
-    for secret in _known_secrets:
+    for secret in _known_secrets:  # this call's snapshot of the set
         if secret in text:
             text = text.replace(secret, "***")
     text = _KEY_PATTERN.sub("***", text)
@@ -35,14 +45,38 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Last line of defence: no log line carries a configured secret or key."""
+    """Last line of defence: no log line carries a configured secret or key, nor the
+    traceback or stack logged with it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # What a formatter would print; it prints `exc_text` when set.
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_FORMATTER = logging.Formatter()
+
+
+def _print_redacted(exc_type: type[BaseException], exc: BaseException, tb: t.Any) -> None:
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write(redact(text))
+    sys.stderr.flush()
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    sys.stderr.write(f"Exception in thread {getattr(args.thread, 'name', '?')}:\n")
+    _print_redacted(args.exc_type, t.cast("BaseException", args.exc_value), args.exc_traceback)
 
 
 _REDACTING = RedactingFilter()
@@ -54,6 +88,11 @@ def install_redaction() -> None:
     The SDK's per-page chatter is moved to DEBUG at the same time (`logs.py`).
     """
     quiet_chatter()
+    # Tracebacks printed without logging (an error before the SDK's own hook, a thread's).
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _print_redacted
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _thread_excepthook
     for handler in logging.getLogger().handlers:
         if _REDACTING not in handler.filters:
             handler.addFilter(_REDACTING)

@@ -41,7 +41,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "max_retries": (0, True),
     "max_retry_seconds": (0, True),
     "max_workers": (1, True),
-    "event_lag_seconds": (0, True),
+    "event_lag_seconds": (5, True),
     "quiet_account_interval_seconds": (0, True),
     "max_requests_per_second": (0, False),
     "max_requests_per_second_per_endpoint": (0, False),
@@ -51,6 +51,13 @@ BOUNDS: dict[str, tuple[float, bool]] = {
 # Settings holding URLs that credentials are sent to.
 URL_SETTINGS = ("api_url", "oauth_url")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Why a bound of `BOUNDS` is what it is, where a user could not guess it.
+WHY_BOUND = {
+    "event_lag_seconds": (
+        "Stripe's event list is eventually consistent: an event can appear a few seconds "
+        "after later ones, and a shorter lag could skip it for good"
+    ),
+}
 
 _TYPE_NAMES = {
     "integer": "an integer",
@@ -124,7 +131,8 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
         too_small = value < bound or (value == bound and not inclusive)
         if too_small:
             relation = "at least" if inclusive else "more than"
-            problems.append(f"setting '{name}' must be {relation} {bound:g}, not {value:g}")
+            why = f" ({WHY_BOUND[name]})" if name in WHY_BOUND else ""
+            problems.append(f"setting '{name}' must be {relation} {bound:g}, not {value:g}{why}")
     for name in URL_SETTINGS:
         value = config.get(name)
         if name in wrong or not isinstance(value, str) or not value:

@@ -24,6 +24,8 @@ from singer_sdk.helpers._typing import conform_record_data_types
 from singer_sdk.streams._state import StreamStateManager
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.helpers.types import Context
 
 __all__ = [
@@ -179,6 +181,16 @@ class CompatTap(Tap):
         self._reset_state_progress_markers()
         self._set_compatible_replication_methods()
 
+    def on_signal(self, signum: int) -> None:
+        """SIGTERM or SIGINT arrived (in the main thread); tap.py stops the run."""
+        raise NotImplementedError
+
+    # The SDK installs this method as the handler of SIGTERM and SIGINT when the tap is
+    # made (in the main thread); its own writes the state and calls `sys.exit(0)`, which
+    # let a cancelled run go on syncing in its threads and end with exit code 0.
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        self.on_signal(signum)
+
     def use_state_writer(self, writer: StateWriter) -> None:
-        """Write every STATE message through `writer`, the signal handler's included."""
+        """Write every STATE message through `writer`."""
         self._state_writer = writer

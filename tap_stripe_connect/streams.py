@@ -207,6 +207,12 @@ class StripeStream(CompatStream):
             if stream.selected and (stream.schema_written or not stream.schema_once):
                 stream.write_activate_version(version)
 
+    def children_gone(self) -> bool:
+        return any(
+            isinstance(child, StripeChildStream) and child.selected and bool(child.lists.gone)
+            for child in self.child_streams
+        )
+
     def prefetch_children(self, parents: list[dict], account: str | None) -> None:
         """Start fetching child lists that overflow their parent's embedded page."""
         for child in self.child_streams:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import sys
 import threading
 import typing as t
 from dataclasses import dataclass
@@ -28,10 +29,23 @@ from tap_stripe_connect.errors import (
 )
 from tap_stripe_connect.inputs import check_catalog, check_state, config_problems
 from tap_stripe_connect.output.progress import Progress
-from tap_stripe_connect.output.writer import LockedStateWriter, LockedWriter
+from tap_stripe_connect.output.writer import (
+    LockedStateWriter,
+    LockedWriter,
+    exit_after,
+    exit_soon,
+)
 from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
 from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings
 from tap_stripe_connect.state.bookmarks import accounts_in_state
+from tap_stripe_connect.stop import (
+    GRACE_SECONDS,
+    CancelledError,
+    Stop,
+    exit_code,
+    quiet_stopped_streams,
+    signal_name,
+)
 from tap_stripe_connect.streams import stream_classes
 from tap_stripe_connect.sync.permissions import unreadable_to_skip
 from tap_stripe_connect.sync.run import Run
@@ -115,6 +129,8 @@ class StreamJob:
         self.stream_run.begin()
         try:
             self.stream_run.stream.sync({"account_id": self.account} if self.account else None)
+        except CancelledError:
+            raise  # not a failure of the stream: the run was asked to stop
         except Exception as exc:
             self.stream_run.progress.stream_failed(self.name, redact(str(exc)))
             raise
@@ -147,13 +163,18 @@ class TapStripeConnect(CompatTap):
     message_writer_class = LockedWriter
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        #: Asked by SIGTERM/SIGINT (`on_signal`); the client and the scheduler heed it.
+        self.stop = Stop()
+        self.syncing = False
+        self._deadline: threading.Timer | None = None
         if isinstance(kwargs.get("catalog"), dict):
             check_catalog(kwargs["catalog"], [t.cast("t.Any", c).name for c in stream_classes()])
         super().__init__(*args, **kwargs)
         register_secrets(secrets_in(self.config))
         # The SDK has configured its log handlers by now; filter them too.
         install_redaction()
-        # Also the writer of the SDK's signal handler: STATE only under the run lock.
+        quiet_stopped_streams()
+        # STATE only under the run lock.
         self.use_state_writer(LockedStateWriter(self.message_writer))
         self.streams_started = False  # whether a stream began (a failure has state to keep)
 
@@ -210,6 +231,7 @@ class TapStripeConnect(CompatTap):
             # Once per run: the SDK looks the version up in the package metadata on every
             # call, ~1 ms, which was ~3% of a sync's CPU when done for every request.
             user_agent=f"tap-stripe-connect/{self.plugin_version}",
+            stop=self.stop,
         )
         client.on_request = self.progress.observe_request
         client.on_retry = self.progress.observe_retry
@@ -233,17 +255,54 @@ class TapStripeConnect(CompatTap):
 
     # -- a run ---------------------------------------------------------------------------
 
+    def on_signal(self, signum: int) -> None:
+        """SIGTERM or SIGINT: stop the run without losing what was read (see stop.py).
+
+        The first signal stops new units and pages; the run then writes its records and
+        the last STATE and exits with 143 (SIGTERM) or 130 (SIGINT), within
+        `GRACE_SECONDS` at the latest. A second signal exits at once.
+        """
+        code = exit_code(signum)
+        if not self.stop.request(signum):
+            self.logger.warning(
+                "%s again: exiting now (exit code %d); the last STATE written covers "
+                "everything written before it.", signal_name(signum), code,
+            )
+            exit_soon(code)
+            return
+        if not self.syncing:
+            raise CancelledError(signum)
+        self.logger.warning(
+            "%s: stopping; no new page starts, those under way end, then the records and "
+            "the STATE are written (exit code %d; a second signal exits at once).",
+            signal_name(signum), code,
+        )
+        self._deadline = exit_after(GRACE_SECONDS, code, functools.partial(self.last_words, signum))
+
+    def last_words(self, signum: int) -> None:
+        """`GRACE_SECONDS` after a signal, responses still awaited: what was read, the
+        STATE, and the line the CLI would have written."""
+        self.flush_output(True)
+        self.logger.warning("Not ended %.0f s after the signal: exiting now.", GRACE_SECONDS)
+        sys.stderr.write(f"tap-stripe-connect: {CancelledError(signum)}\n")
+
     def run_sync(self) -> None:
         """Sync, with progress lines while it runs and a summary table at the end."""
         self.progress.start()
         failed = True
+        self.syncing = True
         try:
             with fewer_collections():
                 self.sync_selected()
             failed = False
         finally:
             self.flush_output(failed)
-            self.progress.stop(failed=failed)
+            self.progress.stop(failed=failed, stopped=self.stop.requested)
+            self.syncing = False
+            if self._deadline is not None:
+                self._deadline.cancel()  # ended in time
+        # A signal came after the last request: the run is complete, and cancelled still.
+        self.stop.check()
 
     def flush_output(self, failed: bool) -> None:
         """Write the records threads collected and have not written yet (`LockedWriter`).
@@ -310,6 +369,9 @@ class TapStripeConnect(CompatTap):
         try:
             self.run.scheduler.run(jobs)
         except Exception:
+            # Stopped by a signal: the units it stopped failed with `CancelledError`, and any
+            # other failure is named in the log already.
+            self.stop.check()
             if len(failed := self.progress.failures) > 1:
                 # Every failed stream's own cause, not only the first one's.
                 causes = "; ".join(f"'{name}': {why}" for name, why in failed.items())

@@ -54,6 +54,10 @@ BAD_SETTINGS = {
     "zero_timeout": ({"request_timeout": 0}, ["'request_timeout'", "more than 0"]),
     "negative_retries": ({"max_retries": -1}, ["'max_retries'", "at least 0"]),
     "no_workers": ({"max_workers": 0}, ["'max_workers'", "at least 1"]),
+    "short_event_lag": (
+        {"event_lag_seconds": 2},
+        ["'event_lag_seconds'", "at least 5, not 2", "eventually consistent"],
+    ),
     "plain_http": ({"api_url": "http://api.stripe.com"}, ["'api_url'", "https"]),
     "not_a_url": ({"api_url": "api.stripe.com"}, ["'api_url'", "URL"]),
     "empty_key": ({"api_key": ""}, ["'api_key'", "empty"]),

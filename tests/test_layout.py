@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "resources": 0,
     "sdk_compat": 0,
     "versions": 0,
+    "stop": 0,
     "api": 1,
     "state": 2,
     "output": 2,

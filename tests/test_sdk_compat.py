@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from singer_sdk.helpers import _catalog, _state, _typing
 from singer_sdk.streams import _state as stream_state
 
 from tap_stripe_connect.output.writer import LockedStateWriter
+from tap_stripe_connect.sdk_compat import CompatTap
+from tap_stripe_connect.stop import CancelledError
 from tap_stripe_connect.tap import TapStripeConnect
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tap_stripe_connect"
@@ -79,8 +82,8 @@ def test_private_sdk_functions_keep_their_signature(func, expected):
         (Tap.sync_all, "e4412393757b4cdc", "its steps repeated"),
         # CompatStream.state_manager builds the manager the way it does.
         (Stream.state_manager.fget, "d3b50b3794edd56a", "rebuilt"),
-        # The signal handler writes STATE through `_state_writer` (`use_state_writer`).
-        (Tap._handle_termination, "2bb79ae47769883a", "its writer replaced"),
+        # CompatTap._handle_termination replaces the SDK's signal handler (tap.on_signal).
+        (Tap._handle_termination, "2bb79ae47769883a", "replaced"),
     ],
     ids=lambda v: getattr(v, "__qualname__", str(v)),
 )
@@ -169,3 +172,50 @@ def test_no_private_sdk_name_outside_sdk_compat():
     assert {"_generate_record_messages", "_catalog", "_stream_version", "sync_all"} - seen == {
         "sync_all"  # public, though marked final
     }
+
+
+@pytest.fixture
+def own_signal_handlers():
+    """The handlers of SIGTERM and SIGINT as they were, back after the test."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def test_the_signal_handler_the_sdk_installs_is_the_taps(own_signal_handlers):
+    """The SDK installs `_handle_termination` when the tap is made; a real signal runs it.
+
+    Before a sync: the run ends at once with the signal's exit code (143 for SIGTERM), not
+    the SDK's `sys.exit(0)`. During a sync: the run is asked to stop (no page starts), and
+    the handler returns: the sync's threads write what they read and the STATE.
+    """
+    tap = TapStripeConnect(
+        config={"api_key": "sk_test_compat", "account_id": "acct_compat"}, setup_mapper=False
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        assert getattr(handler, "__self__", None) is tap, sig
+        assert handler.__func__ is CompatTap._handle_termination  # type: ignore[union-attr]
+
+    with pytest.raises(CancelledError) as raised:
+        signal.raise_signal(signal.SIGTERM)
+    assert raised.value.exit_code == 143
+    assert "Stopped by SIGTERM" in str(raised.value)
+
+    tap = TapStripeConnect(
+        config={"api_key": "sk_test_compat", "account_id": "acct_compat"}, setup_mapper=False
+    )
+    tap.syncing = True  # as in `run_sync`
+    try:
+        signal.raise_signal(signal.SIGINT)  # returns: the sync's threads stop
+    finally:
+        if tap._deadline is not None:
+            tap._deadline.cancel()  # the exit it set for GRACE_SECONDS later
+    assert tap._deadline is not None
+    assert tap.stop.requested
+    assert tap.stop.signum == signal.SIGINT
+    assert tap.client.stop is tap.stop
+    with pytest.raises(CancelledError) as raised:
+        tap.client.stop.check()  # what the client asks before every request
+    assert raised.value.exit_code == 130

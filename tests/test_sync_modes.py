@@ -42,6 +42,9 @@ class Output:
     def prefetch_children(self, parents: list[dict], account: str | None) -> None:
         self.prefetched += [p["id"] for p in parents]
 
+    def children_gone(self) -> bool:
+        return False
+
 
 class Harness:
     """A run over the emulator and the state dict its units share."""

@@ -9,7 +9,9 @@ The partitions of the asset `stripe_connect` are the shards "1/N" .. "N/N" (N fr
 Meltano pipeline, `meltano run --state-id-suffix shard-k-of-N tap-stripe-connect <loader>`,
 with `TAP_STRIPE_CONNECT_ACCOUNT_SHARD=k/N`: the tap syncs only the accounts whose id hashes
 to shard k, and each shard keeps its own state in Meltano's state backend. Meltano's log
-streams into the run's log; a non-zero exit fails the partition.
+streams into the run's log; a non-zero exit fails the partition, a cancelled sync's too
+(the tap exits 143 on SIGTERM); a cancelled Dagster run stops the shard's pipeline with
+SIGTERM.
 
 The Meltano project, its loader and any per-shard variables are the `meltano` resource's
 config (see `MeltanoProject`); how the executors spread shards over machines is in
@@ -17,8 +19,10 @@ orchestration/dagster/README.md.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset's annotations as types.
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import time
 from collections import deque
@@ -219,24 +223,32 @@ def stripe_connect(
     started = time.monotonic()
     # Meltano logs to stderr, the tap's and the loader's lines included: one stream, line
     # by line into the run's log, as it comes.
+    # A session of its own: a cancelled step stops the whole pipeline (see `stop_pipeline`).
     with subprocess.Popen(
         argv, cwd=meltano.project_root, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-        bufsize=1,
+        bufsize=1, start_new_session=True,
     ) as proc:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = redact(raw.rstrip(), secrets)
-            if not line:
-                continue
-            context.log.info(line)
-            tail.append(line)
-            summary = _SUMMARY.search(line) or summary
+        try:
+            for raw in proc.stdout:
+                line = redact(raw.rstrip(), secrets)
+                if not line:
+                    continue
+                context.log.info(line)
+                tail.append(line)
+                summary = _SUMMARY.search(line) or summary
+        except BaseException:
+            # Dagster interrupts a step whose run is cancelled: the sync stops too.
+            stop_pipeline(proc)
+            raise
         status = proc.wait()
     seconds = round(time.monotonic() - started, 1)
     if status != 0:
+        why = cancelled(status)
         raise dg.Failure(
-            description=f"shard {shard}: `meltano run` exited with {status} after {seconds}s",
+            description=f"shard {shard}: `meltano run` exited with {status} after {seconds}s"
+            + (f" ({why}: the shard's sync was cancelled, not complete)" if why else ""),
             metadata={"meltano log (last lines)": dg.MetadataValue.md(
                 "```\n" + "\n".join(tail) + "\n```")},
             allow_retries=True,
@@ -250,6 +262,61 @@ def stripe_connect(
         records, _deletes, requests = (int(g.replace(",", "")) for g in summary.groups())
         metadata.update(records=records, requests=requests)
     return dg.MaterializeResult(metadata=metadata)
+
+
+#: Seconds a cancelled pipeline has to write its last STATE before it is killed.
+STOP_GRACE_SECONDS = 30
+
+
+def cancelled(status: int) -> str | None:
+    """The signal that stopped the pipeline, from its exit code (the tap exits 143 on
+    SIGTERM and 130 on SIGINT; a process the signal ended shows as -15 or -2)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if status in (128 + sig, -sig):
+            return sig.name
+    return None
+
+
+def stop_pipeline(proc: subprocess.Popen) -> None:
+    """Stop a shard's pipeline the way its tap expects: SIGTERM to the tap, which starts
+    no new page, writes its records and the last STATE and exits 143; Meltano then ends
+    the run as for any failed extractor, the loader having written what it received.
+    Still running `STOP_GRACE_SECONDS` later: SIGTERM to every process of the pipeline,
+    then SIGKILL. (Where the tap cannot be found, as off Linux: SIGTERM to all at once.)"""
+    taps = tap_processes(proc.pid)
+    for pid in taps:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    if not taps:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGKILL) if taps else (signal.SIGKILL,):
+        try:
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+    proc.wait()
+
+
+def tap_processes(session: int) -> list[int]:
+    """The tap's processes in a session (Linux /proc; none found elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            # After the command's closing parenthesis: state ppid pgrp session ...
+            in_session = int(stat[stat.rindex(")") + 2 :].split()[3]) == session
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        names = [Path(arg).name for arg in args[:2]]
+        module = args[args.index("-m") + 1] if "-m" in args[:-1] else None
+        tap = "tap-stripe-connect" in names or module == "tap_stripe_connect"
+        if in_session and tap and int(entry.name) != session:
+            found.append(int(entry.name))
+    return found
 
 
 def executor() -> dg.ExecutorDefinition:

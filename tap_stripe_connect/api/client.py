@@ -40,6 +40,7 @@ from tap_stripe_connect.errors import (
     request_label,
     stripe_error,
 )
+from tap_stripe_connect.stop import Stop
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -92,11 +93,15 @@ class StripeClient:
         *,
         user_agent: str = "tap-stripe-connect",
         clock: StripeClock | None = None,
+        stop: Stop | None = None,
+        budget_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
         self.user_agent = user_agent
         self.clock = clock or StripeClock()
+        self.stop = stop or Stop()  # set by a signal: no request starts after that
+        self.budget_clock = budget_clock  # the rate budgets' clock (tests inject one)
         self.session = requests.Session()
         # Up to `max_workers` requests are in flight at once (`in_flight`), each holding a
         # connection: a pool of requests' default 10 would discard (and reopen) the rest.
@@ -117,7 +122,7 @@ class StripeClient:
         self._limiters: dict[str | None, RateLimiter] = {}
         #: The optional cap on a whole run's requests, across accounts (one budget).
         cap = settings.max_requests_per_second_total
-        self.total_limiter = RateLimiter(cap, cap) if cap else None
+        self.total_limiter = self.new_limiter(cap, cap) if cap else None
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- the reads -----------------------------------------------------------------------
@@ -205,11 +210,14 @@ class StripeClient:
         with self._lock:
             limiter = self._limiters.get(account)
             if limiter is None:
-                limiter = self._limiters[account] = RateLimiter(
+                limiter = self._limiters[account] = self.new_limiter(
                     self.settings.account_rate(self.livemode),
                     self.settings.max_requests_per_second_per_endpoint,
                 )
             return limiter
+
+    def new_limiter(self, rate: float, endpoint_rate: float) -> RateLimiter:
+        return RateLimiter(rate, endpoint_rate, clock=self.budget_clock, sleep=self.stop.wait)
 
     def responses_slow(self) -> bool:
         """Whether any account's responses are slow (a sync then mostly waits)."""
@@ -232,6 +240,7 @@ class StripeClient:
         tries = 0
         while True:
             tries += 1
+            self.stop.check()  # no page starts once the run is asked to stop
             try:
                 return self.attempt(read, request)
             except (failures.Retriable, *failures.NETWORK_ERRORS) as exc:
@@ -248,7 +257,7 @@ class StripeClient:
                     backoff.random_jitter(next(waits)), self.settings.max_retry_seconds - elapsed
                 )
                 self.retrying(read, exc, wait, tries)
-                time.sleep(wait)
+                self.stop.wait(wait)
 
     def retrying(self, read: Read, exc: Exception, wait: float, tries: int) -> None:
         with self._lock:
@@ -278,13 +287,15 @@ class StripeClient:
     def attempt(
         self, read: Read, request: requests.PreparedRequest
     ) -> tuple[dict, requests.Response]:
-        """One try: through the account's budget and the bound on requests in flight."""
+        """One try: through the account's budget, the run's total (if capped) and the bound
+        on requests in flight (a place taken once the budgets have room: see limiter.py)."""
         request = self.authenticator(request)
         endpoint = endpoint_of("GET", read.path)
         limiter = self.limiter_for(read.account)
-        with self.in_flight:
-            total = self.total_limiter.acquire("") if self.total_limiter else None
-            grant = limiter.acquire(endpoint)
+        grant = limiter.acquire(
+            endpoint, also=self.total_limiter, slot=self.in_flight, check=self.stop.check
+        )
+        try:
             with self._lock:
                 self.requests_by_endpoint[endpoint] += 1
             if self.on_request is not None:
@@ -298,11 +309,11 @@ class StripeClient:
             # Headers are in, the body not yet read: the sooner a response, the sooner its
             # place in the rate budget is free again (see limiter.py).
             grant.responded()
-            if total is not None:
-                total.responded()
             metering.log_duration(read, response)
             # Kept where requests keeps a body it read itself (`response.json()` reads it).
             response._content = content = read_body(response)
+        finally:
+            self.in_flight.release()
         return self.check(read, response, content, limiter), response
 
     def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:

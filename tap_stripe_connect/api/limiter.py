@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import re
 import threading
 import time
@@ -51,17 +52,21 @@ def endpoint_of(method: str, path: str) -> str:
 class Grant:
     """One request's place in the budget, taken at `at`."""
 
-    __slots__ = ("_limiter", "at", "took")
+    __slots__ = ("_limiter", "also", "at", "took")
 
     def __init__(self, at: float, limiter: RateLimiter | None = None) -> None:
         self.at = at
         self.took: float | None = None  # seconds from `at` to the response, once back
         self._limiter = limiter
+        #: The same request's place in another budget (the run's total), taken with it.
+        self.also: Grant | None = None
 
     def responded(self) -> None:
         """The response (its headers) is back."""
         if self._limiter is not None:
             self._limiter.on_response(self)
+        if self.also is not None:
+            self.also.responded()
 
     def held_until(self, margin: float, fastest: float) -> float:
         """When the place is free: a second after Stripe can last have counted it."""
@@ -130,38 +135,82 @@ class RateLimiter:
             return 0.0
         return held[len(held) - limit] - now
 
-    def acquire(self, endpoint: str) -> Grant:
+    def acquire(
+        self,
+        endpoint: str,
+        *,
+        also: RateLimiter | None = None,
+        slot: threading.Semaphore | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> Grant:
         """Block until one request to `endpoint` fits both budgets, then count it.
 
         Call `responded()` on the result when the response is back: the sooner the
         response, the sooner the place is free again.
+
+        `also`: another limiter whose global budget the request must fit too (the cap on
+        a run's total across accounts). Both places are taken at the same instant, once
+        both have room: a place taken in one while waiting for the other would count the
+        request earlier than it is sent, and let more through in a second than either
+        allows. `slot`: a place among the requests in flight, taken once both budgets have
+        room and kept by the caller until its response is read; it is never held while
+        waiting for a budget, so a waiting thread keeps no other request from going out.
+        `check`: called before each try (it raises to give up, e.g. when the run stops).
         """
         queued = False
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._recover(now)
-                per_endpoint = self._endpoints[endpoint]
-                global_wait = self._wait(self._global, self._limit(self.global_rate), now)
-                endpoint_wait = self._wait(per_endpoint, self._limit(self.endpoint_rate), now)
-                if global_wait > 0:
-                    self._waited[None] = now
-                if endpoint_wait > 0:
-                    self._waited[endpoint] = now
-                wait = max(global_wait, endpoint_wait)
-                if wait <= 0:
-                    if queued:
-                        self._queued[None] -= 1
-                        self._queued[endpoint] -= 1
-                    grant = Grant(now, self)
-                    self._global.append(grant)
-                    per_endpoint.append(grant)
-                    return grant
-                if not queued:
-                    queued = True
-                    self._queued[None] += 1
-                    self._queued[endpoint] += 1
-            self._sleep(wait)
+        try:
+            while True:
+                if check is not None:
+                    check()
+                if slot is not None:
+                    slot.acquire()
+                granted = None
+                with self._lock, (also._lock if also is not None else contextlib.nullcontext()):
+                    now = self._clock()
+                    wait = self._room(endpoint, now)
+                    if also is not None:
+                        wait = max(wait, also._room(None, now))
+                    if wait <= 0:
+                        granted = self._take(endpoint, now)
+                        if also is not None:
+                            granted.also = also._take(None, now)
+                    elif not queued:
+                        queued = True
+                        self._queued[None] += 1
+                        self._queued[endpoint] += 1
+                if granted is not None:
+                    return granted
+                if slot is not None:
+                    slot.release()
+                self._sleep(wait)
+        finally:
+            if queued:
+                with self._lock:
+                    self._queued[None] -= 1
+                    self._queued[endpoint] -= 1
+
+    def _room(self, endpoint: str | None, now: float) -> float:
+        """Seconds until a request to `endpoint` (None: any) fits; the caller holds the lock."""
+        self._recover(now)
+        wait = self._wait(self._global, self._limit(self.global_rate), now)
+        if wait > 0:
+            self._waited[None] = now
+        if endpoint is not None:
+            endpoint_wait = self._wait(
+                self._endpoints[endpoint], self._limit(self.endpoint_rate), now
+            )
+            if endpoint_wait > 0:
+                self._waited[endpoint] = now
+            wait = max(wait, endpoint_wait)
+        return wait
+
+    def _take(self, endpoint: str | None, now: float) -> Grant:
+        """Count one request at `now`; the caller holds the lock."""
+        grant = Grant(now, self)
+        self._global.append(grant)
+        if endpoint is not None:
+            self._endpoints[endpoint].append(grant)
+        return grant
 
     def on_response(self, grant: Grant) -> None:
         """The response to the request that took `grant` is back."""

@@ -139,14 +139,14 @@ class Progress:
             self._thread = threading.Thread(target=self._report_loop, name="progress", daemon=True)
             self._thread.start()
 
-    def stop(self, *, failed: bool = False) -> dict[str, t.Any]:
+    def stop(self, *, failed: bool = False, stopped: bool = False) -> dict[str, t.Any]:
         """Stop the progress lines; log the summary table; return the summary."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         self._finished = self._clock()
-        summary = self.summary(failed=failed)
+        summary = self.summary(failed=failed, stopped=stopped)
         self.logger.info(
             "%s",
             render_table(summary),
@@ -191,8 +191,9 @@ class Progress:
                 },
             )
 
-    def summary(self, *, failed: bool = False) -> dict[str, t.Any]:
-        """Per stream: records, deletes, requests, retries, duration; plus totals."""
+    def summary(self, *, failed: bool = False, stopped: bool = False) -> dict[str, t.Any]:
+        """Per stream: records, deletes, requests, retries, duration; plus totals.
+        `stopped`: a signal stopped the run (its status says so, whatever else)."""
         now = self._finished if self._finished is not None else self._clock()
         with self._lock:
             streams = {name: c.as_dict(now) for name, c in sorted(self._streams.items())}
@@ -208,7 +209,7 @@ class Progress:
         with self._lock:
             failures = dict(self.failures)
         return {
-            "status": "failed" if failed or failures else "succeeded",
+            "status": "stopped" if stopped else "failed" if failed or failures else "succeeded",
             "streams": streams,
             "total": total,
             "failures": failures,
@@ -234,7 +235,7 @@ def render_table(summary: dict[str, t.Any]) -> str:
         cells += [str(v).rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)]
         return "  ".join(cells).rstrip()
 
-    verb = "failed" if summary.get("status") == "failed" else "finished"
+    verb = {"failed": "failed", "stopped": "stopped"}.get(summary.get("status", ""), "finished")
     lines = [f"Sync {verb}: {total['records']:,} records in {total['duration_seconds']:.1f}s"]
     lines += [line(header), *(line(row) for row in rows[:-1])]
     lines += ["-" * len(line(header)), line(rows[-1])]

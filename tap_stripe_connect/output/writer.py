@@ -7,6 +7,7 @@ SDK's signal handler's included, go through `LockedStateWriter`.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import typing as t
@@ -18,6 +19,9 @@ from tap_stripe_connect.state.lock import RUN_LOCK
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
+
+#: Seconds a forced exit waits for a message being written to end.
+WRITE_WAIT_SECONDS = 1.0
 
 
 class _Lines:
@@ -121,3 +125,34 @@ class LockedStateWriter(StateWriter):
             if line != self._last_line:
                 self._writer.write_line(line)
                 self._last_line = line
+
+
+def exit_soon(code: int, last_words: Callable[[], None] | None = None) -> None:
+    """End the process with `code` from a thread of its own, once no message is being
+    written (the run lock is free, or after `WRITE_WAIT_SECONDS`): `last_words` (write
+    what is collected and the STATE) first, under the lock."""
+
+    def end() -> None:
+        locked = RUN_LOCK.acquire(timeout=WRITE_WAIT_SECONDS)
+        try:
+            if last_words is not None and locked:
+                last_words()
+        except Exception:  # noqa: S110 (the exit must happen)
+            pass
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except Exception:  # noqa: S110
+                pass
+            os._exit(code)
+
+    threading.Thread(target=end, name="exit", daemon=True).start()
+
+
+def exit_after(seconds: float, code: int, last_words: Callable[[], None]) -> threading.Timer:
+    """`exit_soon(code, last_words)` in `seconds`, unless the process ended before."""
+    timer = threading.Timer(seconds, exit_soon, (code, last_words))
+    timer.daemon = True
+    timer.start()
+    return timer

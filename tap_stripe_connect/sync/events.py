@@ -11,15 +11,14 @@ resumed after a killed run began before it).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import typing as t
 
 from tap_stripe_connect.api import events_read, list_read, retrieve_read
 from tap_stripe_connect.api.clock import DATE_RESOLUTION
-from tap_stripe_connect.errors import StripeNotFoundError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
 from tap_stripe_connect.settings import parse_time
+from tap_stripe_connect.sync.children import child_list
 from tap_stripe_connect.sync.listing import list_all
 from tap_stripe_connect.sync.unit import FAR_FUTURE
 
@@ -156,8 +155,10 @@ def changed_object_ids(unit: Unit, event: dict) -> list[str]:
         # Embedded lists stop at 10 items: the rest come from the lines' own endpoint.
         read = list_read(lines, account=unit.account, parent_id=obj["id"])
         # (Deleted since: its payload's lines are all there is.)
-        with contextlib.suppress(StripeNotFoundError):
-            listed = list(unit.client.list(read))
+        listed = child_list(
+            unit.client, read, obj["id"], unit.logger, "the lines its event carries are used",
+            stream=unit.name,
+        ) or listed
     return [line[named.field] for line in listed if isinstance(line.get(named.field), str)]
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.clock import DATE_RESOLUTION
 from tap_stripe_connect.api.limiter import endpoint_of
-from tap_stripe_connect.errors import StripeNotFoundError
 from tap_stripe_connect.resources import CREATED, EVENT_RETENTION, EVENTS, RESOURCES_BY_NAME
 from tap_stripe_connect.settings import format_time
 from tap_stripe_connect.state.listing import gaps
+from tap_stripe_connect.sync.children import child_list
 from tap_stripe_connect.sync.unit import FAR_FUTURE
 from tap_stripe_connect.sync.windows import Window, list_windows
 
@@ -62,7 +62,9 @@ def list_all(unit: Unit, since: int | None = None) -> Generator[dict, None, List
         unit.out.use_table_version(resumed.table_version)
     batches = listing_batches(unit, started, since, resumed)
     started = yield from write_batches(unit, batches, started)
-    if (version := unit.out.table_version) is not None and not unit.skipped:
+    # Not after a list was skipped (its parent gone since): rows not read would go.
+    complete = not (unit.skipped or unit.out.children_gone())
+    if (version := unit.out.table_version) is not None and complete:
         unit.out.activate_table_version()
         unit.state.set_table_version(version)
     unit.state.finish_listing(started)
@@ -113,7 +115,7 @@ def listing_batches(
     ranges = gaps(lower, upper, resumed.done) if resumed else [(lower, upper)]
     # Stripe lists some objects only when asked for them (archived prices): the `created`
     # range is then read once per entry of `list_variants`.
-    return itertools.chain.from_iterable(
+    batches = itertools.chain.from_iterable(
         list_windows(
             functools.partial(window_records, unit, variant),
             [Window(a, b, floor) for a, b in ranges],
@@ -123,6 +125,20 @@ def listing_batches(
         )
         for variant in resource.list_variants or (None,)
     )
+    return once_each(batches) if resource.list_variants else batches
+
+
+def once_each(batches: Iterable[list[dict]]) -> Iterator[list[dict]]:
+    """Each object once, though the variants of a listing can list it twice: a price
+    archived between the `active=true` and `active=false` listings is in both. The first
+    copy is written; the change after it comes from its event, as any change during a
+    listing does."""
+    seen: set[str] = set()
+    for batch in batches:
+        fresh = [obj for obj in batch if obj["id"] not in seen]
+        seen.update(obj["id"] for obj in fresh)
+        if fresh:
+            yield fresh
 
 
 def window_records(unit: Unit, variant: tuple[str, str] | None, window: Window) -> Iterator[dict]:
@@ -151,18 +167,12 @@ def per_parent_batches(unit: Unit) -> Iterator[list[dict]]:
 
 def list_of_parent(unit: Unit, parent_id: str) -> list[dict]:
     read = list_read(unit.resource, account=unit.account, parent_id=parent_id)
-    try:
-        return list(unit.client.list(read))
-    except StripeNotFoundError as exc:  # the parent was deleted since it was listed
+    objects = child_list(
+        unit.client, read, parent_id, unit.logger, "no ACTIVATE_VERSION this run"
+    )
+    if objects is None:
         unit.skipped.append(parent_id)
-        unit.logger.warning(
-            "Stream '%s': skipped the list of %s, gone since it was listed (no "
-            "ACTIVATE_VERSION this run): %s",
-            unit.name,
-            parent_id,
-            exc,
-        )
-        return []
+    return objects or []
 
 
 def resumable_listing(unit: Unit, now: int | None) -> Listing | None:

@@ -50,11 +50,16 @@ class Run:
         self.failed_accounts: dict[str, str] = {}
         #: Accounts the platform may no longer read: their other units make no request.
         self._lost_accounts: set[str] = set()
-        self.scheduler = Scheduler(1, client.responses_slow)
+        self.scheduler = Scheduler(1, client.responses_slow, lambda: client.stop.requested)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
         #: The SDK's own STATE messages of a many-account run, at most one a second.
         self.state_messages = Throttle()
+        #: Guards this object's fields; never held during a request (other units ask
+        #: `account_lost` and the like while one waits for Stripe).
         self._lock = threading.Lock()
+        #: Held while the credential's account or the connected accounts are read, once.
+        self._reading_account = threading.Lock()
+        self._reading_accounts = threading.Lock()
         self._account_read = False
         self._connected: list[str] | None = None
         self._listed = False
@@ -82,7 +87,7 @@ class Run:
 
     def ensure_account(self) -> None:
         """A stream synced on its own (SDK tests, dry runs) still needs its account."""
-        with self._lock:
+        with self._reading_account:
             if not self._account_read and not self.account_id:
                 self.read_account()
             self.client.own_account_id = self.account_id
@@ -96,10 +101,11 @@ class Run:
     def connected_accounts(self) -> list[str] | None:
         """The connected accounts of a platform sync (`account_ids`; "*": every one), of
         this run's shard (`account_shard`), listed once per run; None: not a platform."""
-        with self._lock:
+        with self._reading_accounts:
             if not self._listed:
-                self._connected = self._list_connected()
-                self._listed = True
+                connected = self._list_connected()
+                with self._lock:
+                    self._connected, self._listed = connected, True
             return self._connected
 
     def _list_connected(self) -> list[str] | None:
@@ -124,9 +130,11 @@ class Run:
     def _list_v1(self) -> list[str]:
         """`GET /v1/accounts`: its objects are the accounts' own first records."""
         accounts = RESOURCES_BY_NAME["accounts"]
-        self._listed_at = self.client.clock.now()
-        self._listed_objects = {a["id"]: a for a in self.client.list(list_read(accounts))}
-        return list(self._listed_objects)
+        listed_at = self.client.clock.now()
+        objects = {a["id"]: a for a in self.client.list(list_read(accounts))}
+        with self._lock:  # the request is made outside the lock
+            self._listed_at, self._listed_objects = listed_at, objects
+        return list(objects)
 
     def _list_v2(self) -> list[str]:
         """`GET /v2/core/accounts` (`account_list: v2`): the accounts with data of their

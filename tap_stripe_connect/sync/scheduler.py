@@ -80,7 +80,8 @@ class Scheduler:
     waits). (Starting one whenever the CPU was 10% idle ran all four together at some
     point of a long sync: its peak memory, pages queued for four streams, was ~25% above
     a short sync's.) Every job runs even if one fails; the first failure (in job order) is
-    raised at the end.
+    raised at the end. Once the run is asked to stop (`stopping`), no job starts: those
+    running end (their requests refused by the client) and `run` returns or raises.
 
     Jobs of many accounts rotate: the next job is the first waiting one of the account
     with the fewest jobs running, so every account's budget is used at once (Stripe limits
@@ -91,9 +92,16 @@ class Scheduler:
     at a time (38 s at a third of a CPU; 16 s started at once).
     """
 
-    def __init__(self, parallel: int, responses_slow: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        parallel: int,
+        responses_slow: Callable[[], bool],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.parallel = max(1, parallel)
         self.responses_slow = responses_slow
+        #: Whether the run was asked to stop (a signal): then no job starts any more.
+        self.stopping = stopping
         #: Start every job at once (up to `parallel`): the units of many accounts.
         self.eager = False
         #: Set while a job may still start: running jobs then split no `created` window
@@ -108,6 +116,8 @@ class Scheduler:
         room = CpuLoad(0.05)  # a quick look: jobs start within a few responses
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool:
             while waiting or running:
+                if waiting and self.stopping():
+                    waiting = []  # those left start in the next run
                 slow = self.eager or self.responses_slow()
                 while self._room_for_one(waiting, running, slow, room):
                     job = waiting.pop(next_job(waiting, accounts.values()))

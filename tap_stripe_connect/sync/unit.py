@@ -43,6 +43,9 @@ class StreamOutput(t.Protocol):
     def prefetch_children(self, parents: list[dict], account: str | None) -> None:
         """Start fetching the child lists that overflow these parents' embedded pages."""
 
+    def children_gone(self) -> bool:
+        """Whether a child list of this run was gone when read (its parent deleted)."""
+
 
 @dataclass
 class Unit:

@@ -1,0 +1,190 @@
+"""SIGTERM and SIGINT: the run stops promptly, writes what it read and the STATE covering
+it, and exits 143 or 130, never 0; its STATE resumes to every object exactly once.
+
+Through the real CLI against the emulator with slow responses (so that a sync is still
+under way when the signal comes). No wall-clock assertion: what is counted is what the
+tap decided, the requests that reached the emulator after the tap logged it was stopping
+(at most one per thread that had passed the check just before); the time to stop is
+printed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.conftest import ROOT, TapRun, record_output
+from tests.test_faults import ALL, CORE, config, core_catalog, emulator
+from tests.test_interruptions import done_ranges, listed_records
+from tests.warehouse import Warehouse, assert_equal_to_stripe
+
+WORKERS = 4
+
+
+def run_and_signal(emu, tmp_path, state, *, after_records: int, signum: int | None, **extra):
+    """Run the CLI; after `after_records` records send `signum` (None: run to the end).
+
+    Returns the run, how many requests arrived at the emulator after the tap logged that
+    it was stopping (only those threads that had passed the check before it may send one:
+    at most one each), and the seconds from the signal to the exit.
+    """
+    first = len(emu.requests)
+    config_path, state_path = tmp_path / "config.json", tmp_path / "state.json"
+    catalog_path, stderr_path = tmp_path / "catalog.json", tmp_path / "stderr.txt"
+    settings = config(emu, max_workers=WORKERS, **extra)
+    config_path.write_text(json.dumps(settings))
+    catalog_path.write_text(core_catalog())
+    argv = [sys.executable, "-m", "tap_stripe_connect", "--config", str(config_path),
+            "--catalog", str(catalog_path)]
+    if state is not None:
+        state_path.write_text(json.dumps(state))
+        argv += ["--state", str(state_path)]
+    seconds = None
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        lines, records, sent_at = [], 0, None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith('{"type":"RECORD"'):
+                records += 1
+                if signum is not None and records == after_records:
+                    sent_at = time.monotonic()
+                    proc.send_signal(signum)
+        proc.wait(timeout=120)
+        if sent_at is not None:
+            seconds = time.monotonic() - sent_at
+    stderr_text = stderr_path.read_text()
+    record_output(settings, None, "".join(lines), stderr_text)
+    messages = [json.loads(ln) for ln in lines if ln.startswith('{"type"') and ln.endswith("\n")]
+    run = TapRun(proc.returncode, "".join(lines), stderr_text, messages)
+    noticed = [ln for ln in stderr_text.splitlines() if ": stopping; no new page starts" in ln]
+    if not noticed:
+        return run, None, seconds
+    # The log line's time (asctime: local time, milliseconds), as the emulator's clock.
+    at = datetime.strptime(noticed[0][:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return run, sum(1 for r in emu.requests[first:] if r.time > at + 0.001), seconds
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_run_with_its_exit_code_and_a_state_that_resumes_exactly(
+    tmp_path, signum, code
+):
+    with emulator(objects=2000, seed=51) as emu:
+        emu.set_latency(150, 50)
+        stopped, sent_after, seconds = run_and_signal(
+            emu, tmp_path, None, after_records=300, signum=signum
+        )
+        print(f"{signal.Signals(signum).name}: exit {stopped.returncode} {seconds:.2f} s after "
+              f"the signal; {sent_after} requests arrived after it was noticed")
+        assert stopped.returncode == code, stopped.stderr[-3000:]
+        # No page started after the tap noticed the signal (but by a thread past the check).
+        assert sent_after is not None, stopped.stderr[-3000:]
+        assert sent_after <= WORKERS, sent_after
+        assert f"Stopped by {signal.Signals(signum).name}" in stopped.stderr
+        assert "Sync stopped: " in stopped.stderr  # the summary table's first line
+        assert "ERROR" not in stopped.stderr  # a stop is no error
+        assert "Traceback" not in stopped.stderr
+        # The run was stopped midway, and its records were written with a STATE after them.
+        assert stopped.records(), "nothing written"
+        assert stopped.messages[-1]["type"] == "STATE", stopped.messages[-1]
+        finished = {m["stream"] for m in stopped.messages if m["type"] == "ACTIVATE_VERSION"}
+        assert set(CORE) - finished, "the run was not stopped midway: raise `objects`"
+        state = stopped.last_state
+        if signum != signal.SIGTERM:
+            return  # the same stop as SIGTERM's: its resume is checked once, there
+
+        emu.set_latency(0, 0)
+        resumed, _, _ = run_and_signal(emu, tmp_path, state, after_records=-1, signum=None)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        warehouse = Warehouse()
+        warehouse.apply(stopped)
+        warehouse.apply(resumed)
+        assert_equal_to_stripe(warehouse, emu, ALL)
+        # Every object listed over the two runs, and once, but for the last object of a
+        # page whose `created` second the STATE could not record as done (a range it
+        # records is [created + 1, upper): other objects may share that second). (After
+        # its listing, the resumed run reads the events since the listing began, less
+        # `event_lag_seconds`: objects created then come again, as in any run.)
+        for stream in CORE:
+            ids = [r["id"] for r in stopped.records(stream)]
+            ids += [r["id"] for r in listed_records(resumed, stream)]
+            assert len(set(ids)) == len(emu.objects(stream)), stream
+            edges = {lo - 1 for lo, _ in done_ranges(state, stream)}
+            created = {o["id"]: o["created"] for o in emu.objects(stream)}
+            twice = [i for i, n in collections.Counter(ids).items() if n > 1]
+            again = [i for i in twice if created[i] not in edges]
+            assert not again, f"{stream}: {len(again)} objects written twice, e.g. {again[:3]}"
+            print(f"{stream}: {len(twice)} objects at the edge of a done range written twice")
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    with emulator(objects=400, seed=52) as emu:
+        # Responses so slow that the first signal's run waits for them.
+        emu.set_latency(3000, 0)
+
+        def twice(proc) -> None:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+
+        config_path = tmp_path / "config.json"
+        settings = config(emu, max_workers=WORKERS, request_timeout=30)
+        config_path.write_text(json.dumps(settings))
+        (tmp_path / "catalog.json").write_text(core_catalog())
+        argv = [sys.executable, "-m", "tap_stripe_connect", "--config", str(config_path),
+                "--catalog", str(tmp_path / "catalog.json")]
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)
+        # Wait until the first list request is under way.
+        deadline = time.monotonic() + 60
+        while not any(r.path in ("/v1/charges", "/v1/customers") for r in emu.requests):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        twice(proc)
+        out, err = proc.communicate(timeout=60)
+        record_output(settings, None, out, err)
+        assert proc.returncode == 143, err[-3000:]
+        assert "SIGTERM again: exiting now" in err
+        # Whole lines only.
+        assert all(line.startswith('{"type"') for line in out.splitlines())
+
+
+def test_responses_slower_than_the_grace_period_do_not_hold_the_exit(tmp_path):
+    """Responses of 6 s: 4 s after the signal the tap writes what it read and the STATE,
+    and exits (the tap decides it: its warning says so), with whole lines only."""
+    with emulator(objects=2000, seed=54) as emu:
+        settings = config(emu, max_workers=WORKERS, request_timeout=30)
+        (tmp_path / "config.json").write_text(json.dumps(settings))
+        (tmp_path / "catalog.json").write_text(core_catalog())
+        argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
+                str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")]
+        err_path = tmp_path / "stderr.txt"
+        with err_path.open("w") as stderr:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
+                                    text=True, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if len(lines) == 200:
+                    emu.set_latency(6000, 0)  # the requests from now on take 6 s
+                    # The signal once requests sent after the change are under way.
+                    threading.Timer(0.5, proc.send_signal, (signal.SIGTERM,)).start()
+            proc.wait(timeout=60)
+        out, err = "".join(lines), err_path.read_text()
+        record_output(settings, None, out, err)
+        assert proc.returncode == 143, err[-3000:]
+        assert "Not ended 4 s after the signal: exiting now." in err
+        assert "Stopped by SIGTERM" in err
+        messages = [json.loads(line) for line in out.splitlines()]  # whole lines only
+        assert messages[-1]["type"] == "STATE"
