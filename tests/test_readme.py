@@ -7,8 +7,10 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import requests
@@ -286,17 +288,39 @@ def test_the_emulator_command():
     assert proc.returncode == 0
 
 
-def test_the_postgres_command(tmp_path):
+def test_the_postgres_command(request):
     script = "\n".join([
         "set -e",
         readme.command('eval "$(bash scripts/start_postgres.sh)"'),
         'psql -tAc "SELECT 40 + 2"',
         'bash scripts/start_postgres.sh stop "$TAP_STRIPE_CONNECT_TEST_PGDATA"',
     ])
-    # A server of its own, even when CI's is running (its PG* variables are not passed on).
+    # A server of its own, even when CI's is running (its PG* variables are not passed on),
+    # under a TMPDIR with a space: the printed paths are shell-quoted for `eval`.
+    # (in the system's temporary folder: as root the server runs as `postgres`, which may
+    # not enter pytest's private tmp_path)
+    tmpdir = Path(tempfile.mkdtemp(prefix="start_postgres test "))
+    tmpdir.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(tmpdir, ignore_errors=True))
     run = subprocess.run(
         script, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-        env={k: v for k, v in user_env().items() if not k.startswith("PG")},
+        env={**{k: v for k, v in user_env().items() if not k.startswith("PG")},
+             "TMPDIR": str(tmpdir)},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "42"
+    assert list(tmpdir.iterdir()) == [], "stop removes the folder it created"
+
+
+def test_postgres_stop_deletes_only_a_folder_the_script_created(tmp_path):
+    """`stop DATADIR` removes DATADIR's parent: never one it did not create."""
+    mine = tmp_path / "project" / "data"
+    mine.mkdir(parents=True)
+    (mine.parent / "keep.txt").write_text("precious")
+    run = subprocess.run(
+        ["bash", "scripts/start_postgres.sh", "stop", str(mine)], cwd=ROOT, capture_output=True,
+        text=True, timeout=60, check=False,
+    )
+    assert run.returncode == 1
+    assert "not a data folder this script created" in run.stderr
+    assert (mine.parent / "keep.txt").read_text() == "precious"
