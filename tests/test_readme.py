@@ -3,6 +3,7 @@ it shows (and every next step the quick start prints) runs as written in some te
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -126,17 +127,95 @@ def runner(command: str) -> str:
     return RUN_BY[max(starts, key=len)]
 
 
+def _prefix(node: ast.expr) -> str | None:
+    """The text a string argument surely starts with: a constant, or an f-string's head."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        head = ""
+        for part in node.values:
+            if not (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                break
+            head += part.value
+        return head
+    return None
+
+
+def commands_run_by(module: str, test: str) -> set[str]:
+    """The starts a test passes to `readme.command(...)` (or compares `readme.commands()`
+    lines with, by `startswith`), in its own body and in every function, method or fixture
+    of its module it calls or takes, followed call by call."""
+    tree = ast.parse((ROOT / "tests" / module).read_text())
+    functions: dict[str, list[ast.AST]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            functions.setdefault(node.name, []).append(node)
+    assert test in functions, f"{module}::{test} does not exist"
+    seen, todo, starts = set(), [test], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for function in functions[name]:
+            assert isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+            todo += [a.arg for a in function.args.args if a.arg in functions]  # fixtures
+            lists_commands = False
+            compared = set()
+            for node in ast.walk(function):
+                if not isinstance(node, ast.Call):
+                    continue
+                callee = node.func
+                called = (callee.id if isinstance(callee, ast.Name)
+                          else callee.attr if isinstance(callee, ast.Attribute) else None)
+                on_readme = (isinstance(callee, ast.Attribute)
+                             and isinstance(callee.value, ast.Name)
+                             and callee.value.id == "readme")
+                if on_readme and called == "command" and node.args:
+                    head = _prefix(node.args[0])
+                    if head:
+                        starts.add(head)
+                elif on_readme and called == "commands":
+                    lists_commands = True
+                elif called == "startswith" and node.args:
+                    head = _prefix(node.args[0])
+                    if head:
+                        compared.add(head)
+                elif called in functions:
+                    todo.append(called)
+            if lists_commands:
+                starts |= compared
+    return starts
+
+
 def test_every_readme_command_is_run_by_a_test():
+    """Each command of README.md and docs/ is run by the test RUN_BY names: that test (or a
+    helper or fixture of its module it uses) asks `readme.command()` for a start of it."""
     commands = readme.commands()
     assert len(commands) >= 30, commands
     used = set()
+    unrun = []
     for command in commands:
         test = runner(command)
         used.add(test)
         module, _, name = test.partition("::")
-        source = (ROOT / "tests" / module).read_text()
-        assert f"def {name}(" in source, f"{test} (for {command!r}) does not exist"
+        starts = commands_run_by(module, name)
+        # A start of a few characters ("meltano ") would match any command: 12 at least.
+        if not any(command.startswith(s) and len(s) >= 12 for s in starts):
+            unrun.append(f"{command!r}: {test} runs none of it (it runs {sorted(starts)})")
+    assert not unrun, "\n".join(unrun)
     assert used == set(RUN_BY.values()), "RUN_BY names a test no README command needs"
+
+
+def test_the_run_by_check_follows_helpers_and_sees_a_test_that_runs_nothing(tmp_path):
+    """The check above can fail: a test that never asks for the command is caught."""
+    starts = commands_run_by("test_readme.py", "test_the_tap_without_meltano")
+    assert ".venv/bin/tap-stripe-connect --about" in starts
+    assert commands_run_by("test_readme.py", "test_update_script_rewrites_only_the_block") == set()
+    # Through a helper and a fixture: the Dagster test's `materialize` helper.
+    dagster = commands_run_by("test_dagster.py",
+                              "test_every_shard_partition_materialised_equals_one_unsharded_run")
+    assert any(s.startswith(".venv/bin/dagster") for s in dagster), dagster
 
 
 def shell(command: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900):
@@ -240,13 +319,11 @@ def test_the_tap_without_meltano(tmp_path):
 
 
 def test_the_test_script_runs_pytest():
-    for start in ("bash scripts/test.sh", "bash scripts/test.sh tests/"):
-        command = [c for c in readme.commands() if c.startswith(start)]
-        assert command, start
     run = shell(readme.command("bash scripts/test.sh tests/") + " --collect-only -q", ROOT)
     assert "tests collected" in run.stdout or "collected" in run.stdout
-    whole = [c for c in readme.commands() if c == "bash scripts/test.sh"]
-    run = shell(whole[0] + " --collect-only -q tests/test_core.py", ROOT)
+    (whole,) = [c for c in readme.commands() if c.startswith("bash scripts/test.sh")
+                and c == "bash scripts/test.sh"]
+    run = shell(whole + " --collect-only -q tests/test_core.py", ROOT)
     assert "test_core.py" in run.stdout
 
 
@@ -256,6 +333,7 @@ def test_the_development_scripts():
     shell(readme.command(".venv/bin/python scripts/generate_schemas.py"), ROOT)
     after = {p: p.read_bytes() for p in folder.rglob("*.json")}
     assert after == schemas, "the committed schemas differ from the vendored spec's"
+    shell(readme.command(".venv/bin/python scripts/extract_stripe_python.py --check"), ROOT)
     shell(readme.command(".venv/bin/ruff check . && .venv/bin/mypy"), ROOT)
     # These rewrite a committed file: --check says whether they would change it.
     shell(readme.command(".venv/bin/python scripts/update_readme_settings.py") + " --check",
