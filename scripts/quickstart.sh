@@ -136,6 +136,11 @@ for table in tables:
     print(f"  {table:<{width}}  {count:>10,}")
 EOF
 
+if [ -n "$EMULATOR_PID" ]; then
+  echo "    The emulator's clock starts at 2026-01-01: its data, and the MRR below, end in December 2025."
+  echo "    accounts: the connected accounts of the emulator's account (a Connect platform), listed without account_ids."
+fi
+
 # Answers, not just tables: the dbt models (analytics/) and MRR by month with its movements.
 echo "==> meltano run dbt-duckdb:build (revenue, MRR and churn models into schema analytics)"
 bash scripts/install_meltano.sh dbt-duckdb

@@ -30,12 +30,22 @@ update_readme_settings = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(update_readme_settings)
 
 
-def test_readme_settings_equal_the_taps_about_output():
-    _head, block, _tail = update_readme_settings.split((ROOT / "README.md").read_text())
+def test_the_settings_page_equals_the_taps_about_output():
+    _head, block, _tail = update_readme_settings.split(update_readme_settings.README.read_text())
     assert block == update_readme_settings.about_markdown(), (
-        "README.md's settings block is stale: run "
+        "docs/settings.md's settings block is stale: run "
         ".venv/bin/python scripts/update_readme_settings.py"
     )
+
+
+def test_the_readmes_settings_are_the_taps():
+    """The README's table of the ten settings people set names settings the tap has."""
+    settings = json.loads(update_readme_settings.about("json"))["settings"]["properties"]
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## The settings people set", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert len(named) == 10, named
+    assert set(named) <= set(settings), set(named) - set(settings)
 
 
 def test_update_script_rewrites_only_the_block(tmp_path, monkeypatch):
@@ -84,7 +94,11 @@ RUN_BY: dict[str, str] = {
     "TAP_STRIPE_CONNECT_API_KEY=rk_live_... bash scripts/quickstart.sh":
         "test_readme.py::test_quickstart_with_a_key_then_the_readme_query",
     ".meltano/loaders/target-duckdb/venv/bin/python -c":
-        "test_readme.py::test_quickstart_with_a_key_then_the_readme_query",
+        "test_readme.py::test_quickstart_with_the_emulator",
+    "TAP_STRIPE_CONNECT_API_KEY=sk_test_emulator TAP_STRIPE_CONNECT_API_URL=":
+        "test_readme.py::test_the_tap_without_meltano",
+    ".venv/bin/python -m pip install build": "test_release.py::test_the_wheel_installs_and_syncs",
+    "bash scripts/docs.sh build": "test_docs.py::test_the_site_builds_strictly",
     ".venv/bin/tap-stripe-connect --about": "test_readme.py::test_the_tap_without_meltano",
     ".venv/bin/tap-stripe-connect --config config.json":
         "test_readme.py::test_the_tap_without_meltano",
@@ -260,6 +274,14 @@ def test_quickstart_with_the_emulator():
     result = shell(query, ROOT)
     assert "status" in result.stdout
     assert len(re.findall(r"\bch_\w+", result.stdout)) == 5
+    # What the README says the output shows: the emulator's clock, its 12 connected accounts.
+    assert "clock starts at 2026-01-01" in out
+    assert int(counts["accounts"]) == 12
+    assert "accounts                     12 " in (ROOT / "README.md").read_text()
+    # The README's query of the emulator's file, as written, in the checkout.
+    readme_query = shell(readme.command(".meltano/loaders/target-duckdb/venv/bin/python -c"), ROOT)
+    assert "count_star()" in readme_query.stdout
+    assert "succeeded" in readme_query.stdout
 
 
 def test_quickstart_with_a_key_then_the_readme_query(tmp_path):
@@ -285,13 +307,14 @@ def test_quickstart_with_a_key_then_the_readme_query(tmp_path):
         paths = [r.path for r in emu.requests]
         assert "/v1/events" in paths
         assert "/v1/charges" not in paths, "the second run listed charges again"
-        # The README's query, in the folder that holds warehouse.duckdb.
-        query = readme.command(".meltano/loaders/target-duckdb/venv/bin/python -c")
-        result = shell(query.replace(".meltano/", f"{ROOT}/.meltano/", 1), tmp_path)
-        statuses = {o["status"] for o in emu.objects("charges")}
-        for status in statuses:
-            assert status in result.stdout
-        assert "count_star()" in result.stdout
+        # The query the quick start prints last: of the file it loaded, warehouse.duckdb.
+        second = shell(command, ROOT, env)
+        query = second.stdout.split("Query it with DuckDB, e.g.:\n", 1)[1].strip().splitlines()[0]
+        assert "/warehouse.duckdb'" in query
+        result = shell(query, ROOT)
+        charges = {o["id"] for o in emu.objects("charges")}
+        assert set(re.findall(r"\bch_\w+", result.stdout)) <= charges
+        assert len(re.findall(r"\bch_\w+", result.stdout)) == 5
 
 
 def test_the_tap_without_meltano(tmp_path):
@@ -316,6 +339,13 @@ def test_the_tap_without_meltano(tmp_path):
         result = shell(env_run.replace("rk_live_...", emu.api_key), tmp_path,
                        {"TAP_STRIPE_CONNECT_API_URL": emu.url})
         assert all(c in result.stdout for c in charges)
+        # Getting started: the tap pointed at the emulator (its port chosen here).
+        (tmp_path / "records.jsonl").unlink()
+        on_emulator = readme.command(
+            "TAP_STRIPE_CONNECT_API_KEY=sk_test_emulator TAP_STRIPE_CONNECT_API_URL=")
+        shell(on_emulator.replace("http://127.0.0.1:12111", emu.url), tmp_path)
+        records = (tmp_path / "records.jsonl").read_text().replace(" ", "")
+        assert all(f'"id":"{c}"' in records for c in charges)
 
 
 def test_the_test_script_runs_pytest():
@@ -340,6 +370,7 @@ def test_the_development_scripts():
           ROOT)
     shell(readme.command(".venv/bin/python scripts/update_plugin_definition.py") + " --check",
           ROOT)
+    shell(readme.command(".venv/bin/python scripts/generate_docs.py") + " --check", ROOT)
 
 
 def test_the_emulator_command():

@@ -40,3 +40,11 @@ def test_no_script_expands_an_array_bash_3_2_may_call_unbound():
         arrays = set(re.findall(r"^\s*(?:local\s+)?(\w+)=\(", text, re.M))
         arrays |= set(re.findall(r"\$\{(\w+)\[[@*]\]", text)) - {"PIPESTATUS", "BASH_SOURCE"}
         assert not arrays, f"{path.name} uses arrays {sorted(arrays)}"
+
+
+def test_what_the_local_tries_write_is_git_ignored():
+    """The README's and Getting started's local tries write these into the checkout."""
+    for name in ("records.jsonl", "emulator-connect.json", "warehouse-emulator.duckdb",
+                 "warehouse.duckdb", "site/index.html", "dist/x.whl"):
+        run = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT, check=False)
+        assert run.returncode == 0, f"{name} is not git-ignored"

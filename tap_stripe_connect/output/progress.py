@@ -159,13 +159,14 @@ class Progress:
             self.report()
 
     def report(self) -> None:
-        """One progress line for each stream that is still syncing."""
+        """One progress line for each stream that is still syncing and has done something:
+        a stream waiting for its turn (no request sent, no record) has nothing to report."""
         now = self._clock()
         with self._lock:
             active = [
                 (name, StreamCounts(**vars(c)))
                 for name, c in sorted(self._streams.items())
-                if c.finished is None
+                if c.finished is None and (c.requests or c.records)
             ]
         for name, counts in active:
             elapsed = counts.duration(now)
