@@ -139,14 +139,17 @@ class Progress:
             self._thread = threading.Thread(target=self._report_loop, name="progress", daemon=True)
             self._thread.start()
 
-    def stop(self, *, failed: bool = False) -> dict[str, t.Any]:
-        """Stop the progress lines; log the summary table; return the summary."""
+    def stop(self, *, failed: bool = False, table: bool = True) -> dict[str, t.Any]:
+        """Stop the progress lines; log the summary table (unless `table` is false: no
+        stream started); return the summary."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         self._finished = self._clock()
         summary = self.summary(failed=failed)
+        if not table:
+            return summary
         self.logger.info(
             "%s",
             render_table(summary),

@@ -1,0 +1,46 @@
+"""What a newcomer meets in the first hour, through the CLI against the emulator: a
+`start_date` Stripe has not reached is one clear line, and an error before any stream
+starts comes without a summary table of zeros."""
+
+from __future__ import annotations
+
+from tests.conftest import emulator_config, run_tap
+from tests.emulator import Emulator
+
+
+def test_a_start_date_after_stripes_time_is_one_line_and_exit_1(tmp_path):
+    with Emulator(objects=5, seed=91) as emu:
+        # The emulator's clock is 2026-01-01 plus the seconds it has run: 2027 is ahead.
+        config = {**emulator_config(emu), "start_date": "2027-01-01T00:00:00Z"}
+        run = run_tap(config=config, tmp_path=tmp_path)
+        paths = [r.path for r in emu.requests]
+    assert run.returncode == 1
+    assert not run.records("charges")
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        "tap-stripe-connect: error: Setting 'start_date' (2027-01-01T00:00:00Z) is after "
+        f"Stripe's current time ({errors[0].split('current time (')[1].split(')')[0]}): no "
+        "object can have been created since. Set an earlier start_date, or leave it out to "
+        "sync all history."
+    ], run.stderr[-2000:]
+    assert "(2026-01-01T" in errors[0], "Stripe's time, from the emulator's Date header"
+    assert "Sync finished" not in run.stderr, "no summary table of zeros"
+    assert paths == ["/v1/account"], "stopped after the one request that told Stripe's time"
+
+
+def test_a_start_date_stripe_has_reached_still_syncs(tmp_path):
+    with Emulator(objects=5, seed=92) as emu:
+        config = {**emulator_config(emu), "start_date": "2025-12-31T23:59:00Z"}
+        run = run_tap(config=config, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Sync finished" in run.stderr
+
+
+def test_no_summary_table_before_a_rejected_credential(tmp_path):
+    with Emulator(objects=5, seed=93) as emu:
+        config = {**emulator_config(emu), "api_key": "sk_test_not_the_emulators"}
+        run = run_tap(config=config, tmp_path=tmp_path)
+    assert run.returncode == 1
+    assert "Stripe rejected the credential in setting 'api_key'" in run.stderr
+    assert "Sync finished" not in run.stderr
+    assert "total" not in run.stderr
