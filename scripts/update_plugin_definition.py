@@ -20,16 +20,23 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tap_stripe_connect import __version__
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFINITION = ROOT / "tap-stripe-connect.yml"
 LOADERS = ROOT / "loaders"
 PIP_URL = "${TAP_STRIPE_CONNECT_PIP_URL}"
 HEADER = """\
 # Meltano plugin definition of tap-stripe-connect, for your own Meltano project:
-#   export TAP_STRIPE_CONNECT_PIP_URL=git+https://<git host>/<owner>/tap-stripe-connect.git
-#   (or the path of a checkout: TAP_STRIPE_CONNECT_PIP_URL=/path/to/tap-stripe-connect)
-#   meltano add extractor tap-stripe-connect --from-ref /path/to/tap-stripe-connect.yml
-# Keep TAP_STRIPE_CONNECT_PIP_URL in the project's .env so `meltano install` finds it.
+#   meltano add --plugin-type extractor tap-stripe-connect \\
+#     --from-ref /path/to/tap-stripe-connect/tap-stripe-connect.yml
+# pip_url is $TAP_STRIPE_CONNECT_PIP_URL, kept in the project's .env so `meltano install` finds
+# it. Pin a release by one of (docs/getting-started.md, "Pin a release"):
+#   a wheel:  /path/to/dist/tap_stripe_connect-{version}-py3-none-any.whl
+#   a tag:    git+https://github.com/tap-stripe-connect/tap-stripe-connect.git@v{version}
+#   on PyPI:  tap-stripe-connect=={version}  (once published)
+#   a checkout (follows its branch): /path/to/tap-stripe-connect
 # Generated from meltano.yml by scripts/update_plugin_definition.py: do not edit.
 """
 
@@ -40,7 +47,8 @@ def definition() -> str:
         p for p in project["plugins"]["extractors"] if p["name"] == "tap-stripe-connect"
     ]
     plugin = {**extractor, "pip_url": PIP_URL}
-    return HEADER + yaml.safe_dump(plugin, sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.safe_dump(plugin, sort_keys=False, allow_unicode=True, width=100)
+    return HEADER.format(version=__version__) + body
 
 
 LOADER_HEADER = """\

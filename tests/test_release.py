@@ -83,6 +83,10 @@ def test_the_version_is_one_figure_everywhere():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert re.search(rf"^## {re.escape(version)}\b", changelog, re.M), "CHANGELOG.md lacks it"
     assert set(PYPROJECT["project"]["urls"]) >= {"Homepage", "Documentation", "Changelog"}
+    # How to pin this release, where people read it.
+    pin = f"tap_stripe_connect-{version}-py3-none-any.whl"
+    assert pin in (ROOT / "docs" / "getting-started.md").read_text()
+    assert pin in (ROOT / "tap-stripe-connect.yml").read_text()
 
 
 def test_the_wheel_installs_and_syncs(tmp_path):
