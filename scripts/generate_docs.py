@@ -131,7 +131,10 @@ def kept_current(r: res.Resource) -> str:
                 "is created)")
     if r.list_per:
         how += f"; a full listing reads one list per `{r.list_per}` record"
-    if not r.created_filter:
+    if r.start_filter:
+        how += ("; a full listing reads the objects since `start_date` (the list's `created` "
+                "filter), without `created` windows")
+    elif not r.created_filter:
         how += "; the list has no `created` filter, so `start_date` does not apply to it"
     return how
 

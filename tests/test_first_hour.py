@@ -4,6 +4,9 @@ starts comes without a summary table of zeros."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+from tests.catalogs import catalog_selecting
 from tests.conftest import emulator_config, run_tap
 from tests.emulator import Emulator
 
@@ -44,3 +47,22 @@ def test_no_summary_table_before_a_rejected_credential(tmp_path):
     assert "Stripe rejected the credential in setting 'api_key'" in run.stderr
     assert "Sync finished" not in run.stderr
     assert "total" not in run.stderr
+
+
+def test_invoice_items_start_at_start_date_like_the_other_streams(tmp_path):
+    """Stripe's invoice item list filters `created` on the items' `date`: a first sync with
+    `start_date` reads only those, as the windowed streams read only objects since then."""
+    with Emulator(objects=40, seed=94) as emu:
+        items = emu.objects("invoice_items")
+        dates = sorted(item["date"] for item in items)
+        start = dates[len(dates) // 2]
+        iso = datetime.fromtimestamp(start, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        config = {**emulator_config(emu), "start_date": iso}
+        catalog = catalog_selecting(emu, tmp_path, {"invoice_items": ()})
+        run = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
+        asked = [r.query for r in emu.requests if r.path == "/v1/invoiceitems"]
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = {item["id"] for item in items if item["date"] >= start}
+    assert 0 < len(expected) < len(items)
+    assert {r["id"] for r in run.records("invoice_items")} == expected
+    assert all(q.get("created[gte]") == [str(start)] for q in asked), asked
