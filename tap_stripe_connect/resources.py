@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Sync modes (`Resource.sync`); the README's stream table explains each.
+#: Sync modes (`Resource.sync`); docs/incremental.md's stream table explains each.
 EVENTS = "events"  # a full listing, then each object changed since, from the Events API
 CREATED = "created"  # objects never change: list those created since the bookmark
 FULL_TABLE = "full_table"  # Stripe sends no usable events: list everything on every run
@@ -157,7 +157,8 @@ RESOURCES: tuple[Resource, ...] = (
         # from `start_date` (the list's `created` filter applies to `date`). Stripe has
         # `invoiceitem.created`/`deleted` but no event
         # when an item is pulled into an invoice: the invoice's events list it in its lines
-        # (`invoice_item`). A pending item's update has no event at all (see README).
+        # (`invoice_item`). A pending item's update has no event at all (docs/incremental.md,
+        # Known limits).
         created_filter=False, start_filter=True,
         event_types=_events("invoiceitem", "created deleted"),
         delete_events=("invoiceitem.deleted",),
@@ -193,7 +194,7 @@ RESOURCES: tuple[Resource, ...] = (
         event_types=_events("charge.dispute",
                             "closed created funds_reinstated funds_withdrawn updated"),
     ),
-    # No events; a transaction is written once (see README for `status`).
+    # No events; a transaction is written once (docs/incremental.md, Known limits: `status`).
     Resource("balance_transactions", "balance_transaction", "/v1/balance_transactions",
              sync=CREATED, creation_event=False, permission="Balance"),
     Resource(
