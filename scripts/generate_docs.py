@@ -6,7 +6,9 @@
   description of each column from its OpenAPI description (`vendor/stripe-openapi/`);
   then one section per dbt model, from `analytics/models/schema.yml`.
 - `docs/settings.md`'s settings block, from `tap-stripe-connect --about`
-  (`scripts/update_readme_settings.py`).
+  (`scripts/update_readme_settings.py`);
+- the plugin definitions for other Meltano projects, `tap-stripe-connect.yml` and
+  `loaders/*.yml`, from `meltano.yml` (`scripts/update_plugin_definition.py`).
 
     .venv/bin/python scripts/generate_docs.py            # rewrite them
     .venv/bin/python scripts/generate_docs.py --check    # exit 1 if one is stale
@@ -221,9 +223,9 @@ def data_page() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def settings_module() -> t.Any:
-    spec = importlib.util.spec_from_file_location(
-        "update_readme_settings", ROOT / "scripts" / "update_readme_settings.py")
+def script(name: str) -> t.Any:
+    """Another script of this folder, as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -235,18 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     args = parser.parse_args(argv)
-    settings = settings_module()
+    settings = script("update_readme_settings")
+    plugins = script("update_plugin_definition")
     text = data_page()
     current = DATA_PAGE.read_text() if DATA_PAGE.exists() else ""
     if args.check:
         stale = current != text
         if stale:
             print("docs/data.md is stale: run .venv/bin/python scripts/generate_docs.py")
-        return 1 if stale or settings.main(["--check"]) else 0
+        others = [settings.main(["--check"]), plugins.main(["--check"])]
+        return 1 if stale or any(others) else 0
     if current != text:
         DATA_PAGE.write_text(text)
     print("docs/data.md " + ("unchanged" if current == text else "updated"))
-    return settings.main([])
+    return settings.main([]) or plugins.main([])
 
 
 if __name__ == "__main__":
