@@ -122,22 +122,25 @@ def kept_current(r: res.Resource) -> str:
         return ("without `account_ids`: the key's connected accounts, listed whole on every run; "
                 "with `account_ids`: each account read as itself, then kept current by its "
                 f"events ({', '.join(f'`{e}`' for e in r.event_types)})")
-    how = ("a first sync lists every object created since `start_date` by `created` windows; "
-           "later syncs read the account's events: "
-           + ", ".join(f"`{e}`" for e in r.event_types))
+    if r.list_per:
+        first = (f"a first sync reads one list per `{r.list_per}` record (the list has no "
+                 "`created` filter, so `start_date` does not apply to it)")
+    elif r.created_filter:
+        first = "a first sync lists every object created since `start_date` by `created` windows"
+    elif r.start_filter:
+        first = ("a first sync lists every object since `start_date` with the list's `created` "
+                 "filter, in one listing (the objects carry no `created` to split it by)")
+    else:
+        first = ("a first sync lists every object (the list has no `created` filter, so "
+                 "`start_date` does not apply to it)")
+    how = first + "; later syncs read the account's events: " + ", ".join(
+        f"`{e}`" for e in r.event_types)
     if r.named_by:
         how += (f"; plus the objects named by the `{r.named_by.field}` of the lines of "
                 + ", ".join(f"`{e}`" for e in r.named_by.types) + " events")
     if not r.creation_event:
         how += ("; plus the objects created since the bookmark (Stripe sends no event as one "
                 "is created)")
-    if r.list_per:
-        how += f"; a full listing reads one list per `{r.list_per}` record"
-    if r.start_filter:
-        how += ("; a full listing reads the objects since `start_date` (the list's `created` "
-                "filter), without `created` windows")
-    elif not r.created_filter:
-        how += "; the list has no `created` filter, so `start_date` does not apply to it"
     return how
 
 
