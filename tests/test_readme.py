@@ -128,7 +128,7 @@ RUN_BY: dict[str, str] = {
         "test_analytics.py::test_models_match_python_figures_then_move_with_changes",
     ".venv/bin/pip install -e '.[dagster]'":
         "test_dagster.py::test_every_shard_partition_materialised_equals_one_unsharded_run",
-    ".venv/bin/dagster asset materialize":
+    ".venv/bin/dg launch":
         "test_dagster.py::test_every_shard_partition_materialised_equals_one_unsharded_run",
     ".venv/bin/dagster dev": "test_dagster.py::test_dagster_dev_serves_the_shard_partitions",
 }
@@ -229,7 +229,7 @@ def test_the_run_by_check_follows_helpers_and_sees_a_test_that_runs_nothing(tmp_
     # Through a helper and a fixture: the Dagster test's `materialize` helper.
     dagster = commands_run_by("test_dagster.py",
                               "test_every_shard_partition_materialised_equals_one_unsharded_run")
-    assert any(s.startswith(".venv/bin/dagster") for s in dagster), dagster
+    assert ".venv/bin/dg launch" in dagster, dagster
 
 
 def shell(command: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900):
