@@ -26,7 +26,12 @@ def test_a_start_date_after_stripes_time_is_one_line_and_exit_1(tmp_path):
         "object can have been created since. Set an earlier start_date, or leave it out to "
         "sync all history."
     ], run.stderr[-2000:]
-    assert "(2026-01-01T" in errors[0], "Stripe's time, from the emulator's Date header"
+    # Stripe's time, from the emulator's Date header (its clock starts at 2026-01-01; a
+    # Date header is stepped back one second), not this machine's clock.
+    said = errors[0].split("current time (")[1].split(")")[0]
+    stripe_time = datetime.strptime(said, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    emulator_start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert abs((stripe_time - emulator_start).total_seconds()) < 600, said
     assert "Sync finished" not in run.stderr, "no summary table of zeros"
     assert paths == ["/v1/account"], "stopped after the one request that told Stripe's time"
 
