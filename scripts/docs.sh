@@ -12,7 +12,8 @@ source scripts/lib.sh
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -c 'import mkdocs, material' 2>/dev/null \
   || quiet .venv/bin/python -m pip install -e '.[docs]'
-.venv/bin/python -m mkdocs build --strict --quiet
+# (not --quiet: MkDocs then stops counting warnings, and --strict lets a broken link pass)
+.venv/bin/python -m mkdocs build --strict
 echo "docs: built into site/ ($(find site -name '*.html' | wc -l | tr -d ' ') pages)"
 if [ "${1:-serve}" = serve ]; then
   exec .venv/bin/python -m mkdocs serve --strict --dev-addr "${DOCS_ADDRESS:-127.0.0.1:8000}"
