@@ -16,6 +16,15 @@ started=$SECONDS
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
+# Python 3.10 or later: the interpreter of .venv when it exists, else $PYTHON.
+py="$PYTHON"
+[ -x .venv/bin/python ] && py=.venv/bin/python
+version="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "quickstart: tap-stripe-connect needs Python 3.10 or later, and $py is ${version:-not a Python I can run}: install one, then run PYTHON=python3.12 bash scripts/quickstart.sh (delete .venv if it was made by an older Python)." >&2
+  exit 1
+fi
+
 echo "==> Installing the tap into .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 quiet .venv/bin/python -m pip install --upgrade pip
@@ -33,7 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUN_ARGS=()
+# A plain string, not an array: macOS's bash 3.2 calls an empty array unbound under `set -u`.
+RUN_ARGS=""
 if [ -z "${TAP_STRIPE_CONNECT_API_KEY:-}" ]; then
   OBJECTS="${EMULATOR_OBJECTS:-500}"
   echo "==> TAP_STRIPE_CONNECT_API_KEY is not set: reading the LOCAL STRIPE EMULATOR with" \
@@ -42,14 +52,18 @@ if [ -z "${TAP_STRIPE_CONNECT_API_KEY:-}" ]; then
   EMULATOR_LOG="$(mktemp)"
   .venv/bin/python -m tests.emulator --port 0 --objects "$OBJECTS" --seed 7 --varied-pricing >"$EMULATOR_LOG" 2>&1 &
   EMULATOR_PID=$!
+  # Poll it until it answers (a loaded machine may take a while to start it), as long as
+  # it runs: EMULATOR_START_SECONDS (default 300) bounds the wait.
   url=""
-  for _ in $(seq 100); do
+  deadline=$((SECONDS + ${EMULATOR_START_SECONDS:-300}))
+  until [ -n "$url" ] && .venv/bin/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/_emulator/state", timeout=5)' "$url" 2>/dev/null; do
+    kill -0 "$EMULATOR_PID" 2>/dev/null || { echo "The emulator stopped:" >&2; cat "$EMULATOR_LOG" >&2; exit 1; }
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "The emulator did not answer within ${EMULATOR_START_SECONDS:-300}s:" >&2; cat "$EMULATOR_LOG" >&2; exit 1
+    fi
+    sleep 0.2
     url="$(sed -n 's/^Stripe emulator listening on \(http[^ ]*\).*/\1/p' "$EMULATOR_LOG")"
-    [ -n "$url" ] && break
-    kill -0 "$EMULATOR_PID" 2>/dev/null || { cat "$EMULATOR_LOG" >&2; exit 1; }
-    sleep 0.1
   done
-  [ -n "$url" ] || { echo "The emulator did not start:" >&2; cat "$EMULATOR_LOG" >&2; exit 1; }
   export TAP_STRIPE_CONNECT_API_KEY=sk_test_emulator
   export TAP_STRIPE_CONNECT_API_URL="$url"
   # Select the tap's streams the emulator serves (Meltano's `select` extra).
@@ -76,7 +90,7 @@ EOF
   # Generated data: its own file and state, loaded afresh each time.
   export TARGET_DUCKDB_PATH="$PWD/warehouse-emulator.duckdb"
   rm -f "$TARGET_DUCKDB_PATH" "$TARGET_DUCKDB_PATH.wal"
-  RUN_ARGS=(--state-id-suffix emulator --full-refresh --force)
+  RUN_ARGS="--state-id-suffix emulator --full-refresh --force"
 else
   export TARGET_DUCKDB_PATH="${TARGET_DUCKDB_PATH:-$PWD/warehouse.duckdb}"
   # Say which account kind, never the key: sk_/rk_ and test/live are its first 7 characters.
@@ -92,10 +106,11 @@ RUN_LOG=.meltano/quickstart-run.log
 # A progress line per running stream every 2 s (the tap's default is 10 s): a sync of the
 # emulator's data takes a few seconds.
 export TAP_STRIPE_CONNECT_PROGRESS_INTERVAL_SECONDS="${TAP_STRIPE_CONNECT_PROGRESS_INTERVAL_SECONDS:-2}"
-echo "==> meltano run ${RUN_ARGS[*]:-}${RUN_ARGS[*]:+ }tap-stripe-connect target-duckdb"
+echo "==> meltano run $RUN_ARGS${RUN_ARGS:+ }tap-stripe-connect target-duckdb"
 echo "    Progress, warnings and the tap's summary below; the whole log is in $RUN_LOG"
 set +e
-$MELTANO run "${RUN_ARGS[@]}" tap-stripe-connect target-duckdb 2>&1 | tee "$RUN_LOG" \
+# shellcheck disable=SC2086 # RUN_ARGS: words without spaces, split on purpose
+$MELTANO run $RUN_ARGS tap-stripe-connect target-duckdb 2>&1 | tee "$RUN_LOG" \
   | .venv/bin/python scripts/meltano_view.py
 status=${PIPESTATUS[0]}
 set -e
@@ -120,6 +135,11 @@ for table in tables:
     count = con.execute(f'SELECT count(*) FROM stripe."{table}"').fetchone()[0]
     print(f"  {table:<{width}}  {count:>10,}")
 EOF
+
+if [ -n "$EMULATOR_PID" ]; then
+  echo "    The emulator's clock starts at 2026-01-01: its data, and the MRR below, end in December 2025."
+  echo "    accounts: the connected accounts of the emulator's account (a Connect platform), listed without account_ids."
+fi
 
 # Answers, not just tables: the dbt models (analytics/) and MRR by month with its movements.
 echo "==> meltano run dbt-duckdb:build (revenue, MRR and churn models into schema analytics)"

@@ -30,11 +30,19 @@ as_owner() {
   fi
 }
 
+# The file that marks a folder this script created: `stop` deletes no other folder.
+MARKER=.created-by-start_postgres
+
 if [ "${1:-}" = stop ]; then
   data="${2:?usage: start_postgres.sh stop DATADIR}"
+  base="$(dirname "$data")"
+  if [ "$(basename "$data")" != data ] || [ ! -f "$base/$MARKER" ]; then
+    log "not stopping: $(printf %q "$data") is not a data folder this script created (no $MARKER beside it)"
+    exit 1
+  fi
   bindir="$(pg_bindir)"
   as_owner "$bindir/pg_ctl" -D "$data" -m fast -w stop >&2 || true
-  rm -rf "$(dirname "$data")"
+  rm -rf "$base"
   exit 0
 fi
 
@@ -57,6 +65,7 @@ fi
 
 base="$(mktemp -d "${TMPDIR:-/tmp}/pg-tests.XXXXXX")"
 chmod 755 "$base"
+touch "$base/$MARKER"
 data="$base/data"
 [ "$(id -u)" = 0 ] && chown postgres "$base"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -64,18 +73,17 @@ as_owner "$bindir/initdb" -D "$data" -U postgres -A trust -E UTF8 --no-locale >"
   || { cat "$base/initdb.log" >&2; exit 1; }
 # Throwaway data: no fsync. Sockets in the base directory, not /var/run/postgresql.
 as_owner "$bindir/pg_ctl" -D "$data" -l "$base/server.log" -w -t 60 \
-  -o "-h 127.0.0.1 -p $port -k $base -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  -o "-h 127.0.0.1 -p $port -k '$base' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
   start >&2 || { cat "$base/server.log" >&2; exit 1; }
 for _ in $(seq 100); do
   "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port" && break
   sleep 0.1
 done
 "$bindir/pg_isready" -h 127.0.0.1 -p "$port" >&2
-log "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data $data)"
-cat <<EOF
-export PGHOST=127.0.0.1
-export PGPORT=$port
-export PGUSER=postgres
-export PGDATABASE=postgres
-export TAP_STRIPE_CONNECT_TEST_PGDATA=$data
-EOF
+log "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data $(printf %q "$data"))"
+# Shell-quoted: the output is meant for `eval`, and TMPDIR may hold spaces or quotes.
+printf 'export PGHOST=127.0.0.1\n'
+printf 'export PGPORT=%q\n' "$port"
+printf 'export PGUSER=postgres\n'
+printf 'export PGDATABASE=postgres\n'
+printf 'export TAP_STRIPE_CONNECT_TEST_PGDATA=%q\n' "$data"

@@ -1,4 +1,5 @@
-"""Rewrite README.md's settings block from `tap-stripe-connect --about --format=markdown`.
+"""Rewrite the settings block of docs/settings.md (the site's "Settings reference") from
+`tap-stripe-connect --about --format=markdown`.
 
     .venv/bin/python scripts/update_readme_settings.py          # rewrite the block
     .venv/bin/python scripts/update_readme_settings.py --check  # exit 1 when it is stale
@@ -14,7 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+# The page that holds the block (the name is older than the page).
+README = ROOT / "docs" / "settings.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
@@ -39,7 +41,7 @@ def about(fmt: str) -> str:
 def split(text: str) -> tuple[str, str, str]:
     """README text before the block (with the start marker), the block, and the rest."""
     if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise SystemExit(f"README.md needs exactly one {START} ... {END} block")
+        raise SystemExit(f"{README.name} needs exactly one {START} ... {END} block")
     head, rest = text.split(START)
     block, tail = rest.split(END)
     return head + START, block.strip(), END + tail
@@ -51,11 +53,11 @@ def main(argv: list[str]) -> int:
     current = about_markdown()
     if "--check" in argv:
         if block != current:
-            print("README.md's settings block is stale: run scripts/update_readme_settings.py")
+            print(f"{README.name}'s settings block is stale: run scripts/update_readme_settings.py")
             return 1
         return 0
     README.write_text(f"{head}\n{current}\n\n{tail}")
-    print("README.md settings block " + ("unchanged" if block == current else "updated"))
+    print(f"{README.name} settings block " + ("unchanged" if block == current else "updated"))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A sync of every stream logged ~600 lines of which a user reads none: a METRIC line per
 request and per parent, "Pagination stopped after 0 pages" for every parent with no
-children, "Beginning sync ... with context keys" per parent, and "Stream is assumed to be
+children, "Beginning sync ... with context keys" per parent, two "Beginning sync" /
+"Starting incremental sync" lines per stream, and "Stream is assumed to be
 unsorted, progress is not resumable" for streams this tap does resume (a listing records
 the `created` ranges it completed, see `state/listing.py`; an events read restarts from
 its bookmark). They stay available at DEBUG (`TAP_STRIPE_CONNECT_LOGLEVEL=debug`).
@@ -17,6 +18,11 @@ _CHATTER = (
     "Pagination stopped after %d pages because no records were found in the last response",
     "Beginning sync of '%s' in %s mode with context keys: %s",
     "Stream is assumed to be unsorted, progress is not resumable if interrupted",
+    # Two lines per stream and one per child (~60 of a plain run's INFO lines): the
+    # progress lines and the summary table say which streams ran, and how.
+    "Beginning sync of '%s' in %s mode",
+    "Starting incremental sync of '%s' with bookmark value: %s",
+    "Added '%s' as child stream to '%s'",
 )
 
 
@@ -38,6 +44,11 @@ def quiet_chatter() -> None:
     for handler in logging.getLogger().handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
+    # On the tap's own logger too: the SDK logs "Added ... as child stream" while the tap is
+    # made, before the tap can filter the handlers the SDK sets up then.
+    tap_logger = logging.getLogger("tap-stripe-connect")
+    if _FILTER not in tap_logger.filters:
+        tap_logger.addFilter(_FILTER)
     # The SDK's METRIC lines (a timer and a counter per request, and per parent for each
     # child stream: ~4% of a platform run's CPU) reach only these handlers, which drop
     # them below DEBUG: then they are not made at all.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Sync modes (`Resource.sync`); the README's stream table explains each.
+#: Sync modes (`Resource.sync`); docs/incremental.md's stream table explains each.
 EVENTS = "events"  # a full listing, then each object changed since, from the Events API
 CREATED = "created"  # objects never change: list those created since the bookmark
 FULL_TABLE = "full_table"  # Stripe sends no usable events: list everything on every run
@@ -50,6 +50,10 @@ class Resource:
     path: str
     #: Whether the list endpoint accepts `created[gte]`/`created[lt]`.
     created_filter: bool = True
+    #: A list without `created` windows (`created_filter=False`) whose endpoint still takes
+    #: `created[gte]`: a full listing asks only for objects since `start_date` with it
+    #: (`GET /v1/invoiceitems` filters on the items' `date`).
+    start_filter: bool = False
     #: Extra query parameters every list request needs (e.g. `status=all`).
     list_params: tuple[tuple[str, str], ...] = ()
     #: Events whose `data.object` is this resource (incremental sync reads these).
@@ -149,11 +153,13 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource(
         "invoice_items", "invoiceitem", "/v1/invoiceitems", permission="Invoices",
-        # Invoice items carry `date`, not `created`: listed whole, without `created` windows
-        # (and without `start_date`). Stripe has `invoiceitem.created`/`deleted` but no event
+        # Invoice items carry `date`, not `created`: listed without `created` windows, but
+        # from `start_date` (the list's `created` filter applies to `date`). Stripe has
+        # `invoiceitem.created`/`deleted` but no event
         # when an item is pulled into an invoice: the invoice's events list it in its lines
-        # (`invoice_item`). A pending item's update has no event at all (see README).
-        created_filter=False,
+        # (`invoice_item`). A pending item's update has no event at all (docs/incremental.md,
+        # Known limits).
+        created_filter=False, start_filter=True,
         event_types=_events("invoiceitem", "created deleted"),
         delete_events=("invoiceitem.deleted",),
         named_by=NamedBy(_events("invoice", "created updated deleted"), "invoice_line_items",
@@ -188,7 +194,7 @@ RESOURCES: tuple[Resource, ...] = (
         event_types=_events("charge.dispute",
                             "closed created funds_reinstated funds_withdrawn updated"),
     ),
-    # No events; a transaction is written once (see README for `status`).
+    # No events; a transaction is written once (docs/incremental.md, Known limits: `status`).
     Resource("balance_transactions", "balance_transaction", "/v1/balance_transactions",
              sync=CREATED, creation_event=False, permission="Balance"),
     Resource(

@@ -178,7 +178,7 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         description=(
             "Stripe API version sent as `Stripe-Version` on every request, with the "
             "schemas generated for it: 2024-06-20 (default) or 2026-10-28.endive. "
-            "Changing it changes columns: see the README's API versions."
+            "Changing it changes columns: see the docs, How incremental sync works, API versions."
         ),
     ),
     th.Property(

@@ -54,7 +54,7 @@ class StripeStream(CompatStream):
     resource: t.ClassVar[Resource]
 
     # Stripe objects carry no update time; `updated` is the Stripe time from which the
-    # record is known current (see README, "How incremental sync works").
+    # record is known current (docs/incremental.md).
     replication_key = "updated"
 
     # Records are shaped by `output.records`; they already match the schema: times are

@@ -36,7 +36,7 @@ from tap_stripe_connect.output.writer import (
     exit_soon,
 )
 from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
-from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings
+from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings, format_time
 from tap_stripe_connect.state.bookmarks import accounts_in_state
 from tap_stripe_connect.stop import (
     GRACE_SECONDS,
@@ -297,7 +297,11 @@ class TapStripeConnect(CompatTap):
             failed = False
         finally:
             self.flush_output(failed)
-            self.progress.stop(failed=failed, stopped=self.stop.requested)
+            # No table of zeros above an error that came before any stream started (a
+            # setting, the credential, the account check): the error is the whole story.
+            self.progress.stop(
+                failed=failed, stopped=self.stop.requested, table=self.streams_started
+            )
             self.syncing = False
             if self._deadline is not None:
                 self._deadline.cancel()  # ended in time
@@ -321,6 +325,19 @@ class TapStripeConnect(CompatTap):
             if not failed:  # after a failure, its own error says more
                 raise
 
+    def check_start_date(self) -> None:
+        """A `start_date` after Stripe's current time would sync nothing, every run: say so.
+
+        Stripe's time is known from the account read's `Date` header (never this machine's
+        clock); without it (no answer carried one) nothing is checked."""
+        start, now = self.settings.start_timestamp, self.run.client.clock.now()
+        if start is not None and now is not None and start > now:
+            raise ConfigError(
+                f"Setting 'start_date' ({format_time(start)}) is after Stripe's current time "
+                f"({format_time(now)}): no object can have been created since. Set an earlier "
+                "start_date, or leave it out to sync all history."
+            )
+
     def sync_selected(self) -> None:
         """Sync the selected streams, several at once, through one writer.
 
@@ -335,6 +352,7 @@ class TapStripeConnect(CompatTap):
             self.state_writer.write_state(self.state)
         self.run.read_account()
         self.run.require_account()
+        self.check_start_date()
         # Restricted keys: every selected stream readable before any starts (or skipped).
         selected = [s.name for s in self.streams.values() if s.selected]
         for name in unreadable_to_skip(self.run, selected, self.logger):

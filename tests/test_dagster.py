@@ -1,7 +1,7 @@
 """The Dagster code location (orchestration/dagster/): one partition per shard of the accounts.
 
 Every partition ("1/3", "2/3", "3/3") is materialised with Dagster's multiprocess executor,
-as the README says (`dagster asset materialize ... --partition k/N`), each running the real
+as the docs say (`dg launch ... --partition k/N`), each running the real
 Meltano pipeline (`meltano run --state-id-suffix shard-k-of-3 tap-stripe-connect
 target-jsonl`) against the Connect emulator's platform, into a folder per shard. The union
 of the shards' records must equal one unsharded run's, with no account in two shards, and
@@ -106,12 +106,15 @@ def suffix(shard: str) -> str:
 
 
 def materialize(shard: str, env: dict[str, str], **meltano_config: object):
-    """The README's `dagster asset materialize` for one shard, the resource configured."""
-    command = readme.command(".venv/bin/dagster asset materialize")
+    """The docs' `dg launch` for one shard, the resource configured."""
+    command = readme.command(".venv/bin/dg launch")
     assert command.endswith("--partition 1/4"), command
     command = command.removesuffix("1/4") + shard
     run_config = {"resources": {"meltano": {"config": meltano_config}}}
-    return shell(f"{command} --config-json '{json.dumps(run_config)}'", env)
+    run = shell(f"{command} --config-json '{json.dumps(run_config)}'", env)
+    # `dagster asset materialize` printed a SupersessionWarning: the current command does not.
+    assert "SupersessionWarning" not in run.stdout
+    return run
 
 
 def test_every_shard_partition_materialised_equals_one_unsharded_run(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tests.conftest import emulator_config, run_tap
 
-CHATTER = ("METRIC", "Pagination stopped after", "with context keys")
+CHATTER = ("METRIC", "Pagination stopped after", "with context keys", "Beginning sync of",
+           "Starting incremental sync of", "as child stream to")
 FALSE_WARNING = "progress is not resumable"
 
 
@@ -16,6 +17,9 @@ def test_a_plain_sync_logs_progress_and_summary_without_chatter(emulator, tmp_pa
         assert chatter not in run.stderr, chatter
     assert FALSE_WARNING not in run.stderr
     assert len(run.stderr.splitlines()) < 120
+    # Not two lines per stream: what a person reads (start-up, the summary table).
+    info = [line for line in run.stderr.splitlines() if "| INFO " in line]
+    assert len(info) < 10, "\n".join(info)
 
 
 def test_debug_logging_still_shows_the_chatter(emulator, tmp_path):

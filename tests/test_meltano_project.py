@@ -1,8 +1,10 @@
-"""Adding the tap to someone else's Meltano project, as the README says, and Connect there.
+"""Adding the tap to someone else's Meltano project, as the README and Getting started say,
+and Connect there.
 
 A new project (`meltano init`) in a temporary folder adds the plugin from
-`tap-stripe-connect.yml` (pip_url from `$TAP_STRIPE_CONNECT_PIP_URL`: this checkout),
-syncs the emulator into target-jsonl with an API key, then connects an account with
+`tap-stripe-connect.yml` (pip_url from `$TAP_STRIPE_CONNECT_PIP_URL`: this checkout) and
+the loader from `loaders/target-jsonl.yml`, syncs the emulator into target-jsonl with an
+API key, then connects an account with
 `meltano invoke tap-stripe-connect:connect`, runs the Meltano commands `connect` printed,
 and syncs the connected account. Every README command of those sections is run as written,
 placeholders (`rk_live_...`, `/path/to/...`) replaced by the emulator's values.
@@ -89,13 +91,8 @@ def project(meltano, tmp_path) -> Project:  # noqa: F811
         env={**clean_env(), "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"},
         capture_output=True, text=True, check=True, timeout=300,
     )
-    new = Project(tmp_path / "shop-analytics", meltano)
-    # A loader for the test, from this project's own definition of target-jsonl.
-    ours = yaml.safe_load((ROOT / "meltano.yml").read_text())
-    (jsonl,) = [p for p in ours["plugins"]["loaders"] if p["name"] == "target-jsonl"]
-    (tmp_path / "target-jsonl.yml").write_text(yaml.safe_dump(jsonl))
-    new.sh(f"meltano add --plugin-type loader target-jsonl --from-ref {tmp_path}/target-jsonl.yml")
-    return new
+    # A new project has no loader: the recipe adds one (`meltano run` fails without it).
+    return Project(tmp_path / "shop-analytics", meltano)
 
 
 def test_a_new_meltano_project_adds_the_plugin_and_syncs_then_connects(project, tmp_path):
@@ -103,6 +100,8 @@ def test_a_new_meltano_project_adds_the_plugin_and_syncs_then_connects(project, 
     # README: "Adding the tap to your own Meltano project".
     project.sh(placeholders(readme.command('echo "TAP_STRIPE_CONNECT_PIP_URL='), **checkout))
     project.sh(placeholders(readme.command("meltano add --plugin-type extractor"), **checkout))
+    project.sh(placeholders(readme.command("meltano add --plugin-type loader target-jsonl"),
+                            **checkout))
     definition = yaml.safe_load((project.folder / "meltano.yml").read_text())
     (tap,) = definition["plugins"]["extractors"]
     assert tap["pip_url"] == "${TAP_STRIPE_CONNECT_PIP_URL}"
@@ -114,10 +113,14 @@ def test_a_new_meltano_project_adds_the_plugin_and_syncs_then_connects(project, 
 
     with Emulator(objects=20, seed=71) as emu:
         project.sh(placeholders(
-            readme.command("meltano config set tap-stripe-connect api_key"),
+            readme.command("meltano config set tap-stripe-connect api_key rk_live_"),
             **{"rk_live_...": emu.api_key},
         ))
-        project.sh(f"meltano config set tap-stripe-connect api_url {emu.url}")
+        # Getting started: "To try the project on the emulator first" (its port chosen here).
+        for start in ("api_url http://127.0.0.1:12111", "api_key sk_test_emulator"):
+            line = readme.command(f"meltano config set tap-stripe-connect {start}")
+            project.sh(placeholders(line, **{"http://127.0.0.1:12111": emu.url,
+                                             "sk_test_emulator": emu.api_key}))
         project.sh(readme.command("meltano config set tap-stripe-connect stream_maps"))
         project.sh(readme.command("meltano run tap-stripe-connect target-jsonl"))
         charges = project.records("charges")

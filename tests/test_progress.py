@@ -157,6 +157,22 @@ def test_progress_lines_show_records_rate_requests_and_retries(caplog):
     assert table.getMessage().splitlines()[0] == "Sync finished: 500 records in 6.0s"
 
 
+def test_no_progress_line_for_a_stream_that_has_done_nothing_yet(caplog):
+    """A stream waiting for a worker (or for the account's events read) has sent no request
+    and written no record: a line of zeros says nothing."""
+    ticks = Ticks()
+    progress = Progress(logging.getLogger("tap-test"), 10, clock=ticks)
+    for name in ("charges", "refunds", "tax_rates"):
+        progress.stream_started(name)
+    progress.observe_request("charges")
+    progress.observe_message(type("Msg", (), {"stream": "tax_rates", "record": {"id": "t"}})())
+    ticks.now += 5
+    with caplog.at_level(logging.INFO, logger="tap-test"):
+        progress.report()
+    shown = [r.progress["stream"] for r in caplog.records if hasattr(r, "progress")]
+    assert shown == ["charges", "tax_rates"]
+
+
 # -- through the CLI ------------------------------------------------------------------------
 
 

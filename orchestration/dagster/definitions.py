@@ -1,8 +1,7 @@
 """Dagster code location: one partition per shard of a platform's connected accounts.
 
     dagster dev -m orchestration.dagster.definitions
-    dagster asset materialize -m orchestration.dagster.definitions --select stripe_connect \
-        --partition 1/4
+    dg launch -m orchestration.dagster.definitions --assets stripe_connect --partition 1/4
 
 The partitions of the asset `stripe_connect` are the shards "1/N" .. "N/N" (N from
 `STRIPE_CONNECT_SHARDS`, default 4). Materialising partition "k/N" runs the project's

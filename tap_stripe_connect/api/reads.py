@@ -113,6 +113,8 @@ def list_read(
     if resource.created_filter:
         gte, lt = created
         params += [("created[gte]", gte), ("created[lt]", lt)]
+    elif resource.start_filter:  # no windows, but from `start_date` (created[0])
+        params.append(("created[gte]", created[0]))
     return Read(
         Kind.LIST,
         _fill(resource.path, parent_id),

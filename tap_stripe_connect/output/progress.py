@@ -139,14 +139,19 @@ class Progress:
             self._thread = threading.Thread(target=self._report_loop, name="progress", daemon=True)
             self._thread.start()
 
-    def stop(self, *, failed: bool = False, stopped: bool = False) -> dict[str, t.Any]:
-        """Stop the progress lines; log the summary table; return the summary."""
+    def stop(
+        self, *, failed: bool = False, stopped: bool = False, table: bool = True
+    ) -> dict[str, t.Any]:
+        """Stop the progress lines; log the summary table (unless `table` is false: no
+        stream started); return the summary."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         self._finished = self._clock()
         summary = self.summary(failed=failed, stopped=stopped)
+        if not table:
+            return summary
         self.logger.info(
             "%s",
             render_table(summary),
@@ -159,13 +164,14 @@ class Progress:
             self.report()
 
     def report(self) -> None:
-        """One progress line for each stream that is still syncing."""
+        """One progress line for each stream that is still syncing and has done something:
+        a stream waiting for its turn (no request sent, no record) has nothing to report."""
         now = self._clock()
         with self._lock:
             active = [
                 (name, StreamCounts(**vars(c)))
                 for name, c in sorted(self._streams.items())
-                if c.finished is None
+                if c.finished is None and (c.requests or c.records)
             ]
         for name, counts in active:
             elapsed = counts.duration(now)

@@ -105,7 +105,9 @@ def listing_batches(
     if resource.list_per:
         return per_parent_batches(unit)
     if not resource.created_filter:
-        return pages_of(unit.client.list(list_read(resource, account=unit.account)))
+        since_start = (unit.settings.start_timestamp, None)  # `start_filter` lists take it
+        return pages_of(unit.client.list(list_read(resource, account=unit.account,
+                                                   created=since_start)))
     lower = max(unit.settings.start_timestamp or 0, since or 0)
     # Objects created after the read began reach the next sync through events.
     upper = (started or FAR_FUTURE) + DATE_RESOLUTION + 1
