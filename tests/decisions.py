@@ -39,10 +39,14 @@ def install(path: str) -> None:
         scheduler.next_job,
     )
 
-    def recorded_acquire(self: RateLimiter, endpoint: str):
-        grant = acquire(self, endpoint)
+    def recorded_acquire(self: RateLimiter, endpoint: str, **options):
+        grant = acquire(self, endpoint, **options)
         entry = {"grant": getattr(self, "account_tag", "total"), "at": grant.at}
         record({**entry, "endpoint": endpoint})
+        # The run's total cap (`max_requests_per_second_total`) is taken in the same call,
+        # at the same instant (limiter.py: `also`).
+        if getattr(grant, "also", None) is not None:
+            record({"grant": "total", "at": grant.also.at, "endpoint": endpoint})
         return grant
 
     def tagged_limiter_for(self, account: str | None) -> RateLimiter:

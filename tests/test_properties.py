@@ -26,7 +26,7 @@ from requests.structures import CaseInsensitiveDict
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_stripe_connect.api import list_read
-from tap_stripe_connect.api.client import StripeClient
+from tap_stripe_connect.api.client import StripeClient, checked_body
 from tap_stripe_connect.api.failures import Retriable
 from tap_stripe_connect.api.reads import events_read
 from tap_stripe_connect.errors import StripeAPIError, TapError
@@ -192,11 +192,11 @@ def test_any_list_body_becomes_records_or_a_clear_error_naming_the_request(case)
     stream = tap().streams[stream_name]
     resp = response(body, f"/v1/{stream_name}")
     read = list_read(stream.resource)
-    error = raised(lambda: StripeClient.checked_body(read, resp, body), Retriable, TapError)
+    error = raised(lambda: checked_body(read, resp, body), Retriable, TapError)
     if error is not None:
         assert f"GET /v1/{stream_name}, Request-Id req_property" in str(error)
         return
-    parsed = StripeClient.checked_body(read, resp, body)
+    parsed = checked_body(read, resp, body)
     records = parsed["data"]
     # Paged on: Stripe sending the same page again ends with an error naming the request.
     with mock.patch.object(StripeClient, "call", return_value=(parsed, resp)):
@@ -254,11 +254,11 @@ def test_any_event_list_is_read_or_refused_with_a_clear_error(body):
     stream = tap().streams["charges"]
     resp = response(body, "/v1/events")
     read = events_read(stream.resource, 0)
-    error = raised(lambda: StripeClient.checked_body(read, resp, body), Retriable)
+    error = raised(lambda: checked_body(read, resp, body), Retriable)
     if error is not None:
         assert "GET /v1/events, Request-Id req_property" in str(error)
         return
-    for event in StripeClient.checked_body(read, resp, body)["data"]:
+    for event in checked_body(read, resp, body)["data"]:
         payload = event["data"]["object"]
         assert isinstance(payload, dict)
         if changed_object_id(stream.resource, payload) is None:

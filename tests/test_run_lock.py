@@ -35,7 +35,7 @@ class Client:
         if self.run._lock.locked():
             self.held_during.append(what)
 
-    def account(self) -> dict:
+    def account(self, address: str | None = None) -> dict:
         self._request("GET /v1/account")
         return {"id": "acct_platform", "livemode": False}
 

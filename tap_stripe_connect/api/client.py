@@ -333,7 +333,7 @@ class StripeClient:
         self.clock.observe(response)
         status = response.status_code
         if status < 300:
-            return self.checked_body(read, response, content)
+            return checked_body(read, response, content)
         # Expired, or (a Stripe App's) revoked by a refresh another run made: refresh once.
         if status == 401 and stripe_error(response).get("code") in (
             "api_key_expired",
@@ -360,35 +360,35 @@ class StripeClient:
             reconnect=self.authenticator.reconnect,
         )
 
-    @staticmethod
-    def checked_body(read: Read, response: requests.Response, content: bytes) -> dict:
-        """The parsed body of a 2xx answer, checked to be the Stripe object or list `read`
-        expects (a body that is not is retried)."""
-        try:
-            body = parse(content)
-        except ValueError as exc:
-            # A body cut short or not JSON at all: the request itself was fine.
-            raise failures.Retriable(
-                f"Stripe sent an unreadable response body ({request_label(response)})", response
-            ) from exc
-        problem = body_problem(
-            body,
-            listing=read.listing,
-            v2=read.v2,
-            # Also the `events` stream's own list: every item an event.
-            events=read.path == "/v1/events",
-            created=read.created and read.kind is Kind.LIST,
-        )
-        if problem:
-            # JSON, but not a Stripe object: a proxy's page, or a body cut short.
-            raise failures.Retriable(
-                f"Stripe sent a malformed response body: {problem} ({request_label(response)})",
-                response,
-            )
-        return t.cast("dict", body)
-
     #: The credential's own account id, once known (errors name it).
     own_account_id: str | None = None
+
+
+def checked_body(read: Read, response: requests.Response, content: bytes) -> dict:
+    """The parsed body of a 2xx answer, checked to be the Stripe object or list `read`
+    expects (a body that is not is retried)."""
+    try:
+        body = parse(content)
+    except ValueError as exc:
+        # A body cut short or not JSON at all: the request itself was fine.
+        raise failures.Retriable(
+            f"Stripe sent an unreadable response body ({request_label(response)})", response
+        ) from exc
+    problem = body_problem(
+        body,
+        listing=read.listing,
+        v2=read.v2,
+        # Also the `events` stream's own list: every item an event.
+        events=read.path == "/v1/events",
+        created=read.created and read.kind is Kind.LIST,
+    )
+    if problem:
+        # JSON, but not a Stripe object: a proxy's page, or a body cut short.
+        raise failures.Retriable(
+            f"Stripe sent a malformed response body: {problem} ({request_label(response)})",
+            response,
+        )
+    return t.cast("dict", body)
 
 
 def read_body(response: requests.Response) -> bytes:
