@@ -12,7 +12,6 @@ from tap_stripe_connect.api import list_read
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
 from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
-from tap_stripe_connect.state.bookmarks import Throttle
 from tap_stripe_connect.sync.feed import EventFeed
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
 from tap_stripe_connect.sync.windows import STRIPE_EPOCH
@@ -46,8 +45,6 @@ class Run:
         self._lost_accounts: set[str] = set()
         self.scheduler = Scheduler(1, client.responses_slow)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
-        #: The SDK's own STATE messages of a many-account run, at most one a second.
-        self.state_messages = Throttle()
         self._lock = threading.Lock()
         self._account_read = False
         self._connected: list[str] | None = None
