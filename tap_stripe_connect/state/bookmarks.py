@@ -417,6 +417,11 @@ class Checkpoints:
         without the floor of `min_seconds` (not without the wait the STATE's size asks
         for), so a run killed early keeps a little of every stream's listing.
         """
+        # Asked after every unit, and after each parent's children: without the run lock
+        # when nothing moved or the interval has not passed (a move it misses is in the
+        # next STATE, at the latest the run's last).
+        if not self.changed() or (first_of is None and self._clock() < self._next):
+            return
         with RUN_LOCK:
             if not self.changed():
                 return
