@@ -381,8 +381,9 @@ class Checkpoints:
 
     After each STATE the next one waits at least `CHECKPOINT_SECONDS`, and the time to
     write `size / STATE_BYTES_PER_SECOND` bytes (the clock does not time the write itself:
-    it includes the records flushed before the STATE, and a reader that is slow): a platform of 10,000 accounts (~1.3 MB of STATE) writes one every ~13 s, a
-    single account up to four a second. What a killed run reads again is bounded by the interval.
+    it includes the records flushed before the STATE, and a reader that is slow). A
+    platform of 10,000 accounts (~1.3 MB of STATE) writes one every ~13 s, a single
+    account up to four a second. What a killed run reads again is bounded by the interval.
     """
 
     def __init__(
