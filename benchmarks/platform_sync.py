@@ -13,7 +13,8 @@ settings into a sink that counts RECORD lines per stream. Printed: the wall time
 sync beside the ideal `max(requests x latency / max_workers, records / A-rate)` (A-rate:
 objects/s of benchmarks/throughput.py's scenario A, run just before and just after the
 platform sync, side by side, their mean; or `--a-rate`),
-and whether every account's objects came once with its `account_id`; the CPU seconds of
+and whether every account's objects came once with its `account_id`; the STATE it wrote
+(bytes, messages, the largest one) for every run; the CPU seconds of
 the tap, the emulator and this script's sink (all three share the machine's cores). Then
 incremental runs, each from the last one's STATE: one at once (it reads again what changed
 within `event_lag_seconds` of the full sync's start), one after the emulator's clock moved
@@ -126,10 +127,14 @@ def run_tap(
     owners: dict[str, set[str]] = collections.defaultdict(set)
     seen: dict[str, set[tuple[str | None, str | None]]] = collections.defaultdict(set)
     last_state = None
+    state_bytes = state_messages = state_largest = 0
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(b'{"type":"STATE"'):
             last_state = line
+            state_messages += 1
+            state_bytes += len(line)
+            state_largest = max(state_largest, len(line))
         elif line.startswith(b'{"type":"RECORD"'):
             # msgspec reads only the fields counted: the sink's own CPU (json.loads of
             # every record, ~10 s for 160,000) competed with the tap for the 2 cores.
@@ -156,6 +161,9 @@ def run_tap(
         "requests": int(total.group(3).replace(",", "")) if total else None,
         "stderr": stderr[-2000:],
         "state": json.dumps(json.loads(last_state)["value"]) if last_state else None,
+        "state_bytes": state_bytes,
+        "state_messages": state_messages,
+        "state_largest": state_largest,
     }
 
 
@@ -255,13 +263,21 @@ def main() -> int:
         print(result["stderr"])
     print(f"  core streams exact (every account's objects once, account_id on each): {exact}")
 
+    def state_line(run: dict) -> str:
+        return (
+            f"STATE {run['state_bytes'] / 1e6:.2f} MB in {run['state_messages']} messages, "
+            f"largest {run['state_largest'] / 1e6:.3f} MB"
+        )
+
+    print(f"  {state_line(result)}")
+
     # The run's own requests (its account, the account list) are counted with the accounts'.
     def show(name: str, run: dict) -> None:
         count = run["requests"] or 0
         print(
             f"  {name}: requests {count:,} ({count / args.accounts:.2f} per account), "
             f"records written {sum(run['records'].values()):,} "
-            f"{dict(run['records'].most_common())}, wall {run['wall']:.1f}s"
+            f"{dict(run['records'].most_common())}, wall {run['wall']:.1f}s, {state_line(run)}"
         )
 
     print("incremental runs (target: at most 2 requests per account plus one per page of changes)")

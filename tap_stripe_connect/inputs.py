@@ -18,6 +18,7 @@ from jsonschema import Draft7Validator
 from tap_stripe_connect.api.context import header_problem
 from tap_stripe_connect.errors import TapError
 from tap_stripe_connect.settings import AccountShard, is_time
+from tap_stripe_connect.state.bookmarks import check_accounts
 from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 
 # Settings singer-sdk itself reads, whether or not the tap's schema lists them.
@@ -216,6 +217,7 @@ def check_state(state: t.Any) -> None:
                 raise StateError(
                     f"STATE entry {where}.partitions[{index}].context is not an object.{_ADVICE}"
                 )
+    check_accounts(state, _ADVICE)
 
 
 def _check_entry(entry: t.Any, where: str) -> None:

@@ -74,17 +74,12 @@ class CompatStream(Stream):
             )
         return self._state_manager
 
-    def write_state_now(self) -> None:
-        """A STATE message now, if the state changed since the last one."""
+    def write_state_message(self) -> None:
+        """Where the SDK writes a STATE (after each sync, every N records, on abort)."""
         Stream._write_state_message(self)
 
-    def state_message_due(self) -> bool:
-        """Whether the STATE the SDK writes after each sync (and every N records) is due."""
-        return True
-
     def _write_state_message(self) -> None:
-        if self.state_message_due():
-            super()._write_state_message()
+        self.write_state_message()
 
     def write_activate_version(self, version: int) -> None:
         self._write_activate_version_message(version)
@@ -100,21 +95,13 @@ class CompatStream(Stream):
         super()._write_schema_message()
         self.schema_written = True
 
-    _last_increment: tuple[t.Any, t.Any] | None = None
-
     def _increment_stream_state(
         self, latest_record: dict, *, context: Context | None = None
     ) -> None:
-        # Every record of a listing carries the same `updated` (the start of the read), and
-        # the SDK increments the bookmark once per record under the run lock: with several
-        # streams at once, threads queued for that lock behind another's stdout write, two
-        # context switches per record (~25% of a parallel sync's time). Incrementing a
-        # bookmark with the value it already took changes nothing, so it is done once.
-        last = (context, latest_record.get(self.replication_key or ""))
-        if self._last_increment == last:
-            return
-        super()._increment_stream_state(latest_record, context=context)
-        self._last_increment = last
+        # The SDK moves a bookmark to the largest replication key of the records written.
+        # A record's own fields must never move one (a product's `updated` can be later
+        # than events the run has not read): bookmarks move in `state.bookmarks` only.
+        return
 
     #: Whether the catalog selects every property (then no deselection walk is needed).
     every_property_selected: bool = False

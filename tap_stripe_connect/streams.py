@@ -22,12 +22,7 @@ from tap_stripe_connect.resources import (
     Resource,
 )
 from tap_stripe_connect.sdk_compat import CompatStream
-from tap_stripe_connect.state.bookmarks import (
-    FirstThenShared,
-    LockedStateManager,
-    Throttle,
-    UnitState,
-)
+from tap_stripe_connect.state.bookmarks import LockedStateManager, UnitState
 from tap_stripe_connect.sync import created, events, full_table
 from tap_stripe_connect.sync.children import EmbeddedLists
 from tap_stripe_connect.sync.unit import Unit
@@ -38,6 +33,7 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
+    from tap_stripe_connect.state.bookmarks import Bookmarks, Checkpoints
     from tap_stripe_connect.sync.run import Run
 
 #: The sync mode of each kind of top-level resource (children: `StripeChildStream`).
@@ -74,23 +70,26 @@ class StripeStream(CompatStream):
     def run(self) -> Run:
         return t.cast("Run", t.cast("t.Any", self.tap).run)
 
+    # Bookmarks are the run's `Bookmarks` (state/bookmarks.py), one entry per connected
+    # account; the SDK's entry of a stream is the stream's own, never one per account.
+    state_partitioning_keys: t.ClassVar[list[str]] = []
+
     def new_state_manager(self, **kwargs: t.Any) -> LockedStateManager:
         # Streams sync in parallel and share one state dict (see state/).
         return LockedStateManager(**kwargs)
 
-    def state_message_due(self) -> bool:
-        # A STATE holds every unit's state: with many accounts, one after each of thousands
-        # of units (and of each parent's children) made the run quadratic in its accounts.
-        # Once a second is enough; the run writes the last one at its end.
-        return not self.run.platform or self.run.state_messages.due()
+    @property
+    def bookmarks(self) -> Bookmarks:
+        return t.cast("Bookmarks", t.cast("t.Any", self.tap).bookmarks)
 
-    @functools.cached_property
-    def checkpoints(self) -> Throttle:
-        # A platform run's STATE holds every account's every stream: the listings of all
-        # streams share the run's one a second (after each stream's first).
-        if self.run.platform:
-            return FirstThenShared(self.run.state_messages)
-        return Throttle()
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return t.cast("Checkpoints", t.cast("t.Any", self.tap).checkpoints)
+
+    def write_state_message(self) -> None:
+        # The SDK asks after each unit (and each parent's children): a STATE only when a
+        # bookmark moved, at the run's interval (see `Checkpoints`).
+        self.checkpoints.maybe()
 
     @functools.cached_property
     def records(self) -> Records:
@@ -109,20 +108,20 @@ class StripeStream(CompatStream):
         return [{"account_id": account} for account in accounts]
 
     def get_replication_key_signpost(self, context: Context | None = None) -> None:
-        # The SDK caps bookmarks at this machine's clock; ours come from Stripe's clock
-        # and never pass the start of the read (see sync/listing.py).
+        # The SDK's signpost caps bookmarks at this machine's clock; no bookmark comes from
+        # a record here (see `Bookmarks.advance`), only from Stripe times the tap took.
         return None
 
     def unit_state(self, context: Context | None) -> UnitState:
         account = (context or {}).get("account_id")
         return UnitState(
-            self.state_manager,
-            context,
+            self.bookmarks,
+            self.name,
+            account,
             # A connected account read as itself keeps a bookmark in its events.
             bookmarked=self.selected
             and (self.replication_key is not None or bool(self.resource.each_account and account)),
-            write_state=self.write_state_now,
-            throttle=self.checkpoints,
+            checkpoints=self.checkpoints,
         )
 
     def reads_events(self, account: str | None) -> bool:
@@ -172,8 +171,8 @@ class StripeStream(CompatStream):
             yield from records
         except (StripeAuthError, StripePermissionError) as exc:
             # One connected account failing must not stop the others. Its bookmark stays
-            # where it was, so nothing is lost when it works again.
-            unit.state.forget_progress()
+            # where it was (it moves only once a read is wholly written), so nothing is lost
+            # when it works again.
             self.run.report_account_failure(str(unit.account), exc)
 
     def get_child_context(self, record: dict, context: Context | None) -> dict:

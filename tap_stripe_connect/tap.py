@@ -37,7 +37,8 @@ from tap_stripe_connect.output.writer import (
 )
 from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
 from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings, format_time
-from tap_stripe_connect.state.bookmarks import accounts_in_state
+from tap_stripe_connect.state.bookmarks import Bookmarks, Checkpoints, accounts_in_state
+from tap_stripe_connect.state.bookmarks import load_state as load_bookmarks
 from tap_stripe_connect.stop import (
     GRACE_SECONDS,
     CancelledError,
@@ -199,6 +200,7 @@ class TapStripeConnect(CompatTap):
         """A STATE this tap cannot resume from ends the run before anything is written."""
         check_state(state)
         super().load_state(state)
+        load_bookmarks(t.cast("dict", self.state), state)
 
     def discover_streams(self) -> list:
         # Each API version has its own schemas: records are converted and typed by them.
@@ -206,6 +208,24 @@ class TapStripeConnect(CompatTap):
         if api_version not in API_VERSIONS:  # --discover lets the SDK skip validation
             raise ConfigError(f"Invalid settings: {unsupported(api_version)}.")
         return [cls(tap=self) for cls in stream_classes(api_version)]
+
+    @functools.cached_property
+    def bookmarks(self) -> Bookmarks:
+        """Every bookmark of the run: the one owner of their moves (state/bookmarks.py)."""
+        return Bookmarks(t.cast("dict", self.state))
+
+    @functools.cached_property
+    def checkpoints(self) -> Checkpoints:
+        """When the run writes a STATE: when something moved, at an interval growing with it."""
+        return Checkpoints(self.bookmarks, self.write_state)
+
+    def write_state(self) -> int:
+        """A STATE of the run's state now (unless the same as the last); its bytes."""
+        writer = self.state_writer
+        if isinstance(writer, LockedStateWriter):
+            return writer.write(self.state)
+        writer.write_state(self.state)
+        return 0
 
     @functools.cached_property
     def settings(self) -> Settings:
@@ -320,7 +340,7 @@ class TapStripeConnect(CompatTap):
             if isinstance(writer, LockedWriter):
                 writer.flush()
             if failed and self.streams_started:
-                self.state_writer.write_state(self.state)
+                self.checkpoints.now()
         except OSError:
             if not failed:  # after a failure, its own error says more
                 raise
@@ -349,7 +369,7 @@ class TapStripeConnect(CompatTap):
         _ = self.client
         self.prepare_sync_state()
         if self.state:
-            self.state_writer.write_state(self.state)
+            self.checkpoints.now()
         self.run.read_account()
         self.run.require_account()
         self.check_start_date()
@@ -397,8 +417,8 @@ class TapStripeConnect(CompatTap):
             raise
         finally:
             self.run.close()
-        # The last STATE (a many-account run writes the SDK's at most once a second).
-        self.state_writer.write_state(self.state)
+        # The last STATE (checkpoints wait an interval between two).
+        self.checkpoints.now()
         for stream in self.streams.values():
             stream.log_sync_costs()
         if failed := self.run.failed_accounts:

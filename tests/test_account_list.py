@@ -15,6 +15,7 @@ import requests
 from tests.catalogs import select_streams
 from tests.conftest import ROOT, run_tap
 from tests.emulator.connect import PLATFORM_KEY, ConnectPlatform
+from tests.platform_state import account_bookmarks
 
 MANY = 1050  # more than ten pages of `GET /v1/accounts`
 
@@ -36,10 +37,8 @@ def catalog_of(platform: ConnectPlatform, tmp_path, streams: tuple[str, ...]) ->
     return select_streams(json.loads(discovered.stdout), streams)
 
 
-def partitioned(state: dict, stream: str) -> dict[str, dict]:
-    return {
-        p["context"]["account_id"]: p for p in state["bookmarks"][stream].get("partitions", [])
-    }
+def partitioned(state: dict, stream: str) -> dict[str, int]:
+    return account_bookmarks(state, stream)
 
 
 def test_thousands_of_accounts_then_new_ones_synced_without_rereading_the_old(tmp_path):

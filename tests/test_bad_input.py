@@ -155,6 +155,18 @@ BAD_STATES = {
         },
         ["bookmarks.charges.partitions[0].replication_key_value"],
     ),
+    "account_row_not_times": (
+        {"accounts": {"streams": ["charges"], "bookmarks": {"acct_1": ["2026-01-01", 0]}}},
+        ["accounts.bookmarks.acct_1", "Unix times"],
+    ),
+    "account_row_longer_than_streams": (
+        {"accounts": {"streams": ["charges"], "bookmarks": {"acct_1": [1767225600, 0, 0]}}},
+        ["accounts.bookmarks.acct_1", "1 streams"],
+    ),
+    "account_listing_bad": (
+        {"accounts": {"units": {"acct_1": {"charges": {"listing": {"done": []}}}}}},
+        ["accounts.units.acct_1.charges.listing.started"],
+    ),
 }
 
 

@@ -196,6 +196,34 @@ def test_an_event_in_another_api_version_is_refetched_in_the_pinned_shape(emu, t
     assert {k: v for k, v in record.items() if k in expected} == expected
 
 
+def test_a_product_changed_between_the_events_read_and_a_later_refetch_arrives_next_run(
+    emu, tmp_path
+):
+    """A product carries Stripe's own `updated`. Fetched again after the account's events
+    were read (its event is in another API version), it can carry a later `updated` than
+    the read's start: the bookmark must stay at the start of the read, or a product
+    changed in between (its event not read) is never read."""
+    catalog = catalog_selecting(emu, tmp_path, {"products": ()})
+    first = sync(emu, tmp_path, catalog=catalog)
+    emu.advance(3600)
+    emu.set_event_api_version("2023-10-16")
+    fetched, missed = (p["id"] for p in emu.objects("products")[:2])
+    emu.update("products", fetched, {"name": "Renamed once"})
+
+    def meanwhile():  # after the events read, before the product is fetched again
+        emu.update("products", missed, {"name": "Changed in between"})
+        emu.advance(600)
+        emu.update("products", fetched, {"name": "Renamed twice"})
+
+    emu.before_request(f"/v1/products/{fetched}", meanwhile)
+    second = sync(emu, tmp_path, state=first.last_state, catalog=catalog)
+    assert emu.request_count(f"/v1/products/{fetched}") == 1, "the product was not re-fetched"
+    assert [r["name"] for r in second.records("products")] == ["Renamed twice"]
+    third = sync(emu, tmp_path, state=second.last_state, catalog=catalog)
+    names = {r["id"]: r["name"] for r in third.records("products")}
+    assert names.get(missed) == truth(emu, "products")[missed]["name"] == "Changed in between"
+
+
 def run_until_killed(emu: Emulator, tmp_path, state, kill_after: int) -> TapRun:
     """Run the tap and SIGKILL it after `kill_after` records, like a crashed worker."""
     config_path = tmp_path / "kill-config.json"

@@ -4,14 +4,21 @@ account within its own budget, and an optional cap on the whole run."""
 from __future__ import annotations
 
 import bisect
+import datetime
+import json
+import random
+import string
 
 import pytest
 
+from tap_stripe_connect.resources import RESOURCES
+from tap_stripe_connect.state.bookmarks import Bookmarks, Checkpoints, load_state
 from tap_stripe_connect.sync.scheduler import next_job
 from tests.conftest import run_tap
 from tests.decisions import read as read_decisions
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
+from tests.platform_state import every_bookmark
 from tests.test_connect import CORE, assert_every_object_once
 
 LATENCY = (30, 10)
@@ -169,43 +176,156 @@ def test_a_killed_platform_run_resumes_every_account_without_gaps(platform, tmp_
         assert emitted == expected, f"{stream}: {len(expected - emitted)} objects lost"
 
 
-def test_each_account_finds_its_own_state_entry_among_many(monkeypatch):
-    """A unit's state entry is its account's own, found without scanning every account's
-    (entries indexed by context), also for accounts added while the run goes on."""
-    from tap_stripe_connect.sdk_compat import StreamStateManager
-    from tap_stripe_connect.state.bookmarks import LockedStateManager
+def sdk_layout(state: dict) -> dict:
+    """A STATE as releases before docs/state.md wrote it: in each stream's entry, one SDK
+    partition per connected account, its bookmark an RFC 3339 string."""
+    old: dict = {"bookmarks": {s: dict(e) for s, e in state.get("bookmarks", {}).items()}}
+    for (stream, account), value in sorted(every_bookmark(state).items()):
+        partitions = old["bookmarks"].setdefault(stream, {}).setdefault("partitions", [])
+        at = datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+        partitions.append(
+            {
+                "context": {"account_id": account},
+                "replication_key": "updated",
+                "replication_key_value": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+    return old
 
-    scans = []
-    scan = StreamStateManager.get_context_state
-    monkeypatch.setattr(
-        StreamStateManager,
-        "get_context_state",
-        lambda self, context: scans.append(context) or scan(self, context),
-    )
 
-    accounts = [f"acct_{n:04d}" for n in range(300)]
-    partitions = [
-        {"context": {"account_id": a}, "replication_key_value": f"v{a}"} for a in accounts
-    ]
-    tap_state = {"bookmarks": {"charges": {"partitions": partitions}}}
-    manager = LockedStateManager(
-        stream_name="charges", tap_state=tap_state, state_partitioning_keys=["account_id"]
-    )
-    for account in reversed(accounts):
-        entry = manager.get_context_state({"account_id": account})
-        assert entry is partitions[accounts.index(account)]
-    assert scans == [], "the SDK's scan of every entry was used"
-    new = manager.get_context_state({"account_id": "acct_new"})
-    assert new == {"context": {"account_id": "acct_new"}}
-    assert partitions[-1] is new
-    assert manager.get_context_state({"account_id": "acct_new"}) is new
-    assert manager.get_context_state({"account_id": accounts[7]})["replication_key_value"] == (
-        f"v{accounts[7]}"
-    )
-    # A STATE with an account twice is refused as the SDK refuses it.
-    partitions.append({"context": {"account_id": accounts[3]}})
-    with pytest.raises(ValueError, match="duplicate"):
-        manager.get_context_state({"account_id": accounts[3]})
+def test_a_state_in_the_sdk_layout_of_earlier_releases_resumes_every_account(tmp_path):
+    with ConnectPlatform(accounts=4, objects=12) as platform:
+        config = platform_settings(platform, max_requests_per_second=100)
+        first = run_tap(config=config, tmp_path=tmp_path)
+        assert_every_object_once(platform, first)
+        before = every_bookmark(first.last_state)
+        old = sdk_layout(first.last_state)
+        assert "accounts" not in old
+        assert old["bookmarks"]["charges"]["partitions"]
+        platform.advance(300)
+        changed = set()
+        for account, emulator in platform.accounts.items():
+            customer = emulator.objects("customers")[3]["id"]
+            emulator.update("customers", customer, {"name": f"Changed in {account}"})
+            changed.add((account, customer))
+        resumed = run_tap(config=config, state=old, tmp_path=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got = {(r["account_id"], r["id"]) for r in resumed.records("customers")}
+    # Every account's change, and no account listed again from the start.
+    assert changed <= got
+    assert len(got) < sum(len(e.objects("customers")) for e in platform.accounts.values())
+    assert not resumed.records("charges")
+    # Written back in rows, every (stream, account) bookmark kept and moved on.
+    after = every_bookmark(resumed.last_state)
+    assert set(after) == set(before)
+    assert all(after[key] > before[key] for key in before)
+    assert not [s for s, e in resumed.last_state["bookmarks"].items() if "partitions" in e]
+
+
+def test_an_unfinished_listing_of_the_sdk_layout_is_kept_for_its_account():
+    state: dict = {}
+    given = {
+        "bookmarks": {
+            "charges": {
+                "partitions": [
+                    {
+                        "context": {"account_id": "acct_a"},
+                        "listing": {"started": 1767225600, "table_version": None,
+                                    "done": [[0, 1700000000]]},
+                    },
+                    {"context": {"account_id": "acct_b"}, "replication_key": "updated",
+                     "replication_key_value": "2026-01-01T00:00:00Z",
+                     # an earlier release killed mid-unit: the SDK's unfinished increment
+                     "progress_markers": {"replication_key_value": "2026-02-01T00:00:00Z"}},
+                ]
+            }
+        }
+    }
+    state["bookmarks"] = {"charges": dict(given["bookmarks"]["charges"])}
+    load_state(state, given)
+    store = Bookmarks(state)
+    listing = store.listing("charges", "acct_a")
+    assert listing is not None
+    assert listing.started == 1767225600
+    assert listing.done == [(0, 1700000000)]
+    assert store.bookmark("charges", "acct_a") is None
+    assert store.bookmark("charges", "acct_b") == 1767225600  # not the unfinished one
+    assert "partitions" not in state["bookmarks"]["charges"]
+
+
+def test_a_checkpoint_is_written_when_something_moved_less_often_as_state_grows():
+    clock = [0.0]
+    size = [1_000]
+    written: list[float] = []
+
+    def write() -> int:
+        written.append(clock[0])
+        return size[0]
+
+    store = Bookmarks({})
+    checkpoints = Checkpoints(store, write, clock=lambda: clock[0], min_seconds=1.0)
+    checkpoints.maybe()
+    assert written == [0.0]
+    clock[0] = 5.0
+    checkpoints.maybe()
+    assert written == [0.0], "nothing moved: no STATE"
+    store.advance("charges", "acct_1", 1767225600)
+    checkpoints.maybe()
+    store.advance("charges", "acct_2", 1767225600)
+    clock[0] = 5.5
+    checkpoints.maybe()
+    assert written == [0.0, 5.0], "within a second of the last STATE"
+    clock[0] = 6.0
+    checkpoints.maybe()
+    assert written == [0.0, 5.0, 6.0]
+    # A STATE of 1 MB (10,000 accounts): the next one 10 s later (100 KB/s).
+    size[0] = 1_000_000
+    store.advance("charges", "acct_3", 1767225600)
+    clock[0] = 7.0
+    checkpoints.maybe()
+    store.advance("charges", "acct_4", 1767225600)
+    clock[0] = 16.9
+    checkpoints.maybe()
+    assert written[-1] == 7.0
+    clock[0] = 17.0
+    checkpoints.maybe()
+    assert written[-1] == 17.0
+    assert checkpoints.messages == 5
+    assert checkpoints.bytes == 3 * 1_000 + 2 * 1_000_000
+    # A stream's first listing progress waits for the size's 10 s, not for the floor.
+    store.advance("charges", "acct_5", 1767225600)
+    clock[0] = 26.9
+    checkpoints.maybe(first_of="charges")
+    assert written[-1] == 17.0
+    size[0] = 1_000
+    clock[0] = 27.0
+    checkpoints.maybe(first_of="customers")
+    assert written[-1] == 27.0
+    store.advance("customers", "acct_5", 1767225600)
+    clock[0] = 27.01
+    checkpoints.maybe(first_of="invoices")
+    assert written[-1] == 27.01, "a small STATE: the first progress of a stream at once"
+    store.advance("invoices", "acct_5", 1767225600)
+    clock[0] = 27.02
+    checkpoints.maybe(first_of="invoices")
+    assert written[-1] == 27.01, "only the first"
+
+
+def test_one_state_of_ten_thousand_accounts_is_under_two_megabytes():
+    """Every default stream's bookmark of 10,000 accounts in one STATE: a row per account."""
+    rng = random.Random(5)
+    streams = [r.name for r in RESOURCES if r.selected_by_default and not r.parent]
+    state: dict = {}
+    store = Bookmarks(state)
+    started = 1767225600
+    for n in range(10_000):
+        account = "acct_1" + "".join(rng.choices(string.ascii_letters + string.digits, k=15))
+        base = started + n // 10  # a run of ~17 minutes
+        for stream in streams:
+            store.advance(stream, account, base - rng.randrange(120))
+    line = json.dumps({"type": "STATE", "value": state}, separators=(",", ":"))
+    assert len(every_bookmark(state)) == 10_000 * len(streams)
+    assert len(line) <= 2_000_000, len(line)
 
 
 def test_many_accounts_are_read_at_once_also_when_stripe_answers_fast(tmp_path):

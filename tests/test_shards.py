@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tap_stripe_connect.settings import AccountShard, shard_of
 from tests.conftest import ROOT, run_tap
 from tests.emulator.connect import ConnectPlatform
+from tests.platform_state import every_bookmark
 from tests.test_account_list import settings_for
 from tests.test_connect import CORE
 
@@ -183,15 +184,12 @@ def test_a_shard_leaves_other_accounts_state_as_it_came(platform, tmp_path):
     assert requested_accounts(platform, before) == mine
     after = second.last_state
     assert after is not None
-    others = [
-        (stream, partition)
-        for stream, entry in state["bookmarks"].items()
-        for partition in entry.get("partitions", [])
-    ]
-    assert others, "shard 1's run wrote no partition to pass through"
-    for stream, partition in others:
-        assert partition["context"]["account_id"] not in mine
-        assert partition in after["bookmarks"][stream]["partitions"], stream
+    others = every_bookmark(state)
+    assert others, "shard 1's run wrote no bookmark to pass through"
+    kept = every_bookmark(after)
+    for (stream, account), bookmark in others.items():
+        assert account not in mine
+        assert kept[stream, account] == bookmark, stream
     assert {a for _, a, _ in rows(second)} == mine
 
 

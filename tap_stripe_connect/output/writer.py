@@ -117,14 +117,20 @@ class LockedStateWriter(StateWriter):
         self._last_line: bytes | None = None
 
     def write_state(self, state: t.Any) -> None:
+        self.write(state)
+
+    def write(self, state: t.Any) -> int:
+        """Write a STATE unless it is the last one again; returns the bytes written."""
         with RUN_LOCK:
             if not isinstance(self._writer, LockedWriter):
                 super().write_state(state)
-                return
+                return 0
             line = encoder.encode({"type": "STATE", "value": state})
-            if line != self._last_line:
-                self._writer.write_line(line)
-                self._last_line = line
+            if line == self._last_line:
+                return 0
+            self._writer.write_line(line)
+            self._last_line = line
+            return len(line) + 1
 
 
 def exit_soon(code: int, last_words: Callable[[], None] | None = None) -> None:

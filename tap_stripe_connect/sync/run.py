@@ -14,7 +14,6 @@ from tap_stripe_connect.api.context import addressed, is_organization_key
 from tap_stripe_connect.api.reads import v2_accounts_read
 from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
-from tap_stripe_connect.state.bookmarks import Throttle
 from tap_stripe_connect.sync.feed import EventFeed
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
 from tap_stripe_connect.sync.windows import STRIPE_EPOCH
@@ -52,8 +51,6 @@ class Run:
         self._lost_accounts: set[str] = set()
         self.scheduler = Scheduler(1, client.responses_slow, lambda: client.stop.requested)
         self.cpu_load = CpuLoad(0.25)  # how busy the sync keeps a CPU (see `cpu_bound`)
-        #: The SDK's own STATE messages of a many-account run, at most one a second.
-        self.state_messages = Throttle()
         #: Guards this object's fields; never held during a request (other units ask
         #: `account_lost` and the like while one waits for Stripe).
         self._lock = threading.Lock()

@@ -475,6 +475,8 @@ class Emulator:
         self.unserved: set[str] = set()
         self.scrambled: set[str] = set()
         self.undeclared: dict[str, dict[str, Any]] = {}
+        #: (path prefix, callback): run once before the next request under that path.
+        self._before: list[tuple[str, Callable[[], object]]] = []
         self._records: list[RequestRecord] = []
         self._records_lock = threading.Lock()
         self.rate_limited = 0
@@ -623,6 +625,12 @@ class Emulator:
     def _stop_wait(self, seconds: float) -> None:
         self._stop.wait(seconds)
 
+    def before_request(self, path_prefix: str, callback: Callable[[], object]) -> None:
+        """Run `callback` once, just before serving the next `/v1` request whose path starts
+        with `path_prefix` (Stripe's data changing while a client is between two requests)."""
+        with self._fault_lock:
+            self._before.append((path_prefix, callback))
+
     def set_latency(self, mean_ms: float, jitter_ms: float = 0) -> None:
         self._latency = (float(mean_ms), float(jitter_ms))
 
@@ -692,6 +700,12 @@ class Emulator:
                 delay = self._rng.uniform(mean - jitter, mean + jitter)
             if delay > 0:
                 self.latency_wait(delay / 1000)
+        with self._fault_lock:
+            due = [hook for hook in self._before if ex.path.startswith(hook[0])][:1]
+            for hook in due:
+                self._before.remove(hook)
+        for _, callback in due:
+            callback()
         fault = self._take_fault(ex.path)
         if fault is not None:
             ex.fault_tag = "injected"
