@@ -42,6 +42,7 @@ STREAMS = (
     "invoice_line_items",
     "subscriptions",
     "subscription_items",
+    "prices",
 )
 OBJECTS = 40
 # A month of one interval of a price, as a fraction of the interval.

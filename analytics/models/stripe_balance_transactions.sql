@@ -4,7 +4,8 @@ with txns as (
     select * from {{ live('balance_transactions') }}
 ),
 charges as (
-    select account_id, id, customer from {{ live('charges') }}
+    select charges.account_id, charges.id, {{ customer_of('charges', 'charges') }} as customer
+    from {{ live('charges') }}
 ),
 refunds as (
     select account_id, id, charge from {{ live('refunds') }}
