@@ -25,7 +25,11 @@ items as (
         {{ json_text('price', ['product']) }} as product_id,
         cast({{ json_text('price', ['unit_amount']) }} as bigint) as unit_amount,
         {{ json_text('price', ['recurring', 'interval']) }} as price_interval,
-        cast({{ json_text('price', ['recurring', 'interval_count']) }} as integer) as price_interval_count
+        cast({{ json_text('price', ['recurring', 'interval_count']) }} as integer) as price_interval_count,
+        {{ column_or_null('subscription_items', 'subscription_items', 'current_period_start', 'timestamp') }}
+            as current_period_start,
+        {{ column_or_null('subscription_items', 'subscription_items', 'current_period_end', 'timestamp') }}
+            as current_period_end
     from {{ live('subscription_items') }}
 ),
 item_totals as (
@@ -37,7 +41,9 @@ item_totals as (
         sum({{ monthly('coalesce(unit_amount, 0) * coalesce(quantity, 0)', 'price_interval', 'price_interval_count') }})
             as items_monthly_amount,
         string_agg(price_id, ',' order by price_id) as price_ids,
-        string_agg(distinct product_id, ',' order by product_id) as product_ids
+        string_agg(distinct product_id, ',' order by product_id) as product_ids,
+        min(current_period_start) as current_period_start,
+        max(current_period_end) as current_period_end
     from items
     group by 1, 2
 )
@@ -50,8 +56,11 @@ select
     subscriptions.collection_method,
     subscriptions.created,
     subscriptions.start_date,
-    subscriptions.current_period_start,
-    subscriptions.current_period_end,
+    -- on the subscription up to API version 2025-03-31, on each item since
+    coalesce({{ column_or_null('subscriptions', 'subscriptions', 'current_period_start', 'timestamp') }},
+             item_totals.current_period_start) as current_period_start,
+    coalesce({{ column_or_null('subscriptions', 'subscriptions', 'current_period_end', 'timestamp') }},
+             item_totals.current_period_end) as current_period_end,
     subscriptions.trial_start,
     subscriptions.trial_end,
     subscriptions.cancel_at_period_end,

@@ -1043,6 +1043,20 @@ class Generator:
         """Every period of every subscription billed (a trial as a line of 0 first); a
         quarter of those billed 3+ periods change an item's quantity partway through one."""
         rng = self.rng
+        # A customer won back: the first whose only subscription ended more than 70 days
+        # ago subscribes again 40 days after (a reactivation in MRR's movements).
+        owners: dict[str, int] = {}
+        for sub in data.subscriptions:
+            owners[sub["customer"]] = owners.get(sub["customer"], 0) + 1
+        lapsed = [sub for sub in data.subscriptions
+                  if sub["status"] == "canceled" and owners[sub["customer"]] == 1
+                  and sub["ended_at"] < self.clock - 70 * DAY]
+        if lapsed:
+            back, items = self.subscription(lapsed[0]["ended_at"] + 40 * DAY,
+                                            customers[lapsed[0]["customer"]], 1,
+                                            status="active", history=False)
+            data.subscriptions.append(back)
+            data.items[back["id"]] = items
         for sub in data.subscriptions:
             items = data.items[sub["id"]]
             if sub["status"] in ("incomplete", "incomplete_expired"):
