@@ -741,6 +741,8 @@ def warehouse_env(warehouse: str, request, tmp_path) -> dict[str, str]:
     schema = f"stripe_{uuid.uuid4().hex[:10]}"
     return {
         **pg,
+        # Sessions far from UTC (libpq's PGTZ): months and days must still be UTC ones.
+        "PGTZ": "Pacific/Kiritimati",
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
         "DBT_POSTGRES_HOST": pg["TARGET_POSTGRES_HOST"],
         "DBT_POSTGRES_PORT": pg["TARGET_POSTGRES_PORT"],

@@ -45,3 +45,37 @@
 {% macro month_end(month) -%}
   (cast({{ stripe_analytics.add_months(month, 1) }} as timestamp) - interval '1 second')
 {%- endmacro %}
+
+{#- A time column of a source table as a UTC timestamp without time zone, whatever the
+    session's time zone: a loader that stores `timestamp with time zone` (target-postgres)
+    would otherwise give months and days in the session's zone. -#}
+{% macro utc(source_name, alias, column) -%}
+  {%- set dtype = stripe_analytics.source_column_type(source_name, column) | lower -%}
+  {%- if 'with time zone' in dtype or 'timestamptz' in dtype -%}
+    {{ return(adapter.dispatch('utc_of_tz', 'stripe_analytics')(alias ~ '.' ~ column)) }}
+  {%- else -%}
+    {{ return(alias ~ '.' ~ column) }}
+  {%- endif -%}
+{%- endmacro %}
+
+{% macro default__utc_of_tz(expression) -%}
+  ({{ expression }} at time zone 'UTC')
+{%- endmacro %}
+
+{% macro duckdb__utc_of_tz(expression) -%}
+  timezone('UTC', {{ expression }})
+{%- endmacro %}
+
+{#- The data type of a source table's column ('' when absent or while parsing). -#}
+{% macro source_column_type(source_name, column) -%}
+  {%- if not execute -%}{{ return('') }}{%- endif -%}
+  {%- set relation = adapter.get_relation(
+        database=source('stripe', source_name).database,
+        schema=source('stripe', source_name).schema,
+        identifier=source('stripe', source_name).identifier) -%}
+  {%- if relation is none -%}{{ return('') }}{%- endif -%}
+  {%- for col in adapter.get_columns_in_relation(relation) -%}
+    {%- if col.name | lower == column | lower -%}{{ return(col.data_type) }}{%- endif -%}
+  {%- endfor -%}
+  {{ return('') }}
+{%- endmacro %}

@@ -9,13 +9,17 @@ with first_lines as (
     group by 1
 ),
 data_times as (
-    select account_id, max(created) as at from {{ live('invoices') }} group by 1
+    select account_id, max({{ utc('invoices', 'invoices', 'created') }}) as at
+    from {{ live('invoices') }} group by 1
     union all
-    select account_id, max(created) from {{ live('subscriptions') }} group by 1
+    select account_id, max({{ utc('subscriptions', 'subscriptions', 'created') }})
+    from {{ live('subscriptions') }} group by 1
     union all
-    select account_id, max(canceled_at) from {{ live('subscriptions') }} group by 1
+    select account_id, max({{ utc('subscriptions', 'subscriptions', 'canceled_at') }})
+    from {{ live('subscriptions') }} group by 1
     union all
-    select account_id, max(ended_at) from {{ live('subscriptions') }} group by 1
+    select account_id, max({{ utc('subscriptions', 'subscriptions', 'ended_at') }})
+    from {{ live('subscriptions') }} group by 1
 ),
 covered as (
     select first_lines.account_id, {{ month_of('first_lines.first_start') }} as first_month,

@@ -13,7 +13,8 @@ months as (
     select * from {{ ref('stripe_mrr_months') }}
 ),
 subscriptions as (
-    select account_id, id, ended_at from {{ live('subscriptions') }}
+    select account_id, id, {{ utc('subscriptions', 'subscriptions', 'ended_at') }} as ended_at
+    from {{ live('subscriptions') }}
 ),
 measured as (
     select
