@@ -566,7 +566,9 @@ def change(emu: Emulator) -> dict:
 
     # An open invoice of no subscription voided (a subscription's would end its MRR early,
     # which the schedule does not record).
-    voidable = [i for i in emu.objects("invoices") if i["status"] == "open" and not i["subscription"]]
+    voidable = [
+        i for i in emu.objects("invoices") if i["status"] == "open" and not i["subscription"]
+    ]
     voided = voidable[0] if voidable else None
     if voided:
         emu.update("invoices", voided["id"], {"status": "void"})
@@ -760,7 +762,7 @@ def warehouse_env(warehouse: str, request, tmp_path) -> dict[str, str]:
     [("single", None), ("single", ENDIVE), ("platform", ENDIVE)],
     ids=["single", "single-endive", "platform-endive"],
 )
-def test_models_match_the_emulators_schedule_then_move_with_changes(
+def test_models_match_python_figures_then_move_with_changes(
     warehouse, accounts, api_version, request, tmp_path
 ):
     meltano_path = request.getfixturevalue("meltano")  # installed once per session

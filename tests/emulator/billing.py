@@ -1065,7 +1065,8 @@ class BillingStore:
             at = self._tick()
             items = self.items[sub_id]  # type: ignore[attr-defined]
             customer = self.collections["customers"].by_id[old["customer"]]
-            inv, lines = gen.proration_invoice(schedule, old, customer, items[0], quantity, at)
+            inv, lines = gen.proration_invoice(schedule, old, customer, item=items[0],
+                                               quantity=quantity, at=at)
             items = [{**items[0], "quantity": int(quantity)}, *items[1:]]
             self.items[sub_id] = items  # type: ignore[attr-defined]
             new = {**old, "items": embedded_list(items, old["items"]["url"]),
@@ -1092,9 +1093,10 @@ class BillingStore:
                 while nth_period_start(*steps, schedule["billed"] + 1) <= self.now():  # type: ignore[attr-defined]
                     k = schedule["billed"] + 1
                     at = self._tick()
-                    inv, lines = gen.schedule_invoice(schedule, sub, customer,
-                                                      self.items[sub_id],  # type: ignore[attr-defined]
-                                                      k, at, "paid")
+                    inv, lines = gen.schedule_invoice(
+                        schedule, sub, customer,
+                        items=self.items[sub_id],  # type: ignore[attr-defined]
+                        k=k, at=at, status="paid")
                     schedule["billed"] = k
                     sub = {**sub, "latest_invoice": inv["id"],
                            "current_period_start": nth_period_start(*steps, k),

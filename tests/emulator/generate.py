@@ -999,8 +999,9 @@ class Generator:
                 state = items
         return state
 
-    def schedule_invoice(self, schedule: dict, sub: dict, customer: dict, items: list[dict],
-                         k: int, at: int, status: str) -> tuple[dict, list[dict]]:
+    def schedule_invoice(self, schedule: dict, sub: dict, customer: dict, *,
+                         items: list[dict], k: int, at: int,
+                         status: str) -> tuple[dict, list[dict]]:
         """The invoice of period `k` of a scheduled subscription, created at `at`: each item
         at the price and quantity in force at the period's start."""
         steps = (schedule["anchor"], schedule["interval"], schedule["count"])
@@ -1014,7 +1015,7 @@ class Generator:
         return self.invoice(at, customer, len(lines), subscription=sub, status=status,
                             prebuilt=lines)
 
-    def proration_invoice(self, schedule: dict, sub: dict, customer: dict, item: dict,
+    def proration_invoice(self, schedule: dict, sub: dict, customer: dict, *, item: dict,
                           quantity: int, at: int) -> tuple[dict, list[dict]]:
         """`item` goes to `quantity` at `at`, mid-period: the schedule records it, and an
         invoice credits the unused time at the old quantity and bills the remaining time at
@@ -1092,7 +1093,8 @@ class Generator:
                 status = ("open" if last and sub["status"] in ("past_due", "unpaid")
                           else rng.choices(("paid", "uncollectible"), (97, 3))[0])
                 invoices.append(self.schedule_invoice(
-                    schedule, sub, customer, items, k, nth_period_start(*steps, k), status))
+                    schedule, sub, customer, items=items, k=k, at=nth_period_start(*steps, k),
+                    status=status))
                 if k == change:
                     start, stop = nth_period_start(*steps, k), nth_period_start(*steps, k + 1)
                     at = start + (stop - start) * rng.randint(20, 80) // 100
@@ -1100,8 +1102,8 @@ class Generator:
                     old = self.state_at(schedule, at)[item["id"]][1]
                     quantity = old + rng.randint(1, 3) if old == 1 or rng.random() < 0.6 \
                         else old - 1
-                    invoices.append(self.proration_invoice(schedule, sub, customer, item,
-                                                           quantity, at))
+                    invoices.append(self.proration_invoice(schedule, sub, customer, item=item,
+                                                           quantity=quantity, at=at))
             schedule["billed"] = n - 1
             for item in items:  # the items as they are now
                 item["quantity"] = self.state_at(schedule, end)[item["id"]][1]
