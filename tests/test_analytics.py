@@ -31,7 +31,13 @@ from tests.emulator.generate import DAY, nth_period_start, period_index
 from tests.emulator.versions import ENDIVE
 
 # The pipeline tests' fixtures (one Meltano installation per session, the PostgreSQL server).
-from tests.test_pipelines import Pipeline, dump_tables, meltano, postgres  # noqa: F401
+from tests.test_pipelines import (  # noqa: F401
+    PLUGIN_PYTHON,
+    Pipeline,
+    dump_tables,
+    meltano,
+    postgres,
+)
 
 # What the models read; the other streams are not needed here.
 STREAMS = (
@@ -674,6 +680,49 @@ def assert_show_mrr(database: str, expected: dict[tuple, dict], tmp_path) -> Non
     assert image.stat().st_size > 20_000
 
 
+def assert_customer_account_stands_for_customer(analytics: Analytics, accounts: dict) -> None:
+    """Billing objects whose customer is an account (`customer_account`, API 2025-12-15 and
+    later, `customer` empty) count for that customer: with half the invoices, charges and
+    subscriptions moved to `customer_account`, `dbt build` gives the same models. Then the
+    tables are put back."""
+    database = analytics.pipeline.env["DBT_DUCKDB_PATH"]
+    tables = ("invoices", "charges", "subscriptions")
+
+    def sql(statements: list[str]) -> None:
+        script = (
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1])\n"
+            "for statement in sys.argv[2:]: con.execute(statement)\ncon.close()"
+        )
+        subprocess.run(
+            [str(PLUGIN_PYTHON["target-duckdb"]), "-c", script, database, *statements],
+            check=True,
+            timeout=120,
+        )
+
+    sql([
+        statement
+        for table in tables
+        for statement in (
+            f"ALTER TABLE stripe.{table} ADD COLUMN customer_account VARCHAR",
+            f"UPDATE stripe.{table} SET customer_account = customer, customer = NULL "  # noqa: S608 (our table names)
+            "WHERE hash(id) % 2 = 0",
+        )
+    ])
+    moved = dump_tables(analytics.loader, database, "stripe")
+    assert any(row["customer_account"] for row in moved["invoices"])
+    proc = analytics.pipeline.meltano_cmd("run", "dbt-duckdb:build", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_models_match(analytics.tables(), accounts)
+    sql([
+        statement
+        for table in tables
+        for statement in (
+            f"UPDATE stripe.{table} SET customer = customer_account WHERE customer IS NULL",  # noqa: S608 (our table names)
+            f"ALTER TABLE stripe.{table} DROP COLUMN customer_account",
+        )
+    ])
+
+
 # -- the pipelines ---------------------------------------------------------------------------
 
 
@@ -790,6 +839,7 @@ def test_models_match_python_figures_then_move_with_changes(
             assert_data_is_varied(before, emulators)
             if warehouse == "duckdb" and accounts == "single" and not api_version:
                 assert_show_mrr(env["DBT_DUCKDB_PATH"], before["stripe_mrr_monthly"], tmp_path)
+                assert_customer_account_stands_for_customer(analytics, emulators)
 
             changes = {account: change(emu) for account, emu in emulators.items()}
             analytics.run()
