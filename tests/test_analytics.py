@@ -349,12 +349,18 @@ def expected_customers(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
             mrr = by_customer.get((account, customer["currency"], cid), {}).get(
                 latest[account], Decimal(0)
             )
+            by_currency = ",".join(
+                f"{currency}:{months[latest[account]]:.2f}"
+                for (a, currency, c), months in sorted(by_customer.items())
+                if (a, c) == (account, cid) and latest[account] in months
+            )
             times = paid.get(cid)
             rows[(account, cid)] = {
                 "first_payment_at": iso(min(times)) if times else None,
                 "last_payment_at": iso(max(times)) if times else None,
                 "lifetime_net": net[cid],
                 "current_mrr": mrr,
+                "current_mrr_by_currency": by_currency or None,
                 "subscriptions": subscriptions[cid],
             }
     return rows
@@ -431,6 +437,7 @@ CUSTOMER_FIELDS = (
     "last_payment_at",
     "lifetime_net",
     "current_mrr",
+    "current_mrr_by_currency",
     "subscriptions",
 )
 
