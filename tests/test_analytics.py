@@ -109,12 +109,12 @@ def month_ends(emu: Emulator) -> dict[date, int]:
     return ends
 
 
-def scheduled_item_mrr(emu: Emulator, at: int) -> dict[tuple, Fraction]:
+def scheduled_item_mrr(emu: Emulator, at: int, *, contract: bool = False) -> dict[tuple, Fraction]:
     """(currency, customer, subscription, item) -> MRR at the instant `at`, from the emulator's
     own schedule (never from invoice lines): the price and quantity in force when the
     billing period holding `at` began, less the item's coupon if that period started while
     the coupon ran; nothing before the subscription started, during its trial or once it
-    ended."""
+    ended. `contract`: price x quantity instead, before the coupon."""
     gen = emu.store.gen
     subs = {s["id"]: s for s in emu.objects("subscriptions")}
     mrr: dict[tuple, Fraction] = {}
@@ -130,6 +130,11 @@ def scheduled_item_mrr(emu: Emulator, at: int) -> dict[tuple, Fraction]:
         start = nth_period_start(*steps, k)
         for item_id, (price, quantity) in gen.state_at(schedule, start).items():
             amount = price["unit_amount"] * quantity
+            if contract:  # price x quantity, before the coupon
+                mrr[(price["currency"], sub["customer"], sub_id, item_id)] = (
+                    Fraction(amount) * PER_MONTH[schedule["interval"]] / schedule["count"]
+                )
+                continue
             coupon = schedule["coupons"][item_id]
             if coupon and start < coupon[1]:
                 amount -= amount * coupon[0] // 100
@@ -224,13 +229,18 @@ def expected_mrr_monthly(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
 
 
 def expected_item_mrr(accounts: dict[str, Emulator]) -> dict[tuple, dict]:
-    """(account, subscription item, month) -> the item's billed MRR, where above 0."""
+    """(account, subscription item, month) -> the item's billed and contract MRR, where
+    billed MRR is above 0."""
     rows = {}
     for account, emu in accounts.items():
         for month, at in month_ends(emu).items():
-            for (_c, _cu, _s, item_id), mrr in scheduled_item_mrr(emu, at).items():
+            contract = scheduled_item_mrr(emu, at, contract=True)
+            for key, mrr in scheduled_item_mrr(emu, at).items():
                 if mrr > 0:
-                    rows[(account, item_id, month)] = {"billed_mrr": cents(mrr, 6)}
+                    rows[(account, key[3], month)] = {
+                        "billed_mrr": cents(mrr, 6),
+                        "contract_mrr": cents(contract[key], 6),
+                    }
     return rows
 
 
@@ -462,7 +472,7 @@ def assert_models_match(tables: dict, accounts: dict[str, Emulator]) -> dict:
             tables,
             "stripe_subscription_item_mrr",
             ("account_id", "subscription_item_id", "month"),
-            ("billed_mrr",),
+            ("billed_mrr", "contract_mrr"),
         ).items()
         if v["billed_mrr"] > 0
     }
