@@ -4,7 +4,9 @@
 
 Prints, for the account and currency with the most MRR, the last months of
 `stripe_mrr_monthly` as a table (in currency units) and the latest MRR of the others,
-then draws MRR and its movements into a PNG and prints its path. scripts/quickstart.sh runs
+then draws MRR and its movements into a PNG and prints its path. MRR is as defined in
+docs/analytics.md: measured at each month's last second (UTC), the latest month at the
+latest time the data covers (`stripe_mrr_months`), which the table says. scripts/quickstart.sh runs
 it after `meltano run dbt-duckdb:build`; scripts/show_mrr.sh sets up its virtualenv.
 """
 
@@ -37,6 +39,19 @@ def load(path: Path, schema: str) -> dict[tuple[str, str], list[dict]]:
             row[name] = (Decimal(row[name]) / 100).quantize(CENT, ROUND_HALF_UP)
         series.setdefault((account, currency), []).append(row)
     return series
+
+
+def measured_at(path: Path, schema: str, account: str, month) -> str | None:
+    """When the MRR of `account`'s `month` was measured, if before the month's end."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        found = con.execute(
+            f'SELECT measured_at, complete FROM "{schema}".stripe_mrr_months '  # noqa: S608
+            "WHERE account_id = ? AND month = ?",
+            [account, month],
+        ).fetchone()
+    if found is None or found[1]:
+        return None
+    return f"{found[0]:%Y-%m-%d %H:%M:%S}"
 
 
 def table(rows: list[dict]) -> str:
@@ -130,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(rows)} months):"
     )
     print(table(rows[-args.months :]))
+    partial = measured_at(args.duckdb, args.schema, account, rows[-1]["month"])
+    if partial:
+        print(
+            f"  ({rows[-1]['month']:%Y-%m} is measured at {partial} UTC, the latest time the "
+            "data covers, not at the month's end.)"
+        )
     others = [(key, rows_[-1]) for key, rows_ in series.items() if key != (account, currency)]
     if others:
         print("Latest MRR of the other accounts and currencies:")

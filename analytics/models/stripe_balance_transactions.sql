@@ -1,10 +1,13 @@
 -- Every balance transaction with what caused it: the charge, refund or dispute behind it
 -- (and through those the customer), or the payout it is.
 with txns as (
-    select * from {{ live('balance_transactions') }}
+    select balance_transactions.*,
+           cast({{ utc('balance_transactions', 'balance_transactions', 'created') }} as date) as utc_day
+    from {{ live('balance_transactions') }}
 ),
 charges as (
-    select account_id, id, customer from {{ live('charges') }}
+    select charges.account_id, charges.id, {{ customer_of('charges', 'charges') }} as customer
+    from {{ live('charges') }}
 ),
 refunds as (
     select account_id, id, charge from {{ live('refunds') }}
@@ -34,7 +37,7 @@ select
     linked.account_id,
     linked.id as balance_transaction_id,
     linked.created,
-    cast(linked.created as date) as day,
+    linked.utc_day as day,
     linked.type,
     linked.reporting_category,
     linked.source as source_id,

@@ -1,13 +1,15 @@
 -- Each customer: when they first and last paid, what they brought in net of fees,
--- refunds and disputes, their MRR now, and their subscriptions.
+-- refunds and disputes, their MRR in the latest month of their account (per currency,
+-- never added across currencies), and their subscriptions.
 with customers as (
     select * from {{ live('customers') }}
 ),
 payments as (
-    select account_id, customer, min(created) as first_payment_at, max(created) as last_payment_at,
+    select charges.account_id, {{ customer_of('charges', 'charges') }} as customer,
+           min(created) as first_payment_at, max(created) as last_payment_at,
            count(*) as successful_charges
     from {{ live('charges') }}
-    where status = 'succeeded' and customer is not null
+    where status = 'succeeded' and {{ customer_of('charges', 'charges') }} is not null
     group by 1, 2
 ),
 balance as (
@@ -17,17 +19,23 @@ balance as (
     group by 1, 2
 ),
 latest_month as (
-    select account_id, currency, max(month) as month
-    from {{ ref('stripe_mrr_customer_monthly') }}
-    group by 1, 2
+    select account_id, max(month) as month
+    from {{ ref('stripe_mrr_months') }}
+    group by 1
 ),
-current_mrr as (
-    -- MRR in the latest month of the customer's account and currency.
-    select mrr.account_id, mrr.customer_id, sum(mrr.mrr) as current_mrr
+mrr_by_currency as (
+    -- The customer's MRR in each currency, in the latest month of its account.
+    select mrr.account_id, mrr.customer_id, mrr.currency, mrr.mrr
     from {{ ref('stripe_mrr_customer_monthly') }} as mrr
     join latest_month
-        on latest_month.account_id = mrr.account_id and latest_month.currency = mrr.currency
-        and latest_month.month = mrr.month
+        on latest_month.account_id = mrr.account_id and latest_month.month = mrr.month
+    where mrr.mrr > 0
+),
+current_mrr as (
+    select account_id, customer_id,
+           string_agg(currency || ':' || cast(mrr as varchar), ',' order by currency)
+               as current_mrr_by_currency
+    from mrr_by_currency
     group by 1, 2
 ),
 subscriptions as (
@@ -48,7 +56,8 @@ select
     payments.last_payment_at,
     coalesce(payments.successful_charges, 0) as successful_charges,
     coalesce(balance.lifetime_net, 0) as lifetime_net,
-    cast(coalesce(current_mrr.current_mrr, 0) as decimal(28, 2)) as current_mrr,
+    cast(coalesce(own_currency.mrr, 0) as decimal(28, 2)) as current_mrr,
+    current_mrr.current_mrr_by_currency,
     coalesce(subscriptions.subscriptions, 0) as subscriptions,
     coalesce(subscriptions.active_subscriptions, 0) as active_subscriptions
 from customers
@@ -58,5 +67,8 @@ left join balance
     on balance.account_id = customers.account_id and balance.customer_id = customers.id
 left join current_mrr
     on current_mrr.account_id = customers.account_id and current_mrr.customer_id = customers.id
+left join mrr_by_currency as own_currency
+    on own_currency.account_id = customers.account_id and own_currency.customer_id = customers.id
+    and own_currency.currency = customers.currency
 left join subscriptions
     on subscriptions.account_id = customers.account_id and subscriptions.customer_id = customers.id

@@ -15,14 +15,16 @@ with activity as (
     group by 1, 2, 3
 ),
 charges as (
-    select account_id, currency, cast(created as date) as day, count(*) as successful_charges
+    select account_id, currency, cast({{ utc('charges', 'charges', 'created') }} as date) as day,
+           count(*) as successful_charges
     from {{ live('charges') }}
     where status = 'succeeded'
     group by 1, 2, 3
 ),
 customers as (
     -- A customer Stripe has not billed yet has no currency: ISO 4217's "xxx" (no currency).
-    select account_id, coalesce(currency, 'xxx') as currency, cast(created as date) as day,
+    select account_id, coalesce(currency, 'xxx') as currency,
+           cast({{ utc('customers', 'customers', 'created') }} as date) as day,
            count(*) as new_customers
     from {{ live('customers') }}
     group by 1, 2, 3

@@ -1,30 +1,29 @@
--- One row per customer and month, from the customer's first month with MRR to the last
--- month with MRR of its account and currency (so that a month at 0 after MRR shows as
--- churn): the month's MRR, the previous month's, and the movement between them.
-with line_mrr as (
-    select account_id, currency, customer_id, period_month as month,
-           sum(monthly_amount) as mrr
-    from {{ ref('stripe_invoice_lines') }}
-    where counts_for_mrr
+-- One row per customer and month (UTC), from the customer's first month with MRR to the
+-- latest month of its account (so that a month at 0 after MRR shows as churn): the
+-- month's MRR (the sum of its items' billed MRR in stripe_subscription_item_mrr), the
+-- previous month's, and the movement between them. Currencies are never added together.
+with item_mrr as (
+    select account_id, currency, customer_id, month, sum(billed_mrr) as mrr
+    from {{ ref('stripe_subscription_item_mrr') }}
     group by 1, 2, 3, 4
 ),
 paying as (
     select account_id, currency, customer_id, month,
            cast(round(mrr, 2) as decimal(28, 2)) as mrr
-    from line_mrr
+    from item_mrr
     where mrr > 0
 ),
 report_end as (
-    select account_id, currency, max(month) as last_month
-    from paying
-    group by 1, 2
+    select account_id, max(month) as last_month
+    from {{ ref('stripe_mrr_months') }}
+    group by 1
 ),
 customer_span as (
     select paying.account_id, paying.currency, paying.customer_id,
            min(paying.month) as first_month, max(report_end.last_month) as last_month
     from paying
     join report_end
-        on report_end.account_id = paying.account_id and report_end.currency = paying.currency
+        on report_end.account_id = paying.account_id
     group by 1, 2, 3
 ),
 spine as (

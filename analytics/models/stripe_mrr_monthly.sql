@@ -1,4 +1,5 @@
--- MRR per account, currency and month, and how it moved from the month before.
+-- MRR (and ARR, 12 x MRR) per account, currency and month (UTC), and how it moved from
+-- the month before: the sums of stripe_mrr_customer_monthly.
 with customers as (
     select * from {{ ref('stripe_mrr_customer_monthly') }}
 ),
@@ -37,6 +38,7 @@ select
     months.currency,
     months.month,
     cast(coalesce(totals.mrr, 0) as decimal(28, 2)) as mrr,
+    cast(12 * coalesce(totals.mrr, 0) as decimal(28, 2)) as arr,
     cast(coalesce(lag(totals.mrr) over (
         partition by months.account_id, months.currency order by months.month), 0)
         as decimal(28, 2)) as previous_mrr,

@@ -1,7 +1,19 @@
--- Each subscription with its items and what it is worth per month now: the items' prices
--- times quantities, normalised to one month, while the subscription is active or past due.
+-- Each subscription with its items, its list price per month (the items' prices times
+-- quantities, normalised to one month, while active or past due) and its MRR in the latest
+-- month of its account (stripe_subscription_item_mrr: the one MRR definition).
 with subscriptions as (
-    select * from {{ live('subscriptions') }}
+    select subscriptions.*, {{ customer_of('subscriptions', 'subscriptions') }} as customer_id
+    from {{ live('subscriptions') }}
+),
+latest_month as (
+    select account_id, max(month) as month from {{ ref('stripe_mrr_months') }} group by 1
+),
+current_mrr as (
+    select item_mrr.account_id, item_mrr.subscription_id, sum(item_mrr.billed_mrr) as mrr
+    from {{ ref('stripe_subscription_item_mrr') }} as item_mrr
+    join latest_month
+        on latest_month.account_id = item_mrr.account_id and latest_month.month = item_mrr.month
+    group by 1, 2
 ),
 items as (
     select
@@ -13,7 +25,11 @@ items as (
         {{ json_text('price', ['product']) }} as product_id,
         cast({{ json_text('price', ['unit_amount']) }} as bigint) as unit_amount,
         {{ json_text('price', ['recurring', 'interval']) }} as price_interval,
-        cast({{ json_text('price', ['recurring', 'interval_count']) }} as integer) as price_interval_count
+        cast({{ json_text('price', ['recurring', 'interval_count']) }} as integer) as price_interval_count,
+        {{ column_or_null('subscription_items', 'subscription_items', 'current_period_start', 'timestamp') }}
+            as current_period_start,
+        {{ column_or_null('subscription_items', 'subscription_items', 'current_period_end', 'timestamp') }}
+            as current_period_end
     from {{ live('subscription_items') }}
 ),
 item_totals as (
@@ -22,25 +38,29 @@ item_totals as (
         subscription,
         count(*) as item_count,
         sum(coalesce(quantity, 0)) as quantity,
-        sum({{ fraction_amount(
-            "coalesce(unit_amount, 0) * coalesce(quantity, 0) * case price_interval when 'year' then 1 when 'week' then 52 when 'day' then 365 else 12 end",
-            "12 * coalesce(price_interval_count, 1)") }}) as items_monthly_amount,
+        sum({{ monthly('coalesce(unit_amount, 0) * coalesce(quantity, 0)', 'price_interval', 'price_interval_count') }})
+            as items_monthly_amount,
         string_agg(price_id, ',' order by price_id) as price_ids,
-        string_agg(distinct product_id, ',' order by product_id) as product_ids
+        string_agg(distinct product_id, ',' order by product_id) as product_ids,
+        min(current_period_start) as current_period_start,
+        max(current_period_end) as current_period_end
     from items
     group by 1, 2
 )
 select
     subscriptions.account_id,
     subscriptions.id as subscription_id,
-    subscriptions.customer as customer_id,
+    subscriptions.customer_id,
     subscriptions.status,
     subscriptions.currency,
     subscriptions.collection_method,
     subscriptions.created,
     subscriptions.start_date,
-    subscriptions.current_period_start,
-    subscriptions.current_period_end,
+    -- on the subscription up to API version 2025-03-31, on each item since
+    coalesce({{ column_or_null('subscriptions', 'subscriptions', 'current_period_start', 'timestamp') }},
+             item_totals.current_period_start) as current_period_start,
+    coalesce({{ column_or_null('subscriptions', 'subscriptions', 'current_period_end', 'timestamp') }},
+             item_totals.current_period_end) as current_period_end,
     subscriptions.trial_start,
     subscriptions.trial_end,
     subscriptions.cancel_at_period_end,
@@ -54,8 +74,12 @@ select
         when subscriptions.status in ('active', 'past_due')
         then round(coalesce(item_totals.items_monthly_amount, 0), 2)
         else 0
-    end as decimal(28, 2)) as monthly_amount
+    end as decimal(28, 2)) as monthly_amount,
+    cast(round(coalesce(current_mrr.mrr, 0), 2) as decimal(28, 2)) as mrr
 from subscriptions
 left join item_totals
     on item_totals.account_id = subscriptions.account_id
     and item_totals.subscription = subscriptions.id
+left join current_mrr
+    on current_mrr.account_id = subscriptions.account_id
+    and current_mrr.subscription_id = subscriptions.id

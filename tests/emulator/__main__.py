@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="probability of a random 500/503")
     parser.add_argument("--varied-pricing", action="store_true",
                         help="weekly and quarterly prices and discounted invoice lines too")
+    parser.add_argument("--billing-schedule", action="store_true",
+                        help="varied pricing with daily prices too, every period of every "
+                             "subscription billed (trials, coupons, mid-period changes with "
+                             "prorations, cancellations) after a recorded schedule")
     parser.add_argument("--api-key", action="append", default=None,
                         help="accepted secret key with full access (repeatable)")
     parser.add_argument("--connect", action="store_true",
@@ -75,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency=args.latency, rate_limit=args.rate_limit,
         endpoint_rate_limit=args.endpoint_rate_limit, fail_rate=args.fail_rate,
         api_keys=dict.fromkeys(args.api_key) if args.api_key else None,
-        varied_pricing=args.varied_pricing,
+        varied_pricing="schedule" if args.billing_schedule else args.varied_pricing,
         host=args.host, port=args.port,
     )
     stopping = threading.Event()

@@ -36,7 +36,14 @@ import typing as t
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from tests.emulator.generate import CARD_BRANDS, DAY, HOUR, Generator, embedded_list
+from tests.emulator.generate import (
+    CARD_BRANDS,
+    DAY,
+    HOUR,
+    Generator,
+    embedded_list,
+    nth_period_start,
+)
 
 if t.TYPE_CHECKING:
     from tests.emulator.store import Collection
@@ -1032,6 +1039,73 @@ class BillingStore:
             for line in self.lines[invoice["id"]]
             if line["type"] == "invoiceitem"
         ])
+
+    # -- the billing schedule (varied_pricing="schedule") -----------------------------------
+
+    def _put_invoice(self, inv: dict, lines: list[dict], at: int) -> None:
+        if inv["status"] != "draft":
+            inv["number"] = self._next_number(  # type: ignore[attr-defined]
+                self.collections["customers"].by_id.get(inv["customer"])
+                or self.deleted[inv["customer"]][1])
+        self.lines[inv["id"]] = lines
+        self.collections["invoices"].put(inv)
+        self._event("invoice.created", inv, at)
+        if inv["status"] == "paid":
+            self._event("invoice.paid", inv, at)
+
+    def change_scheduled_quantity(self, sub_id: str, quantity: int) -> dict:
+        """The subscription's first item goes to `quantity` now, mid-period (an upgrade or a
+        downgrade): recorded in the schedule and invoiced at once as two proration lines; the
+        next period (`renew`) bills it whole. Emits `customer.subscription.updated` and the
+        invoice's events. Returns the proration invoice."""
+        with self.lock:  # type: ignore[attr-defined]
+            gen = self.gen
+            schedule = gen.schedules[sub_id]
+            old = self.collections["subscriptions"].by_id[sub_id]
+            at = self._tick()
+            items = self.items[sub_id]  # type: ignore[attr-defined]
+            customer = self.collections["customers"].by_id[old["customer"]]
+            inv, lines = gen.proration_invoice(schedule, old, customer, item=items[0],
+                                               quantity=quantity, at=at)
+            items = [{**items[0], "quantity": int(quantity)}, *items[1:]]
+            self.items[sub_id] = items  # type: ignore[attr-defined]
+            new = {**old, "items": embedded_list(items, old["items"]["url"]),
+                   "latest_invoice": inv["id"]}
+            self.collections["subscriptions"].put(new)
+            self._event("customer.subscription.updated", new, at, {"items": old["items"]})
+            self._put_invoice(inv, lines, at)
+            return copy.deepcopy(inv)
+
+    def renew(self) -> list[dict]:
+        """Stripe's billing run: every live scheduled subscription is invoiced now for each
+        period that has started since its last invoice, at the schedule's price and quantity
+        of the period's start. Returns the new invoices."""
+        made = []
+        with self.lock:  # type: ignore[attr-defined]
+            gen = self.gen
+            for sub_id, schedule in gen.schedules.items():
+                sub = self.collections["subscriptions"].by_id[sub_id]
+                if sub["ended_at"] is not None or sub["customer"] not in \
+                        self.collections["customers"].by_id:
+                    continue
+                steps = (schedule["anchor"], schedule["interval"], schedule["count"])
+                customer = self.collections["customers"].by_id[sub["customer"]]
+                while nth_period_start(*steps, schedule["billed"] + 1) <= self.now():  # type: ignore[attr-defined]
+                    k = schedule["billed"] + 1
+                    at = self._tick()
+                    inv, lines = gen.schedule_invoice(
+                        schedule, sub, customer,
+                        items=self.items[sub_id],  # type: ignore[attr-defined]
+                        k=k, at=at, status="paid")
+                    schedule["billed"] = k
+                    sub = {**sub, "latest_invoice": inv["id"],
+                           "current_period_start": nth_period_start(*steps, k),
+                           "current_period_end": nth_period_start(*steps, k + 1)}
+                    self.collections["subscriptions"].put(sub)
+                    self._event("customer.subscription.updated", sub, at)
+                    self._put_invoice(inv, lines, at)
+                    made.append(copy.deepcopy(inv))
+        return made
 
     def _add(self, stream: str, objects: t.Iterable[dict]) -> None:
         coll = self.collections[stream]

@@ -138,6 +138,41 @@ def period_end(start: int, interval: str, count: int = 1) -> int:
     return start + (7 if interval == "week" else 1) * DAY * count
 
 
+def nth_period_start(anchor: int, interval: str, count: int, k: int) -> int:
+    """Start of the `k`-th billing period of a subscription anchored at `anchor` (Stripe
+    counts months from the anchor, clamping the day: Jan 31, Feb 28, Mar 31)."""
+    if interval == "year":
+        return add_months(anchor, 12 * count * k)
+    if interval == "month":
+        return add_months(anchor, count * k)
+    return anchor + (7 if interval == "week" else 1) * DAY * count * k
+
+
+def period_index(anchor: int, interval: str, count: int, at: int) -> int:
+    """The `k` of the billing period that holds `at` (>= anchor)."""
+    if interval in ("week", "day"):
+        return (at - anchor) // ((7 if interval == "week" else 1) * DAY * count)
+    step = 12 * count if interval == "year" else count
+    da = datetime.fromtimestamp(anchor, tz=timezone.utc)
+    dt = datetime.fromtimestamp(at, tz=timezone.utc)
+    k = max(0, ((dt.year - da.year) * 12 + dt.month - da.month) // step)
+    while k > 0 and nth_period_start(anchor, interval, count, k) > at:
+        k -= 1
+    while nth_period_start(anchor, interval, count, k + 1) <= at:
+        k += 1
+    return k
+
+
+def coupon_of(item: dict) -> tuple[int, int] | None:
+    """Varied pricing: a third of the items have an introductory coupon, (percent off, until):
+    10-50% off the periods starting in their first three months (the item's id decides, so
+    every invoice agrees)."""
+    code = item["id"][-2:]
+    if code[1] not in BASE62[:20]:
+        return None
+    return (10, 20, 25, 50)[BASE62.index(code[0]) % 4], add_months(item["created"], 3)
+
+
 def format_amount(amount: int, currency: str) -> str:
     symbol = {"usd": "$", "gbp": "£", "eur": "€", "cad": "CA$"}[currency]
     return f"{symbol}{amount // 100}.{amount % 100:02d}"
@@ -193,7 +228,16 @@ class Generator:
         #: Off by default (the data other tests count on stays the same). On: weekly and
         #: quarterly prices beside monthly and yearly ones, and discounts on some
         #: subscription lines, so that revenue models have something to normalise.
-        self.varied_pricing = varied_pricing
+        self.varied_pricing = bool(varied_pricing)
+        #: varied_pricing="schedule": daily prices too, and every subscription of every
+        #: interval billed period after period (trials, coupons, mid-period quantity changes
+        #: with prorations, cancellations), each recorded in `schedules`: the emulator's own
+        #: truth of which price and quantity was in force when, to check revenue models by.
+        self.billing_schedule = varied_pricing == "schedule"
+        #: subscription id -> {"anchor", "interval", "count", "created", "trial_end",
+        #: "changes": [(at, {item id: (price, quantity)})], "coupons": {item id: (percent,
+        #: until) or None}, "billed": index of the last period billed}.
+        self.schedules: dict[str, dict] = {}
         self._seen: set[str] = set()
         rand = self.rand
         # Real ids carry an account-specific middle part: ch_1PgafuB7WZ01zgkWXYmPNZs8.
@@ -253,6 +297,10 @@ class Generator:
                     self.recurring.setdefault((currency, "quarter"), []).append(
                         self._price(prod, currency, unit * 3 * 95 // 100, "month", created,
                                     interval_count=3)
+                    )
+                if yearly and self.billing_schedule:
+                    self.recurring.setdefault((currency, "day"), []).append(
+                        self._price(prod, currency, max(unit // 25, 10), "day", created)
                     )
         for name, amount in ONE_OFF:
             prod = self.short_id("prod")
@@ -548,7 +596,13 @@ class Generator:
         yearly = self.recurring[(currency, "year")]
         interval = "year" if n_items <= len(yearly) and rng.random() < 0.15 else "month"
         pool = yearly if interval == "year" else monthly
-        if self.varied_pricing and n_items <= len(yearly) and rng.random() < 0.3:
+        if self.billing_schedule and n_items <= len(yearly):
+            interval = rng.choices(("month", "year", "week", "quarter", "day"),
+                                   (40, 15, 15, 15, 15))[0]
+            if interval == "day" and created < clock - 100 * DAY:
+                interval = "week"  # a daily plan bills ~365 invoices a year: recent ones only
+            pool = self.recurring[(currency, interval)]
+        elif self.varied_pricing and n_items <= len(yearly) and rng.random() < 0.3:
             interval = rng.choice(("week", "quarter"))
             pool = self.recurring[(currency, interval)]
         prices = rng.sample(pool, min(n_items, len(pool)))
@@ -574,6 +628,11 @@ class Generator:
         at = ended_at or clock
         if trial_end and at < trial_end:
             period = (created, trial_end)
+        elif self.billing_schedule:
+            recurring = prices[0]["recurring"]
+            steps = (recurring["interval"], recurring["interval_count"])
+            k = period_index(anchor, *steps, max(at, anchor))
+            period = (nth_period_start(anchor, *steps, k), nth_period_start(anchor, *steps, k + 1))
         elif interval in ("week", "quarter"):
             recurring = prices[0]["recurring"]
             period = (anchor, period_end(anchor, recurring["interval"],
@@ -698,7 +757,8 @@ class Generator:
             "unit_amount_excluding_tax": str(price["unit_amount"]),
         }
 
-    def _subscription_line(self, invoice_id: str, item: dict, start: int) -> dict:
+    def _subscription_line(self, invoice_id: str, item: dict, start: int,
+                           end: int | None = None, *, trial: bool = False) -> dict:
         price = item["price"]
         interval = price["recurring"]["interval"]
         count = price["recurring"]["interval_count"]
@@ -712,12 +772,13 @@ class Generator:
         # Varied pricing: a third of the items have an introductory coupon (10-50% off the
         # first three months; the item's id decides, so every invoice agrees). Stripe keeps
         # `amount` before discounts and lists what each discount took.
-        code = item["id"][-2:]
-        if (self.varied_pricing and code[1] in BASE62[:20]
-                and start < add_months(item["created"], 3)):
+        coupon = coupon_of(item) if self.varied_pricing else None
+        if trial:
+            amount = 0  # Stripe bills a trial as a line of 0
+        elif coupon and start < coupon[1]:
             discount = f"di_{item['id'][3:]}"
             discounts = [discount]
-            off = amount * (10, 20, 25, 50)[BASE62.index(code[0]) % 4] // 100
+            off = amount * coupon[0] // 100
             discount_amounts = [{"amount": off, "discount": discount}]
         return {
             "id": self.long_id("il"),
@@ -732,7 +793,7 @@ class Generator:
             "invoice": invoice_id,
             "livemode": False,
             "metadata": {},
-            "period": {"end": period_end(start, interval, count), "start": start},
+            "period": {"end": end or period_end(start, interval, count), "start": start},
             "price": price,
             "proration": False,
             "proration_details": {"credited_items": None},
@@ -747,8 +808,10 @@ class Generator:
 
     def invoice(self, created: int, customer: dict, n_lines: int = 1, *,
                 subscription: dict | None = None, sub_items: list[dict] | None = None,
-                status: str | None = None, **overrides: object) -> tuple[dict, list[dict]]:
-        """An invoice and all its lines (the invoice embeds the first 10)."""
+                status: str | None = None, prebuilt: list[dict] | None = None,
+                **overrides: object) -> tuple[dict, list[dict]]:
+        """An invoice and all its lines (the invoice embeds the first 10); `prebuilt`: its
+        lines, made by the caller."""
         rng, clock = self.rng, self.clock
         inv_id = self.long_id("in")
         currency = subscription["currency"] if subscription else customer["currency"]
@@ -756,8 +819,9 @@ class Generator:
             collection = subscription["collection_method"]
         else:
             collection = "send_invoice" if rng.random() < 0.3 else "charge_automatically"
-        lines = [self._subscription_line(inv_id, item, created)
-                 for item in (sub_items or [])[:n_lines]]
+        lines = ([{**line, "invoice": inv_id} for line in prebuilt] if prebuilt is not None
+                 else [self._subscription_line(inv_id, item, created)
+                       for item in (sub_items or [])[:n_lines]])
         while len(lines) < n_lines:
             lines.append(self.invoice_item_line(inv_id, currency, created))
         subtotal = sum(line["amount"] for line in lines)
@@ -925,6 +989,133 @@ class Generator:
             billed_monthly.add(sub["id"])
         return billed_monthly
 
+    # -- the billing schedule (varied_pricing="schedule") ------------------------------------
+
+    def state_at(self, schedule: dict, at: int) -> dict[str, tuple[dict, int]]:
+        """item id -> (price, quantity) in force at `at` by the schedule."""
+        state = schedule["changes"][0][1]
+        for when, items in schedule["changes"]:
+            if when <= at:
+                state = items
+        return state
+
+    def schedule_invoice(self, schedule: dict, sub: dict, customer: dict, *,
+                         items: list[dict], k: int, at: int,
+                         status: str) -> tuple[dict, list[dict]]:
+        """The invoice of period `k` of a scheduled subscription, created at `at`: each item
+        at the price and quantity in force at the period's start."""
+        steps = (schedule["anchor"], schedule["interval"], schedule["count"])
+        start, end = nth_period_start(*steps, k), nth_period_start(*steps, k + 1)
+        state = self.state_at(schedule, start)
+        lines = [
+            self._subscription_line("", {**item, "price": state[item["id"]][0],
+                                         "quantity": state[item["id"]][1]}, start, end)
+            for item in items
+        ]
+        return self.invoice(at, customer, len(lines), subscription=sub, status=status,
+                            prebuilt=lines)
+
+    def proration_invoice(self, schedule: dict, sub: dict, customer: dict, *, item: dict,
+                          quantity: int, at: int) -> tuple[dict, list[dict]]:
+        """`item` goes to `quantity` at `at`, mid-period: the schedule records it, and an
+        invoice credits the unused time at the old quantity and bills the remaining time at
+        the new one (two proration lines, as Stripe does); the next period bills it whole."""
+        steps = (schedule["anchor"], schedule["interval"], schedule["count"])
+        k = period_index(*steps, at)
+        start, end = nth_period_start(*steps, k), nth_period_start(*steps, k + 1)
+        state = dict(self.state_at(schedule, at))
+        price, old = state[item["id"]]
+        state[item["id"]] = (price, quantity)
+        schedule["changes"].append((at, state))
+        lines = []
+        for sign, qty, what in ((-1, old, "Unused"), (1, quantity, "Remaining")):
+            line = self._subscription_line("", {**item, "price": price, "quantity": qty}, at, end)
+            amount = sign * round(price["unit_amount"] * qty * (end - at) / (end - start))
+            name = self.product_names[price["product"]]
+            line.update(amount=amount, amount_excluding_tax=amount, proration=True,
+                        discount_amounts=[], discounts=[],
+                        description=f"{what} time on {qty} {TIMES} {name}",
+                        proration_details={"credited_items": None})
+            lines.append(line)
+        return self.invoice(at, customer, 2, subscription=sub, status="paid", prebuilt=lines)
+
+    def _scheduled_history(self, data: Dataset, customers: dict[str, dict],
+                           latest: dict[str, dict]) -> set[str]:
+        """Every period of every subscription billed (a trial as a line of 0 first); a
+        quarter of those billed 3+ periods change an item's quantity partway through one."""
+        rng = self.rng
+        # A customer won back: the first whose only subscription ended more than 70 days
+        # ago subscribes again 40 days after (a reactivation in MRR's movements).
+        owners: dict[str, int] = {}
+        for sub in data.subscriptions:
+            owners[sub["customer"]] = owners.get(sub["customer"], 0) + 1
+        lapsed = [sub for sub in data.subscriptions
+                  if sub["status"] == "canceled" and owners[sub["customer"]] == 1
+                  and sub["ended_at"] < self.clock - 70 * DAY]
+        if lapsed:
+            back, items = self.subscription(lapsed[0]["ended_at"] + 40 * DAY,
+                                            customers[lapsed[0]["customer"]], 1,
+                                            status="active", history=False)
+            data.subscriptions.append(back)
+            data.items[back["id"]] = items
+        for sub in data.subscriptions:
+            items = data.items[sub["id"]]
+            if sub["status"] in ("incomplete", "incomplete_expired"):
+                continue
+            recurring = items[0]["price"]["recurring"]
+            schedule = {
+                "anchor": sub["billing_cycle_anchor"],
+                "interval": recurring["interval"],
+                "count": recurring["interval_count"],
+                "created": sub["created"],
+                "trial_end": sub["trial_end"],
+                "changes": [(sub["created"], {i["id"]: (i["price"], i["quantity"])
+                                              for i in items})],
+                "coupons": {i["id"]: coupon_of(i) for i in items},
+                "billed": -1,
+            }
+            self.schedules[sub["id"]] = schedule
+            customer = customers[sub["customer"]]
+            steps = (schedule["anchor"], schedule["interval"], schedule["count"])
+            end = sub["ended_at"] or self.clock - 1
+            invoices = []
+            if sub["trial_end"]:
+                lines = [self._subscription_line("", item, sub["created"], sub["trial_end"],
+                                                 trial=True) for item in items]
+                invoices.append(self.invoice(sub["created"], customer, len(lines),
+                                             subscription=sub, status="paid", prebuilt=lines))
+            n = 0
+            while nth_period_start(*steps, n) <= end:
+                n += 1
+            change = rng.randrange(1, n - 1) if n >= 3 and rng.random() < 0.25 else None
+            for k in range(n):
+                last = k == n - 1
+                status = ("open" if last and sub["status"] in ("past_due", "unpaid")
+                          else rng.choices(("paid", "uncollectible"), (97, 3))[0])
+                invoices.append(self.schedule_invoice(
+                    schedule, sub, customer, items=items, k=k, at=nth_period_start(*steps, k),
+                    status=status))
+                if k == change:
+                    start, stop = nth_period_start(*steps, k), nth_period_start(*steps, k + 1)
+                    at = start + (stop - start) * rng.randint(20, 80) // 100
+                    item = items[0]
+                    old = self.state_at(schedule, at)[item["id"]][1]
+                    quantity = old + rng.randint(1, 3) if old == 1 or rng.random() < 0.6 \
+                        else old - 1
+                    invoices.append(self.proration_invoice(schedule, sub, customer, item=item,
+                                                           quantity=quantity, at=at))
+            schedule["billed"] = n - 1
+            for item in items:  # the items as they are now
+                item["quantity"] = self.state_at(schedule, end)[item["id"]][1]
+            for inv, lines in invoices:
+                data.invoices.append(inv)
+                data.lines[inv["id"]] = lines
+            if invoices:
+                latest[sub["id"]] = max((inv for inv, _ in invoices),
+                                        key=lambda inv: (inv["created"], inv["id"]))
+        # Every subscription is billed here or never (incomplete ones): none at random.
+        return {sub["id"] for sub in data.subscriptions}
+
     def generate(
         self,
         counts: dict[str, int],
@@ -977,8 +1168,11 @@ class Generator:
         latest: dict[str, dict] = {}
         # Varied pricing: monthly subscriptions have their whole billing history already;
         # the counted invoices bill the others at random times.
-        billed = (self._billing_history(data, customers_by_id, latest)
-                  if self.varied_pricing else set())
+        if self.billing_schedule:
+            billed = self._scheduled_history(data, customers_by_id, latest)
+        else:
+            billed = (self._billing_history(data, customers_by_id, latest)
+                      if self.varied_pricing else set())
         unbilled = [sub for sub in data.subscriptions if sub["id"] not in billed]
         for i in range(counts.get("invoices", 0)):
             n_lines = lines_for(i)
