@@ -16,6 +16,7 @@ makes none. Exit code 1 when an account is not `ok`, with one line naming each o
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -47,6 +48,7 @@ from tap_stripe_connect.errors import (
 )
 from tap_stripe_connect.resources import RESOURCES_BY_NAME
 from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings, format_time, parse_time
+from tap_stripe_connect.state.bookmarks import Bookmarks, load_state
 from tap_stripe_connect.sync.run import SYNCED_CONFIGURATIONS
 
 OK, REVOKED, NO_ACCESS, EXPIRING = "ok", "revoked", "no access", "token expiring"
@@ -97,28 +99,34 @@ def bookmarks_by_account(
 ) -> dict[str, list[int]]:
     """Every bookmark (Unix seconds) of STATE, by the account whose unit holds it.
 
-    The one place `connections` reads STATE: a platform's partitions are keyed by
-    `account_ids` entries (`context.account_id`); a single account's streams hold
-    their own entry, marked with its `account_id` (or, unmarked, `own_account`'s).
+    The one place `connections` reads STATE, through the tap's own reader of it
+    (state/bookmarks.py): a platform's accounts each have a row of bookmarks (the
+    per-account partitions of earlier releases are read into rows); a single account's
+    streams hold their own entry, marked with its `account_id` (or, unmarked,
+    `own_account`'s).
     """
     found: dict[str, list[int]] = {}
-
-    def add(account: t.Any, entry: t.Any) -> None:
+    normal: dict[str, t.Any] = {"bookmarks": copy.deepcopy(dict(state.get("bookmarks") or {}))}
+    try:
+        load_state(normal, state)
+    except (AttributeError, TypeError, ValueError):
+        return found  # not a STATE this tap wrote: nothing to tell
+    store = Bookmarks(normal)
+    streams = list((normal.get("accounts") or {}).get("streams") or ())
+    for account in sorted(store.accounts()):
+        for stream in streams:
+            value = store.bookmark(stream, account)
+            if value is not None:
+                found.setdefault(account, []).append(value)
+    for entry in (normal.get("bookmarks") or {}).values():
         value = entry.get("replication_key_value") if isinstance(entry, dict) else None
+        account = entry.get("account_id") or own_account if isinstance(entry, dict) else None
         if not account or not isinstance(value, str):
-            return
+            continue
         try:
             found.setdefault(str(account), []).append(parse_time(value))
         except ValueError:
-            return
-
-    for entry in (state.get("bookmarks") or {}).values():
-        if not isinstance(entry, dict):
             continue
-        for partition in entry.get("partitions") or ():
-            if isinstance(partition, dict):
-                add((partition.get("context") or {}).get("account_id"), partition)
-        add(entry.get("account_id") or own_account, entry)
     return found
 
 
