@@ -12,6 +12,7 @@ from tests.catalogs import select_streams
 from tests.conftest import run_tap
 from tests.emulator.connect import ConnectPlatform
 from tests.emulator.context import ORGANIZATION_KEY, PLATFORM_ID
+from tests.platform_state import account_bookmarks
 
 STREAMS = ("customers", "invoices")
 
@@ -75,7 +76,7 @@ def test_an_organization_key_reads_every_connected_account_through_stripe_contex
     # as under Stripe-Account: switching the header keeps the state.
     state = run.last_state
     assert state is not None
-    keyed = {p["context"]["account_id"] for p in state["bookmarks"]["customers"]["partitions"]}
+    keyed = set(account_bookmarks(state, "customers"))
     assert keyed == set(platform.account_ids)
 
 

@@ -122,7 +122,7 @@ def test_the_sdks_own_state_messages_go_through_the_locked_writer(monkeypatch):
     )
     written = []
     monkeypatch.setattr(
-        LockedStateWriter, "write_state", lambda writer, state: written.append((writer, state))
+        LockedStateWriter, "write", lambda writer, state: written.append((writer, state)) or 0
     )
     stream = tap.streams["charges"]
     stream.state_manager.is_flushed = False
