@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.emulator.reports import Reports
 from tests.emulator.server import Emulator, mask_key
+from tests.emulator.store import ApiError
 
 PLATFORM_KEY = "sk_test_platform_emulator"
 CLIENT_ID = "ca_emulator0000000000000001"
@@ -90,6 +92,8 @@ class ConnectPlatform:
         self._refresh: dict[str, Grant] = {}  # by refresh token
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        #: The platform's Reports API over its connected accounts' balance transactions.
+        self.reports = Reports(self._ledgers, lambda: int(self.clock() or 0), platform=True)
         self.add_accounts(accounts)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -226,6 +230,8 @@ class ConnectPlatform:
             form = {k: v[-1] for k, v in parse_qs(split.query or body).items()}
             self.advance(float(form.get("seconds") or 0))
             self._reply(handler, 200, {"clock": self.clock()})
+        elif split.path.startswith(("/v1/reporting/", "/v1/files")):
+            self._report_call(handler, method, split.path, split.query, body)
         elif split.path.startswith("/v1/"):
             self._api(handler, method, split.path, split.query)
         else:
@@ -457,6 +463,40 @@ class ConnectPlatform:
                     socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                 )
                 handler.connection.close()
+
+    def _ledgers(self) -> dict[str, list[dict]]:
+        with self._lock:
+            listed = [a for a in self.account_ids if a not in self.disconnected]
+        return {a: self.accounts[a].store.objects("balance_transactions") for a in listed}
+
+    def _report_call(self, handler: BaseHTTPRequestHandler, method: str, path: str,
+                     query: str, body: str) -> None:
+        """The Reports API, run by the platform for its connected accounts (its key, no
+        `Stripe-Account`)."""
+        token = (handler.headers.get("Authorization") or "").partition(" ")[2].strip()
+        self.api_requests.append((method, path, handler.headers.get("Stripe-Account")))
+        if token != self.platform_key or handler.headers.get("Stripe-Account"):
+            self._reply(handler, 400, {"error": {
+                "type": "invalid_request_error",
+                "message": "The emulated platform runs reports with its own key, without "
+                           "Stripe-Account."}})
+            return
+        form = {**parse_qs(query, keep_blank_values=True),
+                **parse_qs(body, keep_blank_values=True)}
+        try:
+            status, answer, kind = self.reports.serve(method, path, form, None, self.url)
+        except ApiError as error:
+            self._reply(handler, error.status, error.body())
+            return
+        if isinstance(answer, dict):
+            self._reply(handler, status, answer)
+            return
+        handler.send_response(status)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Request-Id", "req_connect" + secrets.token_hex(6))
+        handler.send_header("Content-Length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
 
     def _account_list(self, query: dict[str, list[str]]) -> tuple[int, dict]:
         """`GET /v1/accounts`, in the order the accounts connected, paged by `limit`
