@@ -46,6 +46,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "max_requests_per_second_per_endpoint": (0, False),
     "max_requests_per_second_total": (0, False),
     "progress_interval_seconds": (0, True),
+    "report_timeout_seconds": (0, False),
 }
 # Settings holding URLs that credentials are sent to.
 URL_SETTINGS = ("api_url", "oauth_url")

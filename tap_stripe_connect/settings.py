@@ -38,6 +38,7 @@ DEFAULTS: dict[str, t.Any] = {
     "progress_interval_seconds": 10,
     "skip_unreadable_streams": False,
     "keep_undeclared_fields": False,
+    "report_timeout_seconds": 3600,
 }
 
 
@@ -354,6 +355,17 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "report_timeout_seconds",
+        th.IntegerType,
+        default=DEFAULTS["report_timeout_seconds"],
+        title="Report timeout seconds",
+        description=(
+            "How long the report streams wait for one of Stripe's report runs to finish "
+            "(Stripe computes reports in seconds to minutes). A run still pending then ends "
+            "the sync with an error; the next sync resumes at the last interval loaded."
+        ),
+    ),
+    th.Property(
         "keep_undeclared_fields",
         th.BooleanType,
         default=DEFAULTS["keep_undeclared_fields"],
@@ -393,6 +405,7 @@ class Settings:
     max_requests_per_second_total: float | None
     progress_interval_seconds: float
     skip_unreadable_streams: bool
+    report_timeout_seconds: float = DEFAULTS["report_timeout_seconds"]
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -425,6 +438,7 @@ class Settings:
             ),
             progress_interval_seconds=float(get("progress_interval_seconds")),
             skip_unreadable_streams=bool(get("skip_unreadable_streams")),
+            report_timeout_seconds=float(get("report_timeout_seconds")),
         )
 
     @property

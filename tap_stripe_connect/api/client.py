@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import typing as t
+import uuid
 from urllib.parse import urlencode, urlsplit
 
 import backoff
@@ -37,6 +38,7 @@ from tap_stripe_connect.errors import (
     request_label,
     stripe_error,
 )
+from tap_stripe_connect.inputs import LOCAL_HOSTS
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -170,6 +172,20 @@ class StripeClient:
             return None
         return body
 
+    def create(self, read: Read) -> dict:
+        """`POST` a form (a report run), retried under one `Idempotency-Key`."""
+        with metering.counter(read) as counter:
+            body, _ = self.call(read)
+            counter.increment()
+        return body
+
+    def download(self, read: Read) -> bytes:
+        """A file's contents (a report's CSV), from the URL Stripe gave."""
+        with metering.counter(read) as counter:
+            _, response = self.call(read)
+            counter.increment()
+        return response.content
+
     def account(self) -> dict | None:
         """The credential's own account (and Stripe's time, from the same response).
 
@@ -256,20 +272,45 @@ class StripeClient:
         )
 
     def prepare(self, read: Read, after: str | None = None) -> requests.PreparedRequest:
-        url = self.settings.api_url + read.path
-        if query := read.query(after):
-            url += "?" + urlencode(query)
         headers = {"Stripe-Version": self.settings.api_version, "User-Agent": self.user_agent}
-        if account := read.account or self.settings.account_id:
+        data = None
+        if read.kind is Kind.FILE:
+            url = self.file_url(read)
+        else:
+            url = self.settings.api_url + read.path
+            query = read.query(after)
+            if read.kind is Kind.CREATE:
+                data, query = urlencode(query), []
+                # A retried POST creates nothing twice.
+                headers["Idempotency-Key"] = str(uuid.uuid4())
+            if query:
+                url += "?" + urlencode(query)
+        if account := read.account or (None if read.as_itself else self.settings.account_id):
             headers["Stripe-Account"] = account
-        return self.session.prepare_request(requests.Request("GET", url, headers=headers))
+        if data is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return self.session.prepare_request(
+            requests.Request(read.method, url, headers=headers, data=data)
+        )
+
+    def file_url(self, read: Read) -> str:
+        """A file's URL as Stripe gave it, if the credential may be sent there: https (plain
+        http only to this machine, an emulator), as for setting 'api_url'."""
+        url = urlsplit(read.path)
+        if url.scheme == "https" or (url.scheme == "http" and url.hostname in LOCAL_HOSTS):
+            return read.path
+        raise StripeAPIError(
+            f"Stripe gave {failures.what_for(read)} a file URL the tap will not send the "
+            f"credential to ({url.scheme}://{url.hostname}{url.path}: not https); check "
+            "setting 'api_url'."
+        )
 
     def attempt(
         self, read: Read, request: requests.PreparedRequest
     ) -> tuple[dict, requests.Response]:
         """One try: through the account's budget and the bound on requests in flight."""
         request = self.authenticator(request)
-        endpoint = endpoint_of("GET", read.path)
+        endpoint = endpoint_of(read.method, urlsplit(read.path).path)
         limiter = self.limiter_for(read.account)
         with self.in_flight:
             total = self.total_limiter.acquire("") if self.total_limiter else None
@@ -326,6 +367,8 @@ class StripeClient:
         self.clock.observe(response)
         status = response.status_code
         if status < 300:
+            if read.kind is Kind.FILE:
+                return {}  # the contents are the response's (`download`)
             return self.checked_body(read, response, content)
         if status == 401 and stripe_error(response).get("code") == "api_key_expired":
             used = (response.request.headers.get("Authorization") or "")[len("Bearer ") :]
