@@ -348,7 +348,8 @@ REPORTS: tuple[Report, ...] = (
             ("category", "category", "string"), ("description", "description", "string"),
             ("net_amount", "net_amount", "money"), ("currency", "currency", "string"),
         ),
-        primary_key=("account_id", "interval_start", "interval_end", "currency", "category"),
+        # `id`: `<interval start>..<interval end>:<currency>:<category>` (UTC days).
+        primary_key=("account_id", "id"),
         fixed_columns=True, all_accounts_in_one_run=False,
     ),
 )

@@ -291,7 +291,7 @@ def report_schema(report: Report) -> dict:
     text = {"type": ["string", "null"]}
     time = {"type": ["string", "null"], "format": "date-time"}
     kinds = {"string": text, "money": {"type": ["integer", "null"]}, "time": time}
-    properties: dict[str, t.Any] = {"account_id": {"type": ["string"]}}
+    properties: dict[str, t.Any] = {"account_id": {"type": ["string"]}, "id": dict(text)}
     properties.update({name: dict(kinds[kind]) for _, name, kind in report.columns})
     for name in ("interval_start", "interval_end", "updated"):
         properties[name] = dict(time)

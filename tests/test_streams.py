@@ -234,7 +234,14 @@ def test_discover_lists_every_stream_with_schema_key_and_replication(tmp_path):
     assert run.returncode == 0, run.stderr
     streams = {s["tap_stream_id"]: s for s in json.loads(run.stdout)["streams"]}
     assert len(streams) >= 25
-    assert set(streams) == set(NAMES)
+    reports = {"report_balance_activity", "report_balance_summary"}
+    assert set(streams) == set(NAMES) | reports
+    for name in reports:  # Stripe's own reports, selected by default, loaded by interval
+        entry = streams.pop(name)
+        assert entry["replication_method"] == "INCREMENTAL", name
+        assert entry["replication_key"] == "updated", name
+        root = next(md["metadata"] for md in entry["metadata"] if md["breadcrumb"] == [])
+        assert root["selected-by-default"] is True, name
     for name, entry in streams.items():
         resource = RESOURCES_BY_NAME[name]
         assert entry["schema"]["properties"]["id"] == {"type": "string"}, name

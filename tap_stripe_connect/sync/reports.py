@@ -254,7 +254,11 @@ class ReportSync:
             if self.accounts is not None and account not in wanted:
                 continue  # another shard's account
             try:
-                records.append({**self.record(row), **common, "account_id": account})
+                record = {**self.record(row), **common, "account_id": account}
+                if "id" not in record:  # a summary's row: its interval, currency and category
+                    record["id"] = (f"{day(start)}..{day(end)}:{record['currency']}:"
+                                    f"{record['category']}")
+                records.append(record)
             except (KeyError, ValueError) as exc:
                 raise ReportError(
                     f"Line {line} of the CSV of Stripe's report run {job.run_id} "
