@@ -49,14 +49,17 @@ coverage as (
     from kept_intervals
     group by account_id
 ),
+loaded as (
+    select account_id, id, cast(created as timestamp) as created, currency, net,
+           reporting_category
+    from {{ live('balance_transactions') }}
+),
 warehouse as (
-    select t.account_id, t.id, cast(t.created as timestamp) as created, t.currency, t.net,
-           t.reporting_category, {{ month_of('cast(t.created as timestamp)') }} as month
-    from {{ live('balance_transactions') }} as t
+    select t.*, {{ month_of('t.created') }} as month
+    from loaded as t
     inner join coverage as c
         on c.account_id = t.account_id
-       and cast(t.created as timestamp) >= c.reported_from
-       and cast(t.created as timestamp) < c.reported_until
+       and t.created >= c.reported_from and t.created < c.reported_until
 ),
 stripe_activity as (
     select a.*, {{ month_of('a.created') }} as month
@@ -89,16 +92,19 @@ balances as (
     ) as ranked
     group by account_id, currency, month
 ),
--- Whether Stripe's reports start where the account's balance was 0 (the warehouse then
--- holds the account's whole history, and its running sum must be the ending balance).
+-- Whether Stripe's reports start where the balance of the currency was 0 (its earliest
+-- reported interval starts at 0): the warehouse then holds the whole history, and its
+-- running sum must be the ending balance.
 history_starts as (
-    select s.account_id, s.currency, max(case when s.net_amount = 0 then 1 else 0 end) = 1
-           as from_zero
-    from summary as s
-    inner join coverage as c
-        on c.account_id = s.account_id and c.reported_from = s.interval_start
-    where s.category = 'starting_balance'
-    group by s.account_id, s.currency
+    select account_id, currency, net_amount = 0 as from_zero
+    from (
+        select s.*,
+               row_number() over (partition by s.account_id, s.currency order by s.interval_start)
+                   as nth
+        from summary as s
+        where s.category = 'starting_balance'
+    ) as firsts
+    where nth = 1
 ),
 warehouse_months as (
     select account_id, currency, month, sum(net) as warehouse_net, count(*) as transactions

@@ -23,7 +23,7 @@ sections leave out automatic payouts, which the summary shows as `payouts`):
 Money is written in major units (`12.34`; zero-decimal currencies without decimals).
 
 `extra` holds balance transactions Stripe's reports list that the API does not (a test's
-"missing in the warehouse"); `refuse` makes every report call answer with that error.
+"missing in the warehouse"); `refuse` makes every run's creation answer with that error.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Reports:
     lag_days: int = 0
     #: Balance transactions in the reports only, by account.
     extra: dict[str, list[dict]] = field(default_factory=dict)
-    #: (status, message, code) every report call answers with, when set.
+    #: (status, message, code) every report run's creation answers with, when set.
     refuse: tuple[int, str, str | None] | None = None
     runs: dict[str, Run] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
@@ -128,10 +128,10 @@ class Reports:
             raise ApiError(403, "The provided key does not have the required permissions for "
                            f"this endpoint. Having the '{rak}' permission would allow this "
                            "request to continue.")
-        if self.refuse is not None:
+        parts = path.strip("/").split("/")
+        if self.refuse is not None and method == "POST":
             status, message, code = self.refuse
             raise ApiError(status, message, code=code)
-        parts = path.strip("/").split("/")
         with self._lock:
             if parts[:3] == ["v1", "reporting", "report_types"] and len(parts) == 4:
                 return 200, self.report_type(parts[3]), "application/json"
