@@ -12,6 +12,7 @@ months `differs` and the build fail, naming them.
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import datetime, timezone
 
 import pytest
@@ -19,6 +20,16 @@ import pytest
 from tests.catalogs import catalog_selecting
 from tests.conftest import emulator_config, run_tap
 from tests.emulator import Emulator
+from tests.emulator.connect import ConnectPlatform
+
+# The pipeline tests' fixtures (one Meltano installation per session, the PostgreSQL server).
+from tests.test_pipelines import (  # noqa: F401
+    PLUGIN_PYTHON,
+    Pipeline,
+    dump_tables,
+    meltano,
+    postgres,
+)
 
 DAY = 86_400
 REPORTS = ("report_balance_activity", "report_balance_summary")
@@ -112,3 +123,139 @@ def test_a_report_run_that_stays_pending_fails_or_is_refused_ends_with_one_line(
     else:
         assert "(400): This report type is only available in live mode" in line, line
     assert not run.records("report_balance_activity")
+
+
+# -- the pipeline: load, reconcile, lose rows ------------------------------------------------
+
+# What the models read (the dbt project builds them all), and the report streams.
+MODEL_STREAMS = ("balance_transactions", "charges", "refunds", "disputes", "customers",
+                 "invoices", "invoice_line_items", "subscriptions", "subscription_items",
+                 *REPORTS)
+
+
+def month(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-01")
+
+
+def expected_months(accounts: dict[str, Emulator], until: int) -> set[tuple[str, str, str]]:
+    """(account, currency, month) from each currency's first balance transaction to the last
+    reported month, from the emulators' own balance transactions."""
+    keys = set()
+    for account, emu in accounts.items():
+        first: dict[str, int] = {}
+        for txn in emu.objects("balance_transactions"):
+            if txn["created"] < until:
+                first[txn["currency"]] = min(first.get(txn["currency"], until), txn["created"])
+        for currency, start in first.items():
+            cursor = datetime.fromtimestamp(start, tz=timezone.utc).replace(day=1, hour=0,
+                                                                            minute=0, second=0)
+            while cursor.timestamp() < until:
+                keys.add((account, currency, cursor.strftime("%Y-%m-01")))
+                cursor = cursor.replace(year=cursor.year + cursor.month // 12,
+                                        month=cursor.month % 12 + 1)
+    return keys
+
+
+class Reconciled:
+    """`meltano run tap-stripe-connect <loader> dbt-<warehouse>:build`, and its
+    stripe_reconciliation rows."""
+
+    def __init__(self, meltano_path, warehouse: str, source, env: dict, tmp_path) -> None:
+        self.warehouse = warehouse
+        self.loader = f"target-{warehouse}"
+        self.pipeline = Pipeline(meltano_path, self.loader, source, env, tmp_path)
+        self.pipeline.env["TAP_STRIPE_CONNECT__SELECT"] = json.dumps(
+            [f"{s}.*" for s in MODEL_STREAMS])
+        self.pipeline.env["TAP_STRIPE_CONNECT_MAX_RETRY_SECONDS"] = "10"
+
+    def run(self, *blocks: str) -> tuple[int, str]:
+        p = self.pipeline
+        p.runs += 1
+        blocks = blocks or ("tap-stripe-connect", self.loader, f"dbt-{self.warehouse}:build")
+        proc = p.meltano_cmd("run", "--state-id-suffix", p.suffix, *blocks, timeout=900)
+        (p.logs / f"meltano-run-{p.runs}.log").write_text(proc.stdout + proc.stderr)
+        return proc.returncode, proc.stderr
+
+    def sql(self, statement: str) -> None:
+        env = self.pipeline.env
+        if self.warehouse == "duckdb":
+            script = ("import duckdb, sys; duckdb.connect(sys.argv[1]).execute(sys.argv[2])")
+            args = [env["DBT_DUCKDB_PATH"], statement]
+        else:
+            script = ("import psycopg, sys\nwith psycopg.connect(autocommit=True) as c: "
+                      "c.execute(sys.argv[1])")
+            args = [statement]
+        proc = subprocess.run([str(PLUGIN_PYTHON[self.loader]), "-c", script, *args],
+                              capture_output=True, text=True, env=env, timeout=120,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    @property
+    def source_schema(self) -> str:
+        env = self.pipeline.env
+        return "stripe" if self.warehouse == "duckdb" else env["DBT_POSTGRES_SOURCE_SCHEMA"]
+
+    def rows(self) -> dict[tuple[str, str, str], dict]:
+        env = self.pipeline.env
+        if self.warehouse == "duckdb":
+            tables = dump_tables(self.loader, env["DBT_DUCKDB_PATH"], env["DBT_DUCKDB_SCHEMA"])
+        else:
+            tables = dump_tables(self.loader, env["DBT_POSTGRES_SCHEMA"])
+        return {(r["account_id"], r["currency"], str(r["month"])[:10]): r
+                for r in tables["stripe_reconciliation"]}
+
+    def close(self) -> None:
+        self.pipeline.clear_state()
+        if self.warehouse == "postgres":
+            for schema in (self.pipeline.env["DBT_POSTGRES_SOURCE_SCHEMA"],
+                           self.pipeline.env["DBT_POSTGRES_SCHEMA"]):
+                dump_tables(self.loader, schema, "--drop")
+
+
+def differing(rows: dict) -> dict:
+    return {key: row for key, row in rows.items() if row["status"] != "reconciled"}
+
+
+def test_a_complete_load_reconciles_and_three_lost_rows_fail_the_build_naming_their_months(
+        request, tmp_path):
+    from tests.test_analytics import warehouse_env
+
+    meltano_path = request.getfixturevalue("meltano")
+    env = warehouse_env("duckdb", request, tmp_path)
+    with Emulator(objects=30, seed=31) as emu:
+        reconciled = Reconciled(meltano_path, "duckdb", emu, env, tmp_path)
+        try:
+            code, log = reconciled.run()
+            assert code == 0, log[-6000:]
+            rows = reconciled.rows()
+            until = emu.clock // DAY * DAY  # Stripe's data_available_end: today's start
+            assert set(rows) == expected_months({emu.account_id: emu}, until)
+            assert not differing(rows), differing(rows)
+            assert len({key[2] for key in rows}) >= 20  # two years of months
+            assert all(r["balance_check"] == "holds" for r in rows.values())
+            assert all(r["warehouse_balance_matches"] for r in rows.values())
+
+            # A silent loss: three balance transactions of three months leave the warehouse.
+            by_month: dict[str, dict] = {}
+            for txn in sorted(emu.objects("balance_transactions"), key=lambda t: t["id"]):
+                if txn["reporting_category"] != "payout":
+                    by_month.setdefault(month(txn["created"]), txn)
+            lost = [by_month[m] for m in sorted(by_month)[1:-1:7]][:3]
+            assert len({month(t["created"]) for t in lost}) == 3
+            ids = ", ".join(f"'{t['id']}'" for t in lost)
+            reconciled.sql(f"delete from stripe.balance_transactions where id in ({ids})")
+            code, log = reconciled.run("dbt-duckdb:build")
+            assert code != 0, "the build must fail while a month differs"
+            rows = reconciled.rows()
+            wanted = {(emu.account_id, t["currency"], month(t["created"])): t for t in lost}
+            assert set(differing(rows)) == set(wanted)
+            for key, txn in wanted.items():
+                assert rows[key]["missing_in_warehouse"] == txn["id"]
+                assert rows[key]["difference"] == -txn["net"]
+                named = (f"Differs from Stripe's balance report: account {emu.account_id}, "
+                         f"month {key[2]}, {key[1]}: difference {-txn['net']}; missing in the "
+                         f"warehouse: {txn['id']};")
+                assert named in log, log[-4000:]
+            assert log.count("Differs from Stripe's balance report") == 3
+        finally:
+            reconciled.close()
