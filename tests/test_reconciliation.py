@@ -259,3 +259,42 @@ def test_a_complete_load_reconciles_and_three_lost_rows_fail_the_build_naming_th
             assert log.count("Differs from Stripe's balance report") == 3
         finally:
             reconciled.close()
+
+
+def test_a_platform_reconciles_in_postgres_until_stripes_report_has_a_transaction_more(
+        request, tmp_path):
+    from tests.test_analytics import warehouse_env
+
+    meltano_path = request.getfixturevalue("meltano")
+    env = warehouse_env("postgres", request, tmp_path)
+    with ConnectPlatform(accounts=3, objects=12, seed=37) as platform:
+        env["TAP_STRIPE_CONNECT_ACCOUNT_IDS"] = json.dumps(platform.account_ids)
+        source = type("Source", (), {"api_key": platform.platform_key, "url": platform.url})
+        reconciled = Reconciled(meltano_path, "postgres", source, env, tmp_path)
+        try:
+            code, log = reconciled.run()
+            assert code == 0, log[-6000:]
+            rows = reconciled.rows()
+            clock = int(platform.clock() or 0)
+            assert set(rows) == expected_months(platform.accounts, clock // DAY * DAY)
+            assert {key[0] for key in rows} == set(platform.account_ids)
+            assert not differing(rows), differing(rows)
+
+            # Days pass; Stripe's report lists a balance transaction of the second account
+            # that the API never listed (the warehouse cannot have it).
+            platform.advance(3 * DAY)
+            second = platform.account_ids[1]
+            emu = platform.accounts[second]
+            charge = next(t for t in emu.objects("balance_transactions") if t["type"] == "charge")
+            ghost = dict(charge, id="txn_3OnlyInStripesReport0", created=emu.clock - DAY)
+            platform.reports.add_to_report(second, ghost)
+            code, log = reconciled.run()
+            assert code != 0, "the build must fail while a month differs"
+            rows = reconciled.rows()
+            key = (second, ghost["currency"], month(ghost["created"]))
+            assert set(differing(rows)) == {key}
+            assert rows[key]["missing_in_warehouse"] == ghost["id"]
+            assert rows[key]["difference"] == -ghost["net"]
+            assert f"account {second}, month {key[2]}, {key[1]}" in log
+        finally:
+            reconciled.close()
