@@ -26,10 +26,10 @@ def main(path: str) -> int:
     if not found or not found[0]:
         print("Reconciled with Stripe's balance reports: not built (run dbt-duckdb:build).")
         return 1
-    rows = con.execute(
-        f"select account_id, strftime(month, '%Y-%m') as month, currency, status "
-        f"from {SCHEMA}.stripe_reconciliation order by account_id, month, currency"
-    ).fetchall()
+    table = f"{SCHEMA}.stripe_reconciliation"
+    query = "select account_id, strftime(month, '%Y-%m') as month, currency, status from "
+    query += table + " order by account_id, month, currency"
+    rows = con.execute(query).fetchall()
     months = {(account, month) for account, month, _, _ in rows}
     differs: dict[tuple[str, str], list[str]] = {}
     for account, month, currency, status in rows:

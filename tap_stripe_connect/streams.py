@@ -288,9 +288,9 @@ class StripeReportStream(StripeStream):
 
 def report_schema(report: Report) -> dict:
     """A report stream's JSON Schema, from its columns."""
-    text = {"type": ["string", "null"]}
-    time = {"type": ["string", "null"], "format": "date-time"}
-    kinds = {"string": text, "money": {"type": ["integer", "null"]}, "time": time}
+    text: dict[str, t.Any] = {"type": ["string", "null"]}
+    time: dict[str, t.Any] = {"type": ["string", "null"], "format": "date-time"}
+    kinds: dict[str, dict[str, t.Any]] = {"string": text, "money": {"type": ["integer", "null"]}, "time": time}
     properties: dict[str, t.Any] = {"account_id": {"type": ["string"]}, "id": dict(text)}
     properties.update({name: dict(kinds[kind]) for _, name, kind in report.columns})
     for name in ("interval_start", "interval_end", "updated"):

@@ -50,7 +50,7 @@ def emu():
 
 
 def reports_only(emu: Emulator, tmp_path) -> dict:
-    return catalog_selecting(emu, tmp_path, {name: () for name in REPORTS})
+    return catalog_selecting(emu, tmp_path, dict.fromkeys(REPORTS, ()))
 
 
 def test_report_streams_load_stripes_report_in_minor_units_then_only_new_days(emu, tmp_path):
@@ -65,7 +65,8 @@ def test_report_streams_load_stripes_report_in_minor_units_then_only_new_days(em
     for txn_id, row in activity.items():
         txn = truth[txn_id]
         assert (row["gross"], row["fee"], row["net"]) == (txn["amount"], txn["fee"], txn["net"])
-        assert row["created"] == iso(txn["created"]) and row["currency"] == txn["currency"]
+        assert row["created"] == iso(txn["created"])
+        assert row["currency"] == txn["currency"]
         assert row["account_id"] == emu.account_id
     payouts = sum(t["net"] for t in truth.values() if t["reporting_category"] == "payout")
     summary = first.records("report_balance_summary")
@@ -243,7 +244,7 @@ def test_a_complete_load_reconciles_and_three_lost_rows_fail_the_build_naming_th
             lost = [by_month[m] for m in sorted(by_month)[1:-1:7]][:3]
             assert len({month(t["created"]) for t in lost}) == 3
             ids = ", ".join(f"'{t['id']}'" for t in lost)
-            reconciled.sql(f"delete from stripe.balance_transactions where id in ({ids})")
+            reconciled.sql(f"delete from stripe.balance_transactions where id in ({ids})")  # noqa: S608
             code, log = reconciled.run("dbt-duckdb:build")
             assert code != 0, "the build must fail while a month differs"
             rows = reconciled.rows()

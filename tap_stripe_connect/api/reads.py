@@ -156,24 +156,25 @@ def retrieve_read(
     return Read(Kind.RETRIEVE, path, params, **_about(resource, account, stream))
 
 
-def _report_about(stream: str, account: str | None) -> dict[str, t.Any]:
+def _report_about(stream: str, platform: bool) -> dict[str, t.Any]:
+    """A report read is the account's own (`Stripe-Account` when setting 'account_id' names
+    it), or a platform's for its connected accounts (never `Stripe-Account`)."""
     return {
-        "account": account,
         "stream": stream,
         "object": "reporting.report_run",
         "permission": f"{REPORT_PERMISSION}' (write) and the '{FILES_PERMISSION}",
-        "as_itself": account is None,
+        "as_itself": platform,
     }
 
 
-def report_type_read(report_type: str, *, stream: str, account: str | None = None) -> Read:
+def report_type_read(report_type: str, *, stream: str, platform: bool = False) -> Read:
     """`GET /v1/reporting/report_types/<type>`: the data available, `data_available_*`."""
     return Read(Kind.RETRIEVE, f"/v1/reporting/report_types/{report_type}",
-                **_report_about(stream, account))
+                **_report_about(stream, platform))
 
 
 def report_run_create(report_type: str, parameters: Params, *, stream: str,
-                      account: str | None = None) -> Read:
+                      platform: bool = False) -> Read:
     """`POST /v1/reporting/report_runs`: `parameters` as (name, value) pairs, a list value
     repeating `parameters[<name>][]`."""
     form: list[tuple[str, t.Any]] = [("report_type", report_type)]
@@ -181,23 +182,23 @@ def report_run_create(report_type: str, parameters: Params, *, stream: str,
         key = f"parameters[{name}]" + ("[]" if isinstance(value, (list, tuple)) else "")
         form.append((key, value))
     return Read(Kind.CREATE, "/v1/reporting/report_runs", tuple(form),
-                **_report_about(stream, account))
+                **_report_about(stream, platform))
 
 
-def report_run_read(run_id: str, *, stream: str, account: str | None = None) -> Read:
+def report_run_read(run_id: str, *, stream: str, platform: bool = False) -> Read:
     """`GET /v1/reporting/report_runs/<id>`: the run's status and, once done, its file."""
     return Read(Kind.RETRIEVE, f"/v1/reporting/report_runs/{run_id}",
-                **_report_about(stream, account))
+                **_report_about(stream, platform))
 
 
-def file_read(url: str, *, stream: str, account: str | None = None) -> Read:
+def file_read(url: str, *, stream: str, platform: bool = False) -> Read:
     """A file's contents at the URL Stripe gave (`https://files.stripe.com/...`)."""
-    return Read(Kind.FILE, url, **_report_about(stream, account))
+    return Read(Kind.FILE, url, **_report_about(stream, platform))
 
 
-def files_read(*, stream: str, account: str | None = None) -> Read:
+def files_read(*, stream: str, platform: bool = False) -> Read:
     """`GET /v1/files?limit=1`: whether the credential may read files."""
-    return Read(Kind.LIST, "/v1/files", limit=1, **_report_about(stream, account))
+    return Read(Kind.LIST, "/v1/files", limit=1, **_report_about(stream, platform))
 
 
 #: The credential's own account: Stripe's clock, its id and its mode.

@@ -86,10 +86,10 @@ def find_unreadable(run: Run, names: t.Iterable[str]) -> list[Unreadable]:
             report_type = report.connected_type if platform else report.report_type
             keys = [f"report {report_type}", "files"]
             checks.setdefault(keys[0], functools.partial(
-                _check_read, run, report_type_read(report_type, stream=name),
+                _check_read, run, report_type_read(report_type, stream=name, platform=platform),
                 REPORT_PERMISSION))
             checks.setdefault("files", functools.partial(
-                _check_read, run, files_read(stream=name), FILES_PERMISSION))
+                _check_read, run, files_read(stream=name, platform=platform), FILES_PERMISSION))
             needed[name] = keys
             continue
         resource = root = RESOURCES_BY_NAME[name]

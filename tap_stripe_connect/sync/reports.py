@@ -120,6 +120,11 @@ class ReportSync:
         return self.report.name
 
     @property
+    def platform(self) -> bool:
+        """Whether the reports are a platform's, of its connected accounts."""
+        return self.accounts is not None
+
+    @property
     def report_type(self) -> str:
         return self.report.connected_type if self.accounts is not None else self.report.report_type
 
@@ -131,7 +136,9 @@ class ReportSync:
         client = self.run.client
         if self.accounts is not None and not self.accounts:
             return
-        about = client.retrieve(report_type_read(self.report_type, stream=self.name))
+        about = client.retrieve(
+            report_type_read(self.report_type, stream=self.name, platform=self.platform)
+        )
         if about is None:
             raise ReportError(
                 f"Stripe has no report type {self.report_type} for stream '{self.name}' "
@@ -195,7 +202,8 @@ class ReportSync:
         client = self.run.client
         for job in jobs:
             created = client.create(
-                report_run_create(self.report_type, self.parameters(job), stream=self.name)
+                report_run_create(self.report_type, self.parameters(job), stream=self.name,
+                                  platform=self.platform)
             )
             job.run_id, job.created = str(created["id"]), self.clock()
         pending = list(jobs)
@@ -205,7 +213,9 @@ class ReportSync:
             self.sleep(wait)
             wait = min(wait * 1.5, LONGEST_WAIT)
             for job in list(pending):
-                run = client.retrieve(report_run_read(job.run_id, stream=self.name))
+                run = client.retrieve(
+                    report_run_read(job.run_id, stream=self.name, platform=self.platform)
+                )
                 status = (run or {}).get("status")
                 if status == "succeeded":
                     job.rows = self.rows(job, run or {})
@@ -239,7 +249,9 @@ class ReportSync:
                 f"Stripe's report run {job.run_id} ({job.about(self.report_type)}) succeeded "
                 f"without a file for stream '{self.name}'. Run the tap again later."
             )
-        content = self.run.client.download(file_read(str(url), stream=self.name))
+        content = self.run.client.download(
+            file_read(str(url), stream=self.name, platform=self.platform)
+        )
         start, end = job.interval
         common = {
             "interval_start": format_time(start),
