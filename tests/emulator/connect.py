@@ -93,7 +93,8 @@ class ConnectPlatform:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         #: The platform's Reports API over its connected accounts' balance transactions.
-        self.reports = Reports(self._ledgers, lambda: int(self.clock() or 0), platform=True)
+        self.reports = Reports(self._ledgers, lambda: int(self.clock() or 0), platform=True,
+                               version=self._ledger_sizes)
         self.add_accounts(accounts)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -463,6 +464,14 @@ class ConnectPlatform:
                     socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                 )
                 handler.connection.close()
+
+    def _ledger_sizes(self) -> tuple:
+        with self._lock:
+            listed = [a for a in self.account_ids if a not in self.disconnected]
+        return tuple(
+            (a, len(self.accounts[a].store.collection("balance_transactions").keys))
+            for a in listed
+        )
 
     def _ledgers(self) -> dict[str, list[dict]]:
         with self._lock:

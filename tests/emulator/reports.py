@@ -104,6 +104,10 @@ class Reports:
     files: dict[str, bytes] = field(default_factory=dict)
     #: Run ids in the order they were created, with their parameters (for tests).
     created_runs: list[tuple[str, dict]] = field(default_factory=list)
+    #: What changes when the ledgers do (their sizes): they are copied again only then, so
+    #: that a run's many report calls do not take the accounts' CPU and store locks.
+    version: Callable[[], t.Hashable] | None = None
+    _cache: tuple[t.Hashable, dict[str, list[dict]]] | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -157,9 +161,15 @@ class Reports:
         return oldest // DAY * DAY, max(end, oldest // DAY * DAY)
 
     def _ledgers(self) -> dict[str, list[dict]]:
+        key = (self.version(), sum(len(rows) for rows in self.extra.values())) \
+            if self.version else None
+        if key is not None and self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
         ledgers = {account: list(rows) for account, rows in self.ledgers().items()}
         for account, rows in self.extra.items():
             ledgers.setdefault(account, []).extend(rows)
+        if key is not None:
+            self._cache = (key, ledgers)
         return ledgers
 
     def report_type(self, name: str) -> dict:

@@ -479,6 +479,7 @@ class Emulator:
         self.reports = Reports(
             lambda: {self.account_id: self.store.objects("balance_transactions")},
             self.store.now,
+            version=lambda: len(self.store.collection("balance_transactions").keys),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
