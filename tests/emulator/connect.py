@@ -231,10 +231,10 @@ class ConnectPlatform:
             form = {k: v[-1] for k, v in parse_qs(split.query or body).items()}
             self.advance(float(form.get("seconds") or 0))
             self._reply(handler, 200, {"clock": self.clock()})
-        elif split.path.startswith(("/v1/reporting/", "/v1/files")):
+        elif split.path.startswith(("/v1/reporting/", "/v1/files")) and self._as_platform(handler):
             self._report_call(handler, method, split.path, split.query, body)
         elif split.path.startswith("/v1/"):
-            self._api(handler, method, split.path, split.query)
+            self._api(handler, method, split.path, split.query, body)
         else:
             self._reply(
                 handler,
@@ -364,7 +364,14 @@ class ConnectPlatform:
             "stripe_publishable_key": "pk_test_" + grant.account_id[-10:],
         }
 
-    def _api(self, handler: BaseHTTPRequestHandler, method: str, path: str, query: str) -> None:
+    def _as_platform(self, handler: BaseHTTPRequestHandler) -> bool:
+        """The platform's own key without `Stripe-Account`: the platform's reports (of its
+        connected accounts); else a connected account's own, answered by its emulator."""
+        token = (handler.headers.get("Authorization") or "").partition(" ")[2].strip()
+        return token == self.platform_key and not handler.headers.get("Stripe-Account")
+
+    def _api(self, handler: BaseHTTPRequestHandler, method: str, path: str, query: str,
+             body: str = "") -> None:
         auth = handler.headers.get("Authorization") or ""
         token = auth.partition(" ")[2].strip()
         header_account = handler.headers.get("Stripe-Account")
@@ -446,8 +453,12 @@ class ConnectPlatform:
             if k.lower() not in ("host", "authorization", "stripe-account", "content-length")
         }
         headers["Authorization"] = f"Bearer {target.api_key}"
+        if body:  # a report run's form
+            headers["Content-Length"] = str(len(body.encode()))
+        # A connected account's report files are downloaded from the platform's address.
+        target.public_url = self.url
         status, answered, content, broken = target.answer(
-            method, f"{path}{'?' + query if query else ''}", headers
+            method, f"{path}{'?' + query if query else ''}", headers, body.encode()
         )
         handler.send_response(status)
         for name in _FORWARDED:
@@ -482,14 +493,7 @@ class ConnectPlatform:
                      query: str, body: str) -> None:
         """The Reports API, run by the platform for its connected accounts (its key, no
         `Stripe-Account`)."""
-        token = (handler.headers.get("Authorization") or "").partition(" ")[2].strip()
         self.api_requests.append((method, path, handler.headers.get("Stripe-Account")))
-        if token != self.platform_key or handler.headers.get("Stripe-Account"):
-            self._reply(handler, 400, {"error": {
-                "type": "invalid_request_error",
-                "message": "The emulated platform runs reports with its own key, without "
-                           "Stripe-Account."}})
-            return
         form = {**parse_qs(query, keep_blank_values=True),
                 **parse_qs(body, keep_blank_values=True)}
         try:

@@ -475,6 +475,9 @@ class Emulator:
         self._stop = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: Where clients reach this account when another server answers for it (a Connect
+        #: platform): the address of its report files.
+        self.public_url: str | None = None
         #: Stripe's Reports API over this account's balance transactions (reports.py).
         self.reports = Reports(
             lambda: {self.account_id: self.store.objects("balance_transactions")},
@@ -788,7 +791,7 @@ class Emulator:
         if path.startswith(("/v1/reporting/", "/v1/files")):
             form = parse_qs(getattr(h, "request_body", b"").decode(), keep_blank_values=True)
             status, answer, _ = self.reports.serve(method, path, {**query, **form}, readable,
-                                                   self.url if self._server else "")
+                                                   self.public_url or self.url)
             return status, answer if isinstance(answer, bytes) else dumps(answer)
         stream, endpoint, ids = _route(method, path)
         if endpoint in self.unserved:
