@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from jsonschema import Draft7Validator
 
 from tap_stripe_connect.errors import TapError
-from tap_stripe_connect.settings import AccountShard, is_time
+from tap_stripe_connect.settings import LOCAL_HOSTS, AccountShard, is_time
 from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 
 # Settings singer-sdk itself reads, whether or not the tap's schema lists them.
@@ -50,7 +50,6 @@ BOUNDS: dict[str, tuple[float, bool]] = {
 }
 # Settings holding URLs that credentials are sent to.
 URL_SETTINGS = ("api_url", "oauth_url")
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 _TYPE_NAMES = {
     "integer": "an integer",

@@ -19,6 +19,9 @@ from singer_sdk import typing as th
 from tap_stripe_connect.errors import ConfigError
 from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION
 
+#: Hosts plain http may be used with (a local emulator): credentials go over https elsewhere.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
 # Stripe's read limits: per account (test mode; live mode, less room for the account's
 # other clients) and per endpoint.
 TEST_RATE, LIVE_RATE, ENDPOINT_RATE = 25, 90, 25

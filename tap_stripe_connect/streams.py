@@ -290,7 +290,8 @@ def report_schema(report: Report) -> dict:
     """A report stream's JSON Schema, from its columns."""
     text: dict[str, t.Any] = {"type": ["string", "null"]}
     time: dict[str, t.Any] = {"type": ["string", "null"], "format": "date-time"}
-    kinds: dict[str, dict[str, t.Any]] = {"string": text, "money": {"type": ["integer", "null"]}, "time": time}
+    money: dict[str, t.Any] = {"type": ["integer", "null"]}
+    kinds: dict[str, dict[str, t.Any]] = {"string": text, "money": money, "time": time}
     properties: dict[str, t.Any] = {"account_id": {"type": ["string"]}, "id": dict(text)}
     properties.update({name: dict(kinds[kind]) for _, name, kind in report.columns})
     for name in ("interval_start", "interval_end", "updated"):

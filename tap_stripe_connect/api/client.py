@@ -38,7 +38,7 @@ from tap_stripe_connect.errors import (
     request_label,
     stripe_error,
 )
-from tap_stripe_connect.inputs import LOCAL_HOSTS
+from tap_stripe_connect.settings import LOCAL_HOSTS
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -79,6 +79,33 @@ class Newest:
                     response,
                 )
             self.last = (created, str(obj.get("id")))
+
+
+def target(
+    read: Read, api_url: str, after: str | None, headers: dict[str, str]
+) -> tuple[str, str | None]:
+    """The URL of a read, and the form it posts (None: a GET)."""
+    if read.kind is Kind.FILE:
+        return file_url(read), None
+    url, query, data = api_url + read.path, read.query(after), None
+    if read.kind is Kind.CREATE:
+        data, query = urlencode(query), []
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers["Idempotency-Key"] = str(uuid.uuid4())  # a retried POST creates nothing twice
+    return (url + "?" + urlencode(query) if query else url), data
+
+
+def file_url(read: Read) -> str:
+    """A file's URL as Stripe gave it, if the credential may be sent there: https (plain
+    http only to this machine, an emulator), as for setting 'api_url'."""
+    url = urlsplit(read.path)
+    if url.scheme == "https" or (url.scheme == "http" and url.hostname in LOCAL_HOSTS):
+        return read.path
+    raise StripeAPIError(
+        f"Stripe gave {failures.what_for(read)} a file URL the tap will not send the "
+        f"credential to ({url.scheme}://{url.hostname}{url.path}: not https); check "
+        "setting 'api_url'."
+    )
 
 
 class StripeClient:
@@ -172,19 +199,13 @@ class StripeClient:
             return None
         return body
 
-    def create(self, read: Read) -> dict:
-        """`POST` a form (a report run), retried under one `Idempotency-Key`."""
+    def answer(self, read: Read) -> tuple[dict, requests.Response]:
+        """The body and the response of a read that is not a list: a report run created
+        (a `POST`, retried under one `Idempotency-Key`), a file downloaded (`.content`)."""
         with metering.counter(read) as counter:
-            body, _ = self.call(read)
+            answered = self.call(read)
             counter.increment()
-        return body
-
-    def download(self, read: Read) -> bytes:
-        """A file's contents (a report's CSV), from the URL Stripe gave."""
-        with metering.counter(read) as counter:
-            _, response = self.call(read)
-            counter.increment()
-        return response.content
+        return answered
 
     def account(self) -> dict | None:
         """The credential's own account (and Stripe's time, from the same response).
@@ -273,36 +294,11 @@ class StripeClient:
 
     def prepare(self, read: Read, after: str | None = None) -> requests.PreparedRequest:
         headers = {"Stripe-Version": self.settings.api_version, "User-Agent": self.user_agent}
-        data = None
-        if read.kind is Kind.FILE:
-            url = self.file_url(read)
-        else:
-            url = self.settings.api_url + read.path
-            query = read.query(after)
-            if read.kind is Kind.CREATE:
-                data, query = urlencode(query), []
-                # A retried POST creates nothing twice.
-                headers["Idempotency-Key"] = str(uuid.uuid4())
-            if query:
-                url += "?" + urlencode(query)
         if account := read.account or (None if read.as_itself else self.settings.account_id):
             headers["Stripe-Account"] = account
-        if data is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        url, data = target(read, self.settings.api_url, after, headers)
         return self.session.prepare_request(
             requests.Request(read.method, url, headers=headers, data=data)
-        )
-
-    def file_url(self, read: Read) -> str:
-        """A file's URL as Stripe gave it, if the credential may be sent there: https (plain
-        http only to this machine, an emulator), as for setting 'api_url'."""
-        url = urlsplit(read.path)
-        if url.scheme == "https" or (url.scheme == "http" and url.hostname in LOCAL_HOSTS):
-            return read.path
-        raise StripeAPIError(
-            f"Stripe gave {failures.what_for(read)} a file URL the tap will not send the "
-            f"credential to ({url.scheme}://{url.hostname}{url.path}: not https); check "
-            "setting 'api_url'."
         )
 
     def attempt(

@@ -201,7 +201,7 @@ class ReportSync:
         """Create the jobs' runs, wait for them, and read each one's rows."""
         client = self.run.client
         for job in jobs:
-            created = client.create(
+            created, _ = client.answer(
                 report_run_create(self.report_type, self.parameters(job), stream=self.name,
                                   platform=self.platform)
             )
@@ -249,9 +249,10 @@ class ReportSync:
                 f"Stripe's report run {job.run_id} ({job.about(self.report_type)}) succeeded "
                 f"without a file for stream '{self.name}'. Run the tap again later."
             )
-        content = self.run.client.download(
+        _, response = self.run.client.answer(
             file_read(str(url), stream=self.name, platform=self.platform)
         )
+        content = response.content
         start, end = job.interval
         common = {
             "interval_start": format_time(start),
