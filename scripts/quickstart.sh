@@ -72,13 +72,15 @@ import json
 import sys
 import urllib.request
 
-from tap_stripe_connect.resources import RESOURCES
+from tap_stripe_connect.resources import REPORTS, RESOURCES
 
 with urllib.request.urlopen(sys.argv[1] + "/_emulator/state") as response:
     served = json.load(response)["result"]["counts"]
 # The tap's default selection (payment_methods is opt-in), less what the emulator lacks.
 default = [r.name for r in RESOURCES if r.selected_by_default]
 streams = [name for name in default if name in served]
+# Stripe's balance reports (the emulator computes them from its balance transactions).
+streams += [r.name for r in REPORTS if r.selected_by_default]
 left_out = [name for name in default if name not in served]
 print(json.dumps([f"{name}.*" for name in streams]))
 note = f"; the emulator does not serve {', '.join(left_out)}" if left_out else ""
@@ -146,9 +148,13 @@ echo "==> meltano run dbt-duckdb:build (revenue, MRR and churn models into schem
 bash scripts/install_meltano.sh dbt-duckdb
 export DBT_DUCKDB_PATH="$TARGET_DUCKDB_PATH"
 DBT_LOG=.meltano/quickstart-dbt.log
-$MELTANO run dbt-duckdb:build >"$DBT_LOG" 2>&1 || { tail -n 40 "$DBT_LOG" >&2; exit 1; }
+RECONCILED=(.meltano/loaders/target-duckdb/venv/bin/python scripts/show_reconciliation.py "$TARGET_DUCKDB_PATH")
+$MELTANO run dbt-duckdb:build >"$DBT_LOG" 2>&1 || { tail -n 40 "$DBT_LOG" >&2; "${RECONCILED[@]}" || true; exit 1; }
 echo "    dbt build: $(grep -o 'PASS=[0-9]* WARN=[0-9]* ERROR=[0-9]*' "$DBT_LOG" | tail -n 1) (log: $DBT_LOG)"
 bash scripts/show_mrr.sh "$TARGET_DUCKDB_PATH"
 
 echo "==> Done in $((SECONDS - started))s. Query it with DuckDB, e.g.:"
 echo "    .meltano/loaders/target-duckdb/venv/bin/python -c \"import duckdb; con = duckdb.connect('$TARGET_DUCKDB_PATH', read_only=True); print(con.sql('SELECT id, amount, status FROM stripe.charges LIMIT 5'))\""
+
+# The warehouse against Stripe's own balance reports (analytics/models/stripe_reconciliation.sql).
+"${RECONCILED[@]}"

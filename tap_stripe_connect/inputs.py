@@ -17,7 +17,7 @@ from jsonschema import Draft7Validator
 
 from tap_stripe_connect.api.context import header_problem
 from tap_stripe_connect.errors import TapError
-from tap_stripe_connect.settings import AccountShard, is_time
+from tap_stripe_connect.settings import LOCAL_HOSTS, AccountShard, is_time
 from tap_stripe_connect.state.bookmarks import check_accounts
 from tap_stripe_connect.state.listing import LISTING, Listing, StateError
 
@@ -48,10 +48,10 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "max_requests_per_second_per_endpoint": (0, False),
     "max_requests_per_second_total": (0, False),
     "progress_interval_seconds": (0, True),
+    "report_timeout_seconds": (0, False),
 }
 # Settings holding URLs that credentials are sent to.
 URL_SETTINGS = ("api_url", "oauth_url")
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: Why a bound of `BOUNDS` is what it is, where a user could not guess it.
 WHY_BOUND = {
     "event_lag_seconds": (

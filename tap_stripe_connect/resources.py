@@ -296,3 +296,69 @@ def check_table(resources: tuple[Resource, ...]) -> None:
 
 
 check_table(RESOURCES)
+
+
+# -- Stripe's own reports (the Reports API) -------------------------------------------------
+
+#: What the credential needs for report streams, as the Dashboard names it.
+REPORT_PERMISSION = "Report runs and report types"
+FILES_PERMISSION = "Files"
+
+
+@dataclass(frozen=True)
+class Report:
+    """A stream of one of Stripe's reports: runs over whole UTC days (whole months for the
+    past), each run's CSV loaded as records (see `sync/reports.py`).
+
+    Report calls are not counted against Stripe's read allocation.
+    """
+
+    #: Stream name.
+    name: str
+    #: The report type of one account, and of a platform's connected accounts.
+    report_type: str
+    connected_type: str
+    #: The columns asked for (`parameters[columns][]`; None: the report's fixed columns),
+    #: each with the record field and its kind: "string", "money" (major units in the CSV,
+    #: minor units in the record) or "time" (`YYYY-MM-DD HH:MM:SS` UTC).
+    columns: tuple[tuple[str, str, str], ...]
+    primary_key: tuple[str, ...]
+    #: Whether the CSV lists its columns without being asked (`*.summary.1`).
+    fixed_columns: bool = False
+    #: A platform's connected accounts: one run for all of them, the account in column
+    #: `connected_account` (False: one run per account, `parameters[connected_account]`).
+    all_accounts_in_one_run: bool = True
+    selected_by_default: bool = True
+
+
+# fmt: off
+REPORTS: tuple[Report, ...] = (
+    Report(
+        "report_balance_activity", "balance_change_from_activity.itemized.3",
+        "connected_account_balance_change_from_activity.itemized.3",
+        columns=(
+            ("balance_transaction_id", "id", "string"), ("created_utc", "created", "time"),
+            ("available_on_utc", "available_on", "time"), ("currency", "currency", "string"),
+            ("gross", "gross", "money"), ("fee", "fee", "money"), ("net", "net", "money"),
+            ("reporting_category", "reporting_category", "string"),
+            ("source_id", "source_id", "string"), ("description", "description", "string"),
+            ("automatic_payout_id", "automatic_payout_id", "string"),
+        ),
+        primary_key=("account_id", "id"),
+    ),
+    Report(
+        # Per currency and interval: starting_balance, activity_gross, activity_fee,
+        # activity, payouts, ending_balance.
+        "report_balance_summary", "balance.summary.1", "connected_account_balance.summary.1",
+        columns=(
+            ("category", "category", "string"), ("description", "description", "string"),
+            ("net_amount", "net_amount", "money"), ("currency", "currency", "string"),
+        ),
+        # `id`: `<interval start>..<interval end>:<currency>:<category>` (UTC days).
+        primary_key=("account_id", "id"),
+        fixed_columns=True, all_accounts_in_one_run=False,
+    ),
+)
+# fmt: on
+
+REPORTS_BY_NAME: dict[str, Report] = {r.name: r for r in REPORTS}

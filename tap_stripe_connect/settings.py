@@ -19,6 +19,9 @@ from singer_sdk import typing as th
 from tap_stripe_connect.errors import ConfigError
 from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION
 
+#: Hosts plain http may be used with (a local emulator): credentials go over https elsewhere.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
 # Stripe's read limits: per account (test mode; live mode, less room for the account's
 # other clients) and per endpoint.
 TEST_RATE, LIVE_RATE, ENDPOINT_RATE = 25, 90, 25
@@ -40,6 +43,7 @@ DEFAULTS: dict[str, t.Any] = {
     "keep_undeclared_fields": False,
     "account_header": "auto",
     "account_list": "v1",
+    "report_timeout_seconds": 3600,
 }
 
 
@@ -414,6 +418,17 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "report_timeout_seconds",
+        th.IntegerType,
+        default=DEFAULTS["report_timeout_seconds"],
+        title="Report timeout seconds",
+        description=(
+            "How long the report streams wait for one of Stripe's report runs to finish "
+            "(Stripe computes reports in seconds to minutes). A run still pending then ends "
+            "the sync with an error; the next sync resumes at the last interval loaded."
+        ),
+    ),
+    th.Property(
         "keep_undeclared_fields",
         th.BooleanType,
         default=DEFAULTS["keep_undeclared_fields"],
@@ -458,6 +473,7 @@ class Settings:
     max_requests_per_second_total: float | None
     progress_interval_seconds: float
     skip_unreadable_streams: bool
+    report_timeout_seconds: float = DEFAULTS["report_timeout_seconds"]
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -492,6 +508,7 @@ class Settings:
             ),
             progress_interval_seconds=float(get("progress_interval_seconds")),
             skip_unreadable_streams=bool(get("skip_unreadable_streams")),
+            report_timeout_seconds=float(get("report_timeout_seconds")),
         )
 
     @property

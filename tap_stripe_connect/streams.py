@@ -17,13 +17,15 @@ from tap_stripe_connect.resources import (
     CREATED,
     EVENTS,
     FULL_TABLE,
+    REPORTS,
     RESOURCES,
     RESOURCES_BY_NAME,
+    Report,
     Resource,
 )
 from tap_stripe_connect.sdk_compat import CompatStream
 from tap_stripe_connect.state.bookmarks import LockedStateManager, UnitState
-from tap_stripe_connect.sync import created, events, full_table
+from tap_stripe_connect.sync import created, events, full_table, reports
 from tap_stripe_connect.sync.children import EmbeddedLists
 from tap_stripe_connect.sync.unit import Unit
 from tap_stripe_connect.versions import DEFAULT_API_VERSION, load_schema
@@ -248,6 +250,73 @@ class StripeChildStream(StripeStream):
         )
 
 
+class StripeReportStream(StripeStream):
+    """One of Stripe's reports (`resources.REPORTS`), run over whole days (sync/reports.py).
+
+    A platform's connected accounts are one unit: one run covers them all (or one run per
+    account, in the same unit), and the bookmark is the end of the last interval loaded.
+    """
+
+    report: t.ClassVar[Report]
+
+    def __init__(self, tap: t.Any, **kwargs: t.Any) -> None:
+        # Reports have fixed columns: no `_sdc_extra` column (`keep_undeclared_fields`).
+        CompatStream.__init__(self, tap, **kwargs)
+
+    @property
+    def partitions(self) -> list[dict] | None:
+        return None
+
+    def reads_events(self, account: str | None) -> bool:
+        return False
+
+    def uses_feed(self, account: str | None) -> bool:
+        return False
+
+    def get_child_context(self, record: dict, context: Context | None) -> dict:
+        return {}  # no child streams
+
+    def get_records(self, context: Context | None) -> Iterable[dict]:
+        self.run.ensure_account()
+        state = self.unit_state(None)
+        other = state.claim(self.run.account_id)
+        if other:
+            self.logger.warning(
+                "The state of stream '%s' is account %s's, not %s's: loading %s's reports "
+                "from start_date.", self.name, other, self.run.account_id, self.run.account_id,
+            )
+        sync = reports.ReportSync(
+            self.run, self.report, state, self.logger, self.run.connected_accounts()
+        )
+        return reports.sync(sync)
+
+
+def report_schema(report: Report) -> dict:
+    """A report stream's JSON Schema, from its columns."""
+    text: dict[str, t.Any] = {"type": ["string", "null"]}
+    time: dict[str, t.Any] = {"type": ["string", "null"], "format": "date-time"}
+    money: dict[str, t.Any] = {"type": ["integer", "null"]}
+    kinds: dict[str, dict[str, t.Any]] = {"string": text, "money": money, "time": time}
+    properties: dict[str, t.Any] = {"account_id": {"type": ["string"]}, "id": dict(text)}
+    properties.update({name: dict(kinds[kind]) for _, name, kind in report.columns})
+    for name in ("interval_start", "interval_end", "updated"):
+        properties[name] = dict(time)
+    for name in report.primary_key:
+        properties[name] = {**properties[name], "type": ["string"]}
+    return {"type": "object", "properties": properties}
+
+
+def report_class(report: Report) -> type:
+    attrs: dict[str, t.Any] = {
+        "name": report.name,
+        "report": report,
+        "primary_keys": list(report.primary_key),
+        "schema": report_schema(report),
+        "selected_by_default": report.selected_by_default,
+    }
+    return type(f"{report.name.title().replace('_', '')}Stream", (StripeReportStream,), attrs)
+
+
 def stream_class(
     resource: Resource,
     parent: type[StripeStream] | None = None,
@@ -276,4 +345,5 @@ def stream_classes(api_version: str = DEFAULT_API_VERSION) -> list[type]:
     for resource in RESOURCES:
         parent = classes.get(resource.parent) if resource.parent else None
         classes[resource.name] = stream_class(resource, parent, api_version)
-    return list(classes.values())
+    # Stripe's reports do not depend on the API version.
+    return list(classes.values()) + [report_class(report) for report in REPORTS]

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "settings": 0,
     "errors": 0,
     "logs": 0,
+    "money": 0,
     "resources": 0,
     "sdk_compat": 0,
     "versions": 0,

@@ -252,7 +252,7 @@ def test_quickstart_with_the_emulator():
     run = shell(readme.command("bash scripts/quickstart.sh"), ROOT, {"EMULATOR_OBJECTS": "40"})
     out = run.stdout
     assert "LOCAL STRIPE EMULATOR" in out
-    assert "the 27 streams selected by default" in out
+    assert "the 29 streams selected by default" in out  # the 2 report streams included
     for chatter in ("CREATE TABLE", "METRIC", "Pagination stopped", "not resumable", "DELETE",
                     "Beginning sync"):
         assert chatter not in out + run.stderr, chatter
@@ -270,6 +270,9 @@ def test_quickstart_with_the_emulator():
     assert "CREATE TABLE" in log, "the whole log is kept in the file"
     assert "Stream is assumed to be unsorted" not in log
     # The next step the quick start prints: a DuckDB query, run as printed.
+    # It ends with the warehouse reconciled with Stripe's balance reports (the emulator's).
+    assert re.fullmatch(r"Reconciled with Stripe's balance reports: \d+ months, 0 differences",
+                        out.strip().splitlines()[-1]), out[-500:]
     query = out.split("Query it with DuckDB, e.g.:\n", 1)[1].strip().splitlines()[0]
     result = shell(query, ROOT)
     assert "status" in result.stdout
@@ -329,7 +332,7 @@ def test_the_tap_without_meltano(tmp_path):
         shell(readme.command(".venv/bin/tap-stripe-connect --config config.json --discover"),
               tmp_path)
         catalog = json.loads((tmp_path / "catalog.json").read_text())
-        assert len(catalog["streams"]) == 28
+        assert len(catalog["streams"]) == 30  # 28 resources and 2 of Stripe's reports
         sync = readme.command(".venv/bin/tap-stripe-connect --config config.json --catalog")
         shell(sync.replace("target-...", "cat > records.jsonl"), tmp_path)
         records = (tmp_path / "records.jsonl").read_text()

@@ -234,7 +234,14 @@ def test_discover_lists_every_stream_with_schema_key_and_replication(tmp_path):
     assert run.returncode == 0, run.stderr
     streams = {s["tap_stream_id"]: s for s in json.loads(run.stdout)["streams"]}
     assert len(streams) >= 25
-    assert set(streams) == set(NAMES)
+    reports = {"report_balance_activity", "report_balance_summary"}
+    assert set(streams) == set(NAMES) | reports
+    for name in reports:  # Stripe's own reports, selected by default, loaded by interval
+        entry = streams.pop(name)
+        assert entry["replication_method"] == "INCREMENTAL", name
+        assert entry["replication_key"] == "updated", name
+        root = next(md["metadata"] for md in entry["metadata"] if md["breadcrumb"] == [])
+        assert root["selected-by-default"] is True, name
     for name, entry in streams.items():
         resource = RESOURCES_BY_NAME[name]
         assert entry["schema"]["properties"]["id"] == {"type": "string"}, name
@@ -419,14 +426,24 @@ def test_a_restricted_key_fails_fast_naming_every_unreadable_stream(restricted, 
         assert f"stream '{stream}'" in line, line
     assert "'Products' read permission (rak_product_read)" in line
     assert "'Credit notes' read permission (rak_credit_note_read)" in line
+    # The key has neither report permission: each report stream names both.
+    for stream in ("report_balance_activity", "report_balance_summary"):
+        assert (f"stream '{stream}' needs the 'Report runs and report types' read permission "
+                "(rak_report_run_write) and the 'Files' read permission (rak_file_read)") in line
     assert "skip_unreadable_streams" in line
     assert "stream 'charges'" not in line
     assert RESTRICTED not in run.stderr
     assert "7788" not in run.stderr
-    # One cheap request per endpoint, nothing more.
-    lists = [r for r in restricted.requests if r.path != "/v1/account"]
+    # One cheap request per endpoint (a report type for the report streams), nothing more.
+    report_types = [r for r in restricted.requests if r.path.startswith("/v1/reporting/")]
+    assert sorted(r.path for r in report_types) == [
+        "/v1/reporting/report_types/balance.summary.1",
+        "/v1/reporting/report_types/balance_change_from_activity.itemized.3",
+    ], report_types
+    lists = [r for r in restricted.requests
+             if r.path != "/v1/account" and r not in report_types]
     assert all(r.query.get("limit") == ["1"] for r in lists), lists
-    assert len(lists) <= len(NAMES) + 2
+    assert len(lists) <= len(NAMES) + 3
 
 
 def test_skip_unreadable_streams_syncs_the_rest_with_a_warning_each(restricted, tmp_path):
@@ -435,7 +452,8 @@ def test_skip_unreadable_streams_syncs_the_rest_with_a_warning_each(restricted, 
                                          skip_unreadable_streams=True),
                   catalog=catalog, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    for stream in ("products", "credit_notes", "credit_note_line_items"):
+    for stream in ("products", "credit_notes", "credit_note_line_items",
+                   "report_balance_activity", "report_balance_summary"):
         assert f"Skipping stream '{stream}'" in run.stderr
         assert not run.records(stream)
     for stream in ("charges", "prices", "payment_methods", "events", "balance_transactions"):

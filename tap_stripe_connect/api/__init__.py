@@ -10,7 +10,12 @@ from tap_stripe_connect.api.reads import (
     Read,
     events_read,
     feed_read,
+    file_read,
+    files_read,
     list_read,
+    report_run_create,
+    report_run_read,
+    report_type_read,
     retrieve_read,
 )
 
@@ -21,6 +26,11 @@ __all__ = [
     "StripeClock",
     "events_read",
     "feed_read",
+    "file_read",
+    "files_read",
     "list_read",
+    "report_run_create",
+    "report_run_read",
+    "report_type_read",
     "retrieve_read",
 ]

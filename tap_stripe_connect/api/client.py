@@ -17,6 +17,7 @@ import re
 import threading
 import time
 import typing as t
+import uuid
 from urllib.parse import urlencode, urlsplit
 
 import backoff
@@ -40,6 +41,7 @@ from tap_stripe_connect.errors import (
     request_label,
     stripe_error,
 )
+from tap_stripe_connect.settings import LOCAL_HOSTS
 from tap_stripe_connect.stop import Stop
 
 if t.TYPE_CHECKING:
@@ -81,6 +83,33 @@ class Newest:
                     response,
                 )
             self.last = (created, str(obj.get("id")))
+
+
+def target(
+    read: Read, api_url: str, after: str | None, headers: dict[str, str]
+) -> tuple[str, str | None]:
+    """The URL of a read, and the form it posts (None: a GET)."""
+    if read.kind is Kind.FILE:
+        return file_url(read), None
+    url, query, data = api_url + read.path, read.query(after), None
+    if read.kind is Kind.CREATE:
+        data, query = urlencode(query), []
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers["Idempotency-Key"] = str(uuid.uuid4())  # a retried POST creates nothing twice
+    return (url + "?" + urlencode(query) if query else url), data
+
+
+def file_url(read: Read) -> str:
+    """A file's URL as Stripe gave it, if the credential may be sent there: https (plain
+    http only to this machine, an emulator), as for setting 'api_url'."""
+    url = urlsplit(read.path)
+    if url.scheme == "https" or (url.scheme == "http" and url.hostname in LOCAL_HOSTS):
+        return read.path
+    raise StripeAPIError(
+        f"Stripe gave {failures.what_for(read)} a file URL the tap will not send the "
+        f"credential to ({url.scheme}://{url.hostname}{url.path}: not https); check "
+        "setting 'api_url'."
+    )
 
 
 class StripeClient:
@@ -181,6 +210,14 @@ class StripeClient:
             return None
         return body
 
+    def answer(self, read: Read) -> tuple[dict, requests.Response]:
+        """The body and the response of a read that is not a list: a report run created
+        (a `POST`, retried under one `Idempotency-Key`), a file downloaded (`.content`)."""
+        with metering.counter(read) as counter:
+            answered = self.call(read)
+            counter.increment()
+        return answered
+
     def account(self, address: str | None = None) -> dict | None:
         """The credential's own account, or the one at `address` (and Stripe's time,
         from the same response).
@@ -273,16 +310,20 @@ class StripeClient:
         )
 
     def prepare(self, read: Read, after: str | None = None) -> requests.PreparedRequest:
-        url = self.settings.api_url + read.path
-        if read.v2 and after:
-            url = self.settings.api_url + after  # a v2 list's `next_page_url`
-        elif query := read.query(after):
-            url += "?" + urlencode(query)
         headers = {"Stripe-Version": self.settings.api_version, "User-Agent": self.user_agent}
         name = self.account_header
-        if account := header_value(name, self.settings.account_id, read.account):
+        # A platform's own report of its connected accounts: no `Stripe-Account` (under
+        # `Stripe-Context`, the platform's own context).
+        base = None if read.as_itself and name != "Stripe-Context" else self.settings.account_id
+        if account := header_value(name, base, read.account):
             headers[name] = account
-        return self.session.prepare_request(requests.Request("GET", url, headers=headers))
+        if read.v2 and after:
+            url, data = self.settings.api_url + after, None  # a v2 list's `next_page_url`
+        else:
+            url, data = target(read, self.settings.api_url, after, headers)
+        return self.session.prepare_request(
+            requests.Request(read.method, url, headers=headers, data=data)
+        )
 
     def attempt(
         self, read: Read, request: requests.PreparedRequest
@@ -290,7 +331,7 @@ class StripeClient:
         """One try: through the account's budget, the run's total (if capped) and the bound
         on requests in flight (a place taken once the budgets have room: see limiter.py)."""
         request = self.authenticator(request)
-        endpoint = endpoint_of("GET", read.path)
+        endpoint = endpoint_of(read.method, urlsplit(read.path).path)
         limiter = self.limiter_for(read.account)
         grant = limiter.acquire(
             endpoint, also=self.total_limiter, slot=self.in_flight, check=self.stop.check
@@ -333,6 +374,8 @@ class StripeClient:
         self.clock.observe(response)
         status = response.status_code
         if status < 300:
+            if read.kind is Kind.FILE:
+                return {}  # the contents are the response's (`download`)
             return checked_body(read, response, content)
         # Expired, or (a Stripe App's) revoked by a refresh another run made: refresh once.
         if status == 401 and stripe_error(response).get("code") in (

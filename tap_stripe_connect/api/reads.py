@@ -13,6 +13,8 @@ import enum
 import typing as t
 from dataclasses import dataclass, replace
 
+from tap_stripe_connect.resources import FILES_PERMISSION, REPORT_PERMISSION
+
 if t.TYPE_CHECKING:
     from tap_stripe_connect.resources import Resource
 
@@ -27,6 +29,8 @@ class Kind(enum.Enum):
     RETRIEVE = "retrieve"  # one object
     ACCOUNT = "account"  # `GET /v1/account`: the credential's own account
     V2_LIST = "v2_list"  # a v2 list (`/v2/...`), paged by following `next_page_url`
+    CREATE = "create"  # a POST of a form (`POST /v1/reporting/report_runs`)
+    FILE = "file"  # a file's contents, from the absolute URL Stripe gave (a report's CSV)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,13 @@ class Read:
     created: bool = False
     limit: int = PAGE_SIZE
     after: str | None = None
+    #: Made by the credential's account for itself, without `Stripe-Account` even when
+    #: setting 'account_id' is set (a platform's report runs cover its connected accounts).
+    as_itself: bool = False
+
+    @property
+    def method(self) -> str:
+        return "POST" if self.kind is Kind.CREATE else "GET"
 
     @property
     def listing(self) -> bool:
@@ -160,6 +171,51 @@ def v2_accounts_read() -> Read:
     ones left out, as Stripe does by default)."""
     return Read(Kind.V2_LIST, "/v2/core/accounts", object="v2.core.account",
                 permission="Accounts v2")
+
+
+def _report_about(stream: str, platform: bool) -> dict[str, t.Any]:
+    """A report read is the account's own (`Stripe-Account` when setting 'account_id' names
+    it), or a platform's for its connected accounts (never `Stripe-Account`)."""
+    return {
+        "stream": stream,
+        "object": "reporting.report_run",
+        "permission": f"{REPORT_PERMISSION}' (write) and the '{FILES_PERMISSION}",
+        "as_itself": platform,
+    }
+
+
+def report_type_read(report_type: str, *, stream: str, platform: bool = False) -> Read:
+    """`GET /v1/reporting/report_types/<type>`: the data available, `data_available_*`."""
+    return Read(Kind.RETRIEVE, f"/v1/reporting/report_types/{report_type}",
+                **_report_about(stream, platform))
+
+
+def report_run_create(report_type: str, parameters: Params, *, stream: str,
+                      platform: bool = False) -> Read:
+    """`POST /v1/reporting/report_runs`: `parameters` as (name, value) pairs, a list value
+    repeating `parameters[<name>][]`."""
+    form: list[tuple[str, t.Any]] = [("report_type", report_type)]
+    for name, value in parameters:
+        key = f"parameters[{name}]" + ("[]" if isinstance(value, (list, tuple)) else "")
+        form.append((key, value))
+    return Read(Kind.CREATE, "/v1/reporting/report_runs", tuple(form),
+                **_report_about(stream, platform))
+
+
+def report_run_read(run_id: str, *, stream: str, platform: bool = False) -> Read:
+    """`GET /v1/reporting/report_runs/<id>`: the run's status and, once done, its file."""
+    return Read(Kind.RETRIEVE, f"/v1/reporting/report_runs/{run_id}",
+                **_report_about(stream, platform))
+
+
+def file_read(url: str, *, stream: str, platform: bool = False) -> Read:
+    """A file's contents at the URL Stripe gave (`https://files.stripe.com/...`)."""
+    return Read(Kind.FILE, url, **_report_about(stream, platform))
+
+
+def files_read(*, stream: str, platform: bool = False) -> Read:
+    """`GET /v1/files?limit=1`: whether the credential may read files."""
+    return Read(Kind.LIST, "/v1/files", limit=1, **_report_about(stream, platform))
 
 
 #: The credential's own account: Stripe's clock, its id and its mode.

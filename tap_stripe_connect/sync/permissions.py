@@ -24,9 +24,15 @@ import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tap_stripe_connect.api import list_read
+from tap_stripe_connect.api import files_read, list_read, report_type_read
 from tap_stripe_connect.errors import StripePermissionError, TapError
-from tap_stripe_connect.resources import EVENTS, RESOURCES_BY_NAME
+from tap_stripe_connect.resources import (
+    EVENTS,
+    FILES_PERMISSION,
+    REPORT_PERMISSION,
+    REPORTS_BY_NAME,
+    RESOURCES_BY_NAME,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,6 +79,19 @@ def find_unreadable(run: Run, names: t.Iterable[str]) -> list[Unreadable]:
     checks: dict[str, Callable[[], Need | None]] = {}
     needed: dict[str, list[str]] = {}
     for name in names:
+        if name in REPORTS_BY_NAME:
+            # A report stream runs reports and reads their files: both are checked.
+            report = REPORTS_BY_NAME[name]
+            platform = run.platform
+            report_type = report.connected_type if platform else report.report_type
+            keys = [f"report {report_type}", "files"]
+            checks.setdefault(keys[0], functools.partial(
+                _check_read, run, report_type_read(report_type, stream=name, platform=platform),
+                REPORT_PERMISSION))
+            checks.setdefault("files", functools.partial(
+                _check_read, run, files_read(stream=name, platform=platform), FILES_PERMISSION))
+            needed[name] = keys
+            continue
         resource = root = RESOURCES_BY_NAME[name]
         while root.parent:
             root = RESOURCES_BY_NAME[root.parent]
@@ -126,6 +145,16 @@ def _check(run: Run, resource: Resource, parent_id: str | None = None) -> Need |
             return None  # the account, not a permission: the sync reports the account
         found = _STRIPE_PERMISSION.search(str(exc))
         return Need(resource.permission, found.group(1) if found else None)
+    return None
+
+
+def _check_read(run: Run, read: t.Any, permission: str) -> Need | None:
+    """None if the credential may make the read, else the permission it needs."""
+    try:
+        run.client.retrieve(read)
+    except StripePermissionError as exc:
+        found = _STRIPE_PERMISSION.search(str(exc))
+        return Need(permission, found.group(1) if found else None)
     return None
 
 

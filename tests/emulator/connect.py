@@ -35,7 +35,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tests.emulator.context import ORGANIZATION_KEY, PLATFORM_ID, AccountsV2
 from tests.emulator.context import addressed as context_addressed
+from tests.emulator.reports import Reports
 from tests.emulator.server import Emulator, mask_key
+from tests.emulator.store import ApiError
 
 PLATFORM_KEY = "sk_test_platform_emulator"
 CLIENT_ID = "ca_emulator0000000000000001"
@@ -118,6 +120,9 @@ class ConnectPlatform:
         self._refresh: dict[str, Grant] = {}  # by refresh token
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        #: The platform's Reports API over its connected accounts' balance transactions.
+        self.reports = Reports(self._ledgers, lambda: int(self.clock() or 0), platform=True,
+                               version=self._ledger_sizes)
         self.add_accounts(accounts)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -283,8 +288,10 @@ class ConnectPlatform:
             form = {k: v[-1] for k, v in parse_qs(split.query or body).items()}
             self.advance(float(form.get("seconds") or 0))
             self._reply(handler, 200, {"clock": self.clock()})
+        elif split.path.startswith(("/v1/reporting/", "/v1/files")) and self._as_platform(handler):
+            self._report_call(handler, method, split.path, split.query, body)
         elif split.path.startswith(("/v1/", "/v2/")):
-            self._api(handler, method, split.path, split.query)
+            self._api(handler, method, split.path, split.query, body)
         else:
             self._reply(
                 handler,
@@ -517,7 +524,14 @@ class ConnectPlatform:
             "stripe_publishable_key": "pk_test_" + grant.account_id[-10:],
         }
 
-    def _api(self, handler: BaseHTTPRequestHandler, method: str, path: str, query: str) -> None:
+    def _as_platform(self, handler: BaseHTTPRequestHandler) -> bool:
+        """The platform's own key without `Stripe-Account`: the platform's reports (of its
+        connected accounts); else a connected account's own, answered by its emulator."""
+        token = (handler.headers.get("Authorization") or "").partition(" ")[2].strip()
+        return token == self.platform_key and not handler.headers.get("Stripe-Account")
+
+    def _api(self, handler: BaseHTTPRequestHandler, method: str, path: str, query: str,
+             body: str = "") -> None:
         auth = handler.headers.get("Authorization") or ""
         token = auth.partition(" ")[2].strip()
         sent = (handler.headers.get("Stripe-Account"), handler.headers.get("Stripe-Context"))
@@ -621,8 +635,12 @@ class ConnectPlatform:
             if k.lower() not in ("host", "authorization", "stripe-account", "content-length")
         }
         headers["Authorization"] = f"Bearer {target.api_key}"
+        if body:  # a report run's form
+            headers["Content-Length"] = str(len(body.encode()))
+        # A connected account's report files are downloaded from the platform's address.
+        target.public_url = self.url
         status, answered, content, broken = target.answer(
-            method, f"{path}{'?' + query if query else ''}", headers
+            method, f"{path}{'?' + query if query else ''}", headers, body.encode()
         )
         handler.send_response(status)
         for name in _FORWARDED:
@@ -639,6 +657,41 @@ class ConnectPlatform:
                     socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                 )
                 handler.connection.close()
+
+    def _ledger_sizes(self) -> tuple:
+        with self._lock:
+            listed = [a for a in self.account_ids if a not in self.disconnected]
+        return tuple(
+            (a, len(self.accounts[a].store.collection("balance_transactions").keys))
+            for a in listed
+        )
+
+    def _ledgers(self) -> dict[str, list[dict]]:
+        with self._lock:
+            listed = [a for a in self.account_ids if a not in self.disconnected]
+        return {a: self.accounts[a].store.objects("balance_transactions") for a in listed}
+
+    def _report_call(self, handler: BaseHTTPRequestHandler, method: str, path: str,
+                     query: str, body: str) -> None:
+        """The Reports API, run by the platform for its connected accounts (its key, no
+        `Stripe-Account`)."""
+        self.api_requests.append((method, path, handler.headers.get("Stripe-Account")))
+        form = {**parse_qs(query, keep_blank_values=True),
+                **parse_qs(body, keep_blank_values=True)}
+        try:
+            status, answer, kind = self.reports.serve(method, path, form, None, self.url)
+        except ApiError as error:
+            self._reply(handler, error.status, error.body())
+            return
+        if isinstance(answer, dict):
+            self._reply(handler, status, answer)
+            return
+        handler.send_response(status)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Request-Id", "req_connect" + secrets.token_hex(6))
+        handler.send_header("Content-Length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
 
     def _account_list(self, query: dict[str, list[str]]) -> tuple[int, dict]:
         """`GET /v1/accounts`, in the order the accounts connected, paged by `limit`

@@ -35,6 +35,7 @@ from requests.structures import CaseInsensitiveDict
 
 from tests.emulator.billing import KINDS
 from tests.emulator.generate import API_VERSION, BASE62, DEFAULT_CLOCK
+from tests.emulator.reports import Reports
 from tests.emulator.store import STREAMS, ApiError, Store, dumps, no_such
 from tests.emulator.versions import ENDIVE
 from tests.emulator.versions import render as render_version
@@ -483,6 +484,15 @@ class Emulator:
         self._stop = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: Where clients reach this account when another server answers for it (a Connect
+        #: platform): the address of its report files.
+        self.public_url: str | None = None
+        #: Stripe's Reports API over this account's balance transactions (reports.py).
+        self.reports = Reports(
+            lambda: {self.account_id: self.store.objects("balance_transactions")},
+            self.store.now,
+            version=lambda: len(self.store.collection("balance_transactions").keys),
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -669,6 +679,7 @@ class Emulator:
         arrived, started = time.time(), time.monotonic()
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length > 0 else b""
+        h.request_body = body  # type: ignore[attr-defined]  (a report run's form)
         split = urlsplit(h.path)
         if split.path.startswith("/_emulator/"):
             self._control(h, method, split.path, body)
@@ -801,6 +812,11 @@ class Emulator:
                 "have been revoked.",
                 code="account_invalid",
             )
+        if path.startswith(("/v1/reporting/", "/v1/files")):
+            form = parse_qs(getattr(h, "request_body", b"").decode(), keep_blank_values=True)
+            status, answer, _ = self.reports.serve(method, path, {**query, **form}, readable,
+                                                   self.public_url or self.url)
+            return status, answer if isinstance(answer, bytes) else dumps(answer)
         stream, endpoint, ids = _route(method, path)
         if endpoint in self.unserved:
             raise ApiError(404, f"Unrecognized request URL ({method}: {path}). Please see "
