@@ -197,6 +197,34 @@ def stream_section(r: res.Resource, notes: dict[str, dict[str, str]]) -> list[st
     return [*lines, ""]
 
 
+def report_section(report: res.Report) -> list[str]:
+    """A report stream: its report types, key and columns (the stream's own schema)."""
+    from tap_stripe_connect.streams import report_schema
+
+    properties = report_schema(report)["properties"]
+    lines = [
+        f"## {report.name}",
+        "",
+        f"- **Report:** `{report.report_type}` (a platform's connected accounts: "
+        f"`{report.connected_type}`), run with `POST /v1/reporting/report_runs` over whole UTC "
+        "days (whole months for the past) up to the report type's `data_available_end`; the CSV "
+        "is downloaded from the run's file. Report calls are not counted against Stripe's read "
+        "allocation.",
+        f"- **Primary key:** {', '.join(f'`{k}`' for k in report.primary_key)}",
+        "- **Kept current:** the bookmark is the end of the last interval loaded; the next run "
+        "asks for the days after it. Amounts are stored in minor units, like every other stream.",
+        "- **Deletes:** none (a report describes closed days).",
+        "- **Permission** (restricted keys): Report runs and report types (write), and Files "
+        "(read).",
+        "",
+        "| column | type | API versions | description |",
+        "|---|---|---|---|",
+    ]
+    for name, schema in properties.items():
+        lines.append(f"| `{name}` | {type_name(schema)} | all | |")
+    return [*lines, "", "See [Reconciliation](reconciliation.md) for how they are used.", ""]
+
+
 def model_sections() -> list[str]:
     project = yaml.safe_load(MODELS.read_text())
     lines = ["## dbt models", "",
@@ -219,9 +247,14 @@ def data_page() -> str:
         mode = {res.EVENTS: "events", res.CREATED: "`created`", res.FULL_TABLE: "full table",
                 res.PARENT: f"its parent `{r.parent}`"}[r.sync]
         lines.append(f"| [{r.name}](#{r.name.replace('_', '_')}) | `GET {r.path}` | {mode} |")
+    for report in res.REPORTS:
+        lines.append(f"| [{report.name}](#{report.name}) | `POST /v1/reporting/report_runs` "
+                     f"(`{report.report_type}`) | report runs over whole UTC days |")
     lines.append("")
     for r in sorted(res.RESOURCES, key=lambda r: r.name):
         lines += stream_section(r, notes)
+    for report in res.REPORTS:
+        lines += report_section(report)
     lines += model_sections()
     return "\n".join(lines).rstrip() + "\n"
 
