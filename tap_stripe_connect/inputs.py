@@ -18,8 +18,8 @@ from jsonschema import Draft7Validator
 from tap_stripe_connect.api.context import header_problem
 from tap_stripe_connect.errors import TapError
 from tap_stripe_connect.settings import LOCAL_HOSTS, AccountShard, is_time
-from tap_stripe_connect.state.bookmarks import check_accounts
-from tap_stripe_connect.state.listing import LISTING, Listing, StateError
+from tap_stripe_connect.state.bookmarks import check_accounts, check_unit_entry
+from tap_stripe_connect.state.listing import StateError
 
 # Settings singer-sdk itself reads, whether or not the tap's schema lists them.
 SDK_SETTINGS = frozenset(
@@ -230,14 +230,7 @@ def _check_entry(entry: t.Any, where: str) -> None:
             f"STATE entry {where}.replication_key_value is not a date-time ({shown}); this "
             f"tap's bookmarks look like '2026-01-01T00:00:00Z'.{_ADVICE}"
         )
-    version = entry.get("table_version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise StateError(f"STATE entry {where}.table_version is not an integer.{_ADVICE}")
-    if LISTING in entry:
-        try:
-            Listing.from_state(entry[LISTING], f"{where}.{LISTING}")
-        except StateError as exc:
-            raise StateError(f"{exc}{_ADVICE}") from None
+    check_unit_entry(entry, where, _ADVICE)
 
 
 # -- catalog ---------------------------------------------------------------------------------

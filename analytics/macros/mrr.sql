@@ -79,3 +79,19 @@
   {%- endfor -%}
   {{ return('') }}
 {%- endmacro %}
+
+
+{#- The movement of an MRR figure from one month to the next: `previous` and `current` are
+    the two months' MRR, `month_number` the month's place in its series (1: the first).
+    One definition for every model that reports movements. -#}
+{% macro mrr_movement(previous, current, month_number) -%}
+    case
+        when {{ previous }} = 0 and {{ current }} > 0 and {{ month_number }} = 1 then 'new'
+        when {{ previous }} = 0 and {{ current }} > 0 then 'reactivation'
+        when {{ previous }} > 0 and {{ current }} > {{ previous }} then 'expansion'
+        when {{ previous }} > 0 and {{ current }} > 0 and {{ current }} < {{ previous }} then 'contraction'
+        when {{ previous }} > 0 and {{ current }} = 0 then 'churned'
+        when {{ current }} > 0 then 'unchanged'
+        else 'inactive'
+    end
+{%- endmacro %}

@@ -58,15 +58,7 @@ select
     month,
     mrr,
     previous_mrr,
-    case
-        when previous_mrr = 0 and mrr > 0 and month_number = 1 then 'new'
-        when previous_mrr = 0 and mrr > 0 then 'reactivation'
-        when previous_mrr > 0 and mrr > previous_mrr then 'expansion'
-        when previous_mrr > 0 and mrr > 0 and mrr < previous_mrr then 'contraction'
-        when previous_mrr > 0 and mrr = 0 then 'churned'
-        when mrr > 0 then 'unchanged'
-        else 'inactive'
-    end as movement,
+    {{ mrr_movement('previous_mrr', 'mrr', 'month_number') }} as movement,
     case when previous_mrr = 0 and mrr > 0 and month_number = 1 then mrr else 0 end as new_mrr,
     case when previous_mrr > 0 and mrr > previous_mrr then mrr - previous_mrr else 0 end
         as expansion_mrr,

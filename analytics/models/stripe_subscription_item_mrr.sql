@@ -93,13 +93,5 @@ select
     billed_mrr,
     cast(12 * billed_mrr as decimal(28, 6)) as billed_arr,
     previous_billed_mrr,
-    case
-        when previous_billed_mrr = 0 and billed_mrr > 0 and month_number = 1 then 'new'
-        when previous_billed_mrr = 0 and billed_mrr > 0 then 'reactivation'
-        when previous_billed_mrr > 0 and billed_mrr > previous_billed_mrr then 'expansion'
-        when previous_billed_mrr > 0 and billed_mrr > 0 and billed_mrr < previous_billed_mrr then 'contraction'
-        when previous_billed_mrr > 0 and billed_mrr = 0 then 'churned'
-        when billed_mrr > 0 then 'unchanged'
-        else 'inactive'
-    end as movement
+    {{ mrr_movement('previous_billed_mrr', 'billed_mrr', 'month_number') }} as movement
 from compared

@@ -129,14 +129,20 @@ def check_accounts(state: t.Mapping[str, t.Any], advice: str = "") -> None:
             where = f"{ACCOUNTS}.units.{account}.{stream}"
             if not isinstance(entry, dict):
                 raise StateError(f"STATE entry {where} is not an object.{advice}")
-            version = entry.get(TABLE_VERSION)
-            if version is not None and not _is_int(version):
-                raise StateError(f"STATE entry {where}.table_version is not an integer.{advice}")
-            if LISTING in entry:
-                try:
-                    Listing.from_state(entry[LISTING], f"{where}.{LISTING}")
-                except StateError as exc:
-                    raise StateError(f"{exc}{advice}") from None
+            check_unit_entry(entry, where, advice)
+
+
+def check_unit_entry(entry: t.Mapping[str, t.Any], where: str, advice: str = "") -> None:
+    """StateError (one line naming the entry) for a unit's table version or listing this tap
+    cannot read: the one check of both, for either layout (the SDK's entries, `accounts`)."""
+    version = entry.get(TABLE_VERSION)
+    if version is not None and not _is_int(version):
+        raise StateError(f"STATE entry {where}.table_version is not an integer.{advice}")
+    if LISTING in entry:
+        try:
+            Listing.from_state(entry[LISTING], f"{where}.{LISTING}")
+        except StateError as exc:
+            raise StateError(f"{exc}{advice}") from None
 
 
 def load_state(into: dict, given: t.Mapping[str, t.Any]) -> None:
