@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft7Validator
 
-from tap_stripe_connect.resources import RESOURCES
+from tap_stripe_connect.resources import REPORTS, RESOURCES
+from tap_stripe_connect.streams import report_schema
 from tap_stripe_connect.versions import API_VERSIONS, DEFAULT_API_VERSION, load_schema
 from tests import openapi
 from tests.conftest import ROOT, TapRun, emulator_config, run_tap
@@ -29,6 +30,8 @@ from tests.strict import first_problems
 
 ENDIVE = "2026-10-28.endive"
 ALL_STREAMS = tuple(r.name for r in RESOURCES)
+#: Stripe's reports have the same columns whatever the API version: one schema each.
+REPORT_SCHEMAS = {report.name: report_schema(report) for report in REPORTS}
 
 
 def catalog_of_every_stream(emu: Emulator, tmp_path: Path, **config: t.Any) -> dict:
@@ -76,11 +79,13 @@ def test_every_stream_of_each_version_is_true_to_that_versions_schemas(
     versions = {r.headers.get("Stripe-Version") for r in emu.requests if r.path.startswith("/v1/")}
     assert versions == {api_version}
     schemas = run.schemas()
-    assert set(schemas) == set(ALL_STREAMS)
+    assert set(schemas) == set(ALL_STREAMS) | set(REPORT_SCHEMAS)
     for name in ALL_STREAMS:
         assert schemas[name] == load_schema(name, api_version), name
+    for name, schema in REPORT_SCHEMAS.items():
+        assert schemas[name] == schema, name
     # Every stream has records (so every shape is checked), each true to its schema.
-    assert not [s for s in ALL_STREAMS if not run.records(s)]
+    assert not [s for s in schemas if not run.records(s)]
     problems = off_schema(run, schemas)
     assert not problems, json.dumps(problems, indent=1)
     # The same objects as Stripe holds, whatever the version.
@@ -131,7 +136,8 @@ def test_2024_shaped_objects_break_the_2026_schemas(emu: Emulator, tmp_path: Pat
     """What `api_version` did before 2026-10-28.endive had its schemas: the strict check
     names every field a version moved (this check is what the sync tests rely on)."""
     run = sync_every_stream(emu, tmp_path)  # 2024-06-20 records
-    problems = off_schema(run, {name: load_schema(name, ENDIVE) for name in ALL_STREAMS})
+    endive = {name: load_schema(name, ENDIVE) for name in ALL_STREAMS}
+    problems = off_schema(run, {**endive, **REPORT_SCHEMAS})
     assert {"subscriptions", "invoices", "invoice_line_items", "charges"} <= set(problems)
     for stream, moved in (("subscriptions", "'current_period_end'"),
                           ("invoices", "'subscription'"), ("invoice_line_items", "'price'"),
