@@ -176,10 +176,10 @@ def test_an_expired_access_token_rolls_the_refresh_token_saved_before_use(platfo
     seen: list[tuple[str, str]] = []
     answer = platform._api
 
-    def spy(handler, method, path_, query):
+    def spy(handler, method, path_, query, body=""):
         token = (handler.headers.get("Authorization") or "").partition(" ")[2]
         seen.append((token, json.loads(path.read_text())["refresh_token"]))
-        answer(handler, method, path_, query)
+        answer(handler, method, path_, query, body)
 
     platform._api = spy
     settings = app_settings(platform, credentials_file=str(path))
@@ -264,7 +264,7 @@ def test_a_refresh_by_another_run_mid_sync_is_taken_from_the_file(platform, tmp_
     served = 0
     answer = platform._api
 
-    def another_run_refreshes_at_the_fifth_request(handler, method, path_, query):
+    def another_run_refreshes_at_the_fifth_request(handler, method, path_, query, body=""):
         nonlocal served
         served += 1
         if served == 5:
@@ -275,7 +275,7 @@ def test_a_refresh_by_another_run_mid_sync_is_taken_from_the_file(platform, tmp_
                 timeout=10,
             ).json()
             path.write_text(json.dumps({**saved, **rolled}))
-        answer(handler, method, path_, query)
+        answer(handler, method, path_, query, body)
 
     platform._api = another_run_refreshes_at_the_fifth_request
     run = run_tap(config=app_settings(platform, credentials_file=str(path)), tmp_path=tmp_path)
