@@ -136,11 +136,11 @@ def bookmarks_by_account(
                 found.setdefault(account, []).append(value)
     for entry in (normal.get("bookmarks") or {}).values():
         value = entry.get("replication_key_value") if isinstance(entry, dict) else None
-        account = entry.get("account_id") or own_account if isinstance(entry, dict) else None
-        if not account or not isinstance(value, str):
+        owner = entry.get("account_id") or own_account if isinstance(entry, dict) else None
+        if not owner or not isinstance(value, str):
             continue
         try:
-            found.setdefault(str(account), []).append(parse_time(value))
+            found.setdefault(str(owner), []).append(parse_time(value))
         except ValueError:
             continue
     return found
