@@ -35,6 +35,7 @@ from tap_stripe_connect.api.auth import (
     StripeKeyAuthenticator,
     StripeOAuthAuthenticator,
     build_authenticator,
+    connected_account,
     read_credentials,
     secrets_in,
     uses_oauth,
@@ -273,8 +274,10 @@ def check(client: StripeClient, connection: Connection, credentials_file: str | 
         account, _ = client.call(read)
     except StripeAccountInvalidError as exc:
         connection.status, connection.detail = NO_ACCESS, str(exc)
-        connection.fix = reconnect_fix(
-            connection.address or connection.account_id, credentials_file
+        # An `account_ids` entry may also be removed; `account_id` or `connect`'s account
+        # is connected again.
+        connection.fix = (
+            reconnect_fix(connection.address, credentials_file) if connection.address else reconnect
         )
         return
     except StripePermissionError:
@@ -466,6 +469,8 @@ def connections(argv: list[str] | None = None) -> int:
     register_secrets(secrets_in(config))
     if problem := header_problem(config):
         raise ConfigError(f"Invalid settings: {problem}.")
+    if account := connected_account(config):  # the account `connect` saved, as a run reads it
+        config["account_id"] = account
     # A status check, not a sync: a Stripe that does not answer is said within a minute.
     configured_settings = Settings.from_config(config)
     settings = dataclasses.replace(

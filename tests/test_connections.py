@@ -268,6 +268,32 @@ def test_a_connect_account_deauthorized_is_revoked_with_when_and_the_command(pla
     assert len(platform.api_requests) == since
 
 
+def test_a_connect_account_read_with_the_platform_key_shows_its_deauthorization(
+    platform, tmp_path
+):
+    """Classic Connect as Stripe recommends it: the platform's key, and the account
+    `connect` saved, read with `Stripe-Account`."""
+    account = platform.account_ids[0]
+    credentials = tmp_path / "stripe-credentials.json"
+    credentials.write_text(json.dumps({"stripe_user_id": account, "oauth_flow": "connect"}))
+    config = {"api_key": platform.platform_key, "credentials_file": str(credentials),
+              "api_url": platform.url}
+    good = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert {a: r["status"] for a, r in rows(good).items()} == {account: "ok"}
+    at = rfc3339(platform.clock())
+    platform.deauthorize(account)
+    proc = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    row = rows(proc)[account]
+    assert (row["flow"], row["status"], row["reason"]) == (
+        "platform key", "revoked", f"deauthorized at {at}"
+    )
+    assert row["fix"] == (
+        f"run tap-stripe-connect connect --config <config.json> --credentials-file {credentials}"
+    )
+
+
 def test_an_uninstalled_app_is_revoked_with_when_until_it_is_installed_again(tmp_path):
     with ConnectPlatform(accounts=1, objects=0, seed=920) as platform:
         account = platform.account_ids[0]
