@@ -9,8 +9,12 @@ its oldest bookmark (from `--state`: a STATE file, or Meltano's, `meltano state 
 and for anything not `ok` the command that fixes it.
 
 Each account costs one cheap request (`GET /v1/account` as that account) through the
-tap's one client, plus the pages of the platform's list under `["*"]`; `--offline`
-makes none. Exit code 1 when an account is not `ok`, with one line naming each on stderr.
+tap's one client, plus the pages of the platform's list under `["*"]`; when an account
+cannot be read and the platform's key is configured, one more: the platform's
+`account.application.deauthorized` events, which turn a failing account that left after
+its connection was made into `revoked` with the time (a key that may not read events
+tells nothing more). `--offline` makes none. Exit code 1 when an account is not `ok`,
+with one line naming each on stderr.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ from pathlib import Path
 
 from tap_stripe_connect.api import StripeClient, list_read
 from tap_stripe_connect.api.auth import (
+    StripeKeyAuthenticator,
     StripeOAuthAuthenticator,
     build_authenticator,
+    connected_account,
     read_credentials,
     secrets_in,
     uses_oauth,
 )
 from tap_stripe_connect.api.context import addressed, header_problem, is_organization_key
-from tap_stripe_connect.api.reads import ACCOUNT, v2_accounts_read
+from tap_stripe_connect.api.reads import ACCOUNT, Kind, Read, v2_accounts_read
 from tap_stripe_connect.connect import account_name, load_settings
 from tap_stripe_connect.errors import (
     ConfigError,
@@ -58,6 +64,14 @@ EXPIRING_SECONDS = 14 * 86400
 #: Stripe Apps refresh tokens expire a year after they are issued.
 REFRESH_TOKEN_SECONDS = 365 * 86400
 PROG = "tap-stripe-connect"
+#: The event Stripe sends the platform (or the app's developer) when an account
+#: disconnects it or uninstalls the app; its `account` is the account that left.
+DEAUTHORIZED = "account.application.deauthorized"
+#: The platform's latest deauthorizations: one page, newest first, made as itself.
+DEAUTHORIZED_READ = Read(
+    Kind.EVENTS, "/v1/events", (("type", DEAUTHORIZED),), object="event",
+    permission="rak_event_read", as_itself=True,
+)
 
 
 @dataclasses.dataclass
@@ -75,6 +89,8 @@ class Connection:
     oldest_bookmark: int | None = None
     fix: str | None = None
     detail: str | None = None
+    #: Why it is not `ok`, when Stripe says: "deauthorized at <time>".
+    reason: str | None = None
 
     def row(self, now: int) -> dict[str, t.Any]:
         oldest = self.oldest_bookmark
@@ -87,6 +103,7 @@ class Connection:
             "oldest_bookmark": format_time(oldest) if oldest is not None else None,
             "oldest_bookmark_age_seconds": max(0, now - oldest) if oldest is not None else None,
             "fix": self.fix,
+            "reason": self.reason,
             "detail": self.detail,
         }
 
@@ -120,11 +137,11 @@ def bookmarks_by_account(
                 found.setdefault(account, []).append(value)
     for entry in (normal.get("bookmarks") or {}).values():
         value = entry.get("replication_key_value") if isinstance(entry, dict) else None
-        account = entry.get("account_id") or own_account if isinstance(entry, dict) else None
-        if not account or not isinstance(value, str):
+        owner = entry.get("account_id") or own_account if isinstance(entry, dict) else None
+        if not owner or not isinstance(value, str):
             continue
         try:
-            found.setdefault(str(account), []).append(parse_time(value))
+            found.setdefault(str(owner), []).append(parse_time(value))
         except ValueError:
             continue
     return found
@@ -257,8 +274,10 @@ def check(client: StripeClient, connection: Connection, credentials_file: str | 
         account, _ = client.call(read)
     except StripeAccountInvalidError as exc:
         connection.status, connection.detail = NO_ACCESS, str(exc)
-        connection.fix = reconnect_fix(
-            connection.address or connection.account_id, credentials_file
+        # An `account_ids` entry may also be removed; `account_id` or `connect`'s account
+        # is connected again.
+        connection.fix = (
+            reconnect_fix(connection.address, credentials_file) if connection.address else reconnect
         )
         return
     except StripePermissionError:
@@ -284,6 +303,48 @@ def check(client: StripeClient, connection: Connection, credentials_file: str | 
     connection.name = account_name(account) if account else connection.name
     if not connection.account_id and account:
         connection.account_id = str(account.get("id") or "")
+
+
+def platform_client(
+    config: t.Mapping[str, t.Any], settings: Settings, client: StripeClient
+) -> StripeClient | None:
+    """A client with the platform's key, which may read its Connect events: the key of a
+    platform reading its accounts, or under OAuth the platform's (or app developer's)
+    secret key, `client_secret`. None: no such key (an account's own key)."""
+    if not uses_oauth(config):
+        reads_accounts = bool(settings.account_ids or settings.account_id)
+        return client if reads_accounts and key_flow(settings) == "platform key" else None
+    secret = config.get("client_secret")
+    if not (isinstance(secret, str) and secret.startswith(("sk_", "rk_"))):
+        return None
+    return StripeClient(settings, StripeKeyAuthenticator({"api_key": secret}), user_agent=PROG)
+
+
+def deauthorized(client: StripeClient) -> dict[str, int]:
+    """Each account's latest `account.application.deauthorized` event (its `created`), from
+    one read of the platform's events. A key that may not read events: nothing."""
+    try:
+        body, _ = client.call(DEAUTHORIZED_READ)
+    except TapError:
+        return {}  # 403 without `event_read`, or no answer: today's statuses stand
+    found: dict[str, int] = {}
+    for event in body.get("data") or ():  # newest first: the first of each is its latest
+        account, created = event.get("account"), event.get("created")
+        if event.get("type") == DEAUTHORIZED and isinstance(account, str) \
+                and isinstance(created, int):
+            found.setdefault(account, created)
+    return found
+
+
+def mark_deauthorized(rows: list[Connection], events: t.Mapping[str, int], fix: str) -> None:
+    """An account that fails its check and left after its connection was made (a working
+    connection is newer than any deauthorization): `revoked`, with when, and the fix."""
+    for row in rows:
+        at = events.get(row.account_id)
+        if at is None or row.status not in (REVOKED, NO_ACCESS):
+            continue
+        row.status, row.reason = REVOKED, f"deauthorized at {format_time(at)}"
+        row.fix = row.fix or fix
 
 
 def refresh_expires_at(
@@ -369,7 +430,7 @@ def table(rows: list[dict[str, t.Any]]) -> str:
             r["account_id"],
             r["name"] or "-",
             r["flow"],
-            r["status"],
+            f"{r['status']} ({r['reason']})" if r["reason"] else r["status"],
             r["last_sync"] or "-",
             age(r["oldest_bookmark_age_seconds"]),
             r["fix"] or "",
@@ -408,6 +469,8 @@ def connections(argv: list[str] | None = None) -> int:
     register_secrets(secrets_in(config))
     if problem := header_problem(config):
         raise ConfigError(f"Invalid settings: {problem}.")
+    if account := connected_account(config):  # the account `connect` saved, as a run reads it
+        config["account_id"] = account
     # A status check, not a sync: a Stripe that does not answer is said within a minute.
     configured_settings = Settings.from_config(config)
     settings = dataclasses.replace(
@@ -436,6 +499,10 @@ def connections(argv: list[str] | None = None) -> int:
             rows = [r for r in rows if r.address is None or shard.holds(r.address)]
         with ThreadPoolExecutor(max(1, min(settings.max_workers, len(rows)))) as pool:
             list(pool.map(lambda r: check(client, r, credentials_file), rows))
+        platform = platform_client(config, settings, client)
+        if platform is not None and any(r.status in (REVOKED, NO_ACCESS) for r in rows):
+            reconnect = f"run {connect_command(credentials_file)}"
+            mark_deauthorized(rows, deauthorized(platform), reconnect)
     add_bookmarks(
         rows, state, settings, online=client is not None, fix=reconnect_left(credentials_file)
     )
@@ -455,5 +522,6 @@ def connections(argv: list[str] | None = None) -> int:
     for row in failing:
         who = f"{row.account_id} ({row.name})" if row.name else row.account_id
         why = row.fix or redact(row.detail or "")
+        why = f"{row.reason}; {why}" if row.reason else why
         sys.stderr.write(f"{PROG}: error: account {who}: {row.status}: {why}\n")
     return 1 if failing else 0

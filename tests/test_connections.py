@@ -10,14 +10,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from tap_stripe_connect.settings import shard_of
 from tests.conftest import ROOT
 from tests.emulator import Emulator
 from tests.emulator.connect import ConnectPlatform
 from tests.emulator.context import PLATFORM_ID
+from tests.test_connect_app import app_settings, connect_app
 from tests.test_pipelines import clean_env
 
 PROG = "tap-stripe-connect"
@@ -69,6 +72,24 @@ def platform():
         yield connect_platform
 
 
+def reconnect(platform: ConnectPlatform, account: str) -> None:
+    """The account's owner connects the platform again (classic Connect OAuth, over HTTP)."""
+    authorize = requests.get(
+        f"{platform.url}/oauth/authorize", allow_redirects=False, timeout=10,
+        params={"client_id": platform.client_id, "redirect_uri": "http://localhost/cb",
+                "account": account, "state": "s"},
+    )
+    code = parse_qs(urlsplit(authorize.headers["Location"]).query)["code"][0]
+    token = requests.post(f"{platform.url}/oauth/token", timeout=10, data={
+        "grant_type": "authorization_code", "code": code, "client_secret": platform.platform_key,
+    })
+    assert token.json()["stripe_user_id"] == account
+
+
+def rfc3339(seconds: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds or 0)))
+
+
 def platform_state(accounts: list[str]) -> tuple[dict, dict[str, tuple[str, str]]]:
     """A platform's STATE over two streams, and each account's (newest, oldest) bookmark."""
     bookmarks: dict[str, tuple[str, str]] = {}
@@ -85,7 +106,11 @@ def platform_state(accounts: list[str]) -> tuple[dict, dict[str, tuple[str, str]
 
 def test_a_platform_table_names_each_account_its_status_sync_times_and_fix(platform, tmp_path):
     ok, lost = platform.account_ids[0], platform.account_ids[1]
+    left_at = rfc3339(platform.clock())
     platform.deauthorize(lost)  # Stripe's 403 `account_invalid` for the platform key
+    back = platform.account_ids[2]  # left, then connected again: its event is older
+    platform.deauthorize(back)
+    reconnect(platform, back)
     left = "acct_1LeftThePlatform0"  # in STATE, no longer listed by the platform
     state, bookmarks = platform_state([*platform.account_ids, left])
     config = {"api_key": platform.platform_key, "api_url": platform.url, "account_ids": ["*"]}
@@ -103,21 +128,27 @@ def test_a_platform_table_names_each_account_its_status_sync_times_and_fix(platf
         )
     assert found[ok]["status"] == "ok"
     assert found[ok]["fix"] is None
-    assert found[platform.account_ids[2]]["status"] == "ok"
+    assert (found[back]["status"], found[back]["reason"]) == ("ok", None)
+    # `lost` disconnected (the platform's `account.application.deauthorized` event says
+    # when); `left` is only gone from the list.
+    assert found[lost]["status"] == "revoked"
+    assert found[lost]["reason"] == f"deauthorized at {left_at}"
+    assert (found[left]["status"], found[left]["reason"]) == ("no access", None)
     for account in (lost, left):
-        assert found[account]["status"] == "no access"
         assert "tap-stripe-connect connect" in found[account]["fix"]
     # One line on stderr for each account not ok, naming it and what to do.
     lines = errors(proc)
     assert len(lines) == 2
     assert lost in lines[0]
+    assert f"revoked: deauthorized at {left_at}; reconnect it" in lines[0]
     assert "remove" in lines[0]
     assert "'account_ids'" in lines[0]
     assert left in lines[1]
     assert "reconnect it" in lines[1]
-    # The list (one page) and one cheap request per account, no more.
+    # The list (one page), one cheap request per account and, as one failed, one read
+    # of the platform's events; no more.
     log = platform.requests_by_account()
-    assert log[None] == [("GET", "/v1/accounts")]
+    assert log[None] == [("GET", "/v1/accounts"), ("GET", "/v1/events")]
     for account in platform.account_ids:
         assert log[account] == [("GET", "/v1/account")]
 
@@ -204,6 +235,107 @@ def test_a_revoked_oauth_connection_names_the_command_that_reconnects_it(platfor
     under = connections("--format", "json", config=config, tmp_path=tmp_path,
                         env={"MELTANO_PROJECT_ROOT": str(tmp_path)})
     assert rows(under)[account]["fix"] == "run meltano invoke tap-stripe-connect:connect"
+
+
+def test_a_connect_account_deauthorized_is_revoked_with_when_and_the_command(platform, tmp_path):
+    account = platform.account_ids[1]
+    credentials = tmp_path / "stripe-credentials.json"
+    credentials.write_text(json.dumps({
+        "refresh_token": platform.issue_refresh_token(account), "stripe_user_id": account,
+    }))
+    config = {"client_id": platform.client_id, "client_secret": platform.platform_key,
+              "credentials_file": str(credentials), "api_url": platform.url,
+              "oauth_url": platform.url}
+    at = rfc3339(platform.clock())
+    # The platform disconnects the account, as classic Connect does it.
+    answer = requests.post(f"{platform.url}/oauth/deauthorize", timeout=10,
+                           data={"client_id": platform.client_id, "stripe_user_id": account})
+    assert answer.json() == {"stripe_user_id": account}
+    since = len(platform.api_requests)
+    proc = connections(config=config, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    fix = f"run tap-stripe-connect connect --config <config.json> --credentials-file {credentials}"
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith(account)]
+    assert f"revoked (deauthorized at {at})" in line
+    assert line.endswith(fix)
+    assert errors(proc) == [f"{PROG}: error: account {account}: revoked: "
+                            f"deauthorized at {at}; {fix}"]
+    # One read of the platform's events beyond the account's own check.
+    assert platform.requests_by_account(since)[None] == [("GET", "/v1/events")]
+    since = len(platform.api_requests)
+    offline = connections("--offline", "--format", "json", config=config, tmp_path=tmp_path)
+    assert rows(offline)[account]["reason"] is None
+    assert len(platform.api_requests) == since
+
+
+def test_a_connect_account_read_with_the_platform_key_shows_its_deauthorization(
+    platform, tmp_path
+):
+    """Classic Connect as Stripe recommends it: the platform's key, and the account
+    `connect` saved, read with `Stripe-Account`."""
+    account = platform.account_ids[0]
+    credentials = tmp_path / "stripe-credentials.json"
+    credentials.write_text(json.dumps({"stripe_user_id": account, "oauth_flow": "connect"}))
+    config = {"api_key": platform.platform_key, "credentials_file": str(credentials),
+              "api_url": platform.url}
+    good = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert {a: r["status"] for a, r in rows(good).items()} == {account: "ok"}
+    at = rfc3339(platform.clock())
+    platform.deauthorize(account)
+    proc = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    row = rows(proc)[account]
+    assert (row["flow"], row["status"], row["reason"]) == (
+        "platform key", "revoked", f"deauthorized at {at}"
+    )
+    assert row["fix"] == (
+        f"run tap-stripe-connect connect --config <config.json> --credentials-file {credentials}"
+    )
+
+
+def test_an_uninstalled_app_is_revoked_with_when_until_it_is_installed_again(tmp_path):
+    with ConnectPlatform(accounts=1, objects=0, seed=920) as platform:
+        account = platform.account_ids[0]
+        connect_app(platform, tmp_path)
+        path = tmp_path / "config" / "tap-stripe-connect" / "credentials.json"
+        config = {**app_settings(platform), "credentials_file": str(path)}
+        platform.advance(60)
+        at = rfc3339(platform.clock())
+        platform.uninstall(account)
+        platform.advance(60)
+        proc = connections("--format", "json", config=config, tmp_path=tmp_path)
+        assert proc.returncode == 1
+        row = rows(proc)[account]
+        assert (row["status"], row["reason"]) == ("revoked", f"deauthorized at {at}")
+        assert row["fix"] == f"run tap-stripe-connect connect --config <config.json> " \
+            f"--credentials-file {path}"
+        (line,) = errors(proc)
+        assert f"revoked: deauthorized at {at}; run tap-stripe-connect connect" in line
+        # Installed again after the event: the connection is newer, all is well.
+        connect_app(platform, tmp_path, account=account)
+        again = connections("--format", "json", config=config, tmp_path=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert (rows(again)[account]["status"], rows(again)[account]["reason"]) == ("ok", None)
+
+
+def test_a_key_that_may_not_read_events_keeps_the_plain_status(platform, tmp_path):
+    kept, lost = platform.account_ids[:2]
+    platform.deauthorize(lost)
+    config = {"api_key": platform.no_events_key, "api_url": platform.url,
+              "account_ids": [kept, lost]}
+    proc = connections("--format", "json", config=config, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    found = rows(proc)
+    assert (found[kept]["status"], found[kept]["reason"]) == ("ok", None)
+    assert (found[lost]["status"], found[lost]["reason"]) == ("no access", None)
+    (line,) = errors(proc)
+    assert line == (f"{PROG}: error: account {lost}: no access: reconnect it (its owner "
+                    "signs in: tap-stripe-connect connect --config <config.json>) or remove "
+                    f"{lost} from setting 'account_ids'")
+    # It asked once (403 `rak_event_read`) and said nothing of it.
+    assert platform.requests_by_account()[None] == [("GET", "/v1/events")]
+    assert "event" not in proc.stdout + proc.stderr
 
 
 def test_a_stripe_app_refresh_token_near_its_year_is_expiring(platform, tmp_path):

@@ -46,6 +46,10 @@ APP_CLIENT_ID = "ca_app0emulator00000000001"
 APP_SECRET_KEY = "sk_test_app0developer0emulator"
 #: The app's external-test install link (`/oauth/v2/<link>/authorize`).
 APP_TEST_LINK = "chnlink_emulator0test01"
+#: A restricted key of the platform without the `event_read` permission: it reads the
+#: connected accounts as the platform key does, but not the platform's events (403).
+NO_EVENTS_KEY = "rk_test_platform0noevents"
+DEAUTHORIZED = "account.application.deauthorized"
 #: Stripe Apps: access tokens live an hour, authorisation codes five minutes.
 APP_TOKEN_SECONDS = 3600
 APP_CODE_SECONDS = 300
@@ -111,8 +115,12 @@ class ConnectPlatform:
         self.app_test_link = APP_TEST_LINK
         #: Accounts that uninstalled the app: its tokens answer 401, refresh `invalid_grant`.
         self.uninstalled: set[str] = set()
-        #: `account.application.deauthorized` events, as the app's Connect webhook gets them.
+        #: `account.application.deauthorized` events (an app uninstalled, an account
+        #: disconnected): on the Connect webhook, and in the platform's (or the app
+        #: developer's) `GET /v1/events?type=account.application.deauthorized`, each with
+        #: `account` = the account that left and `data.object` the application.
         self.application_events: list[dict] = []
+        self.no_events_key = NO_EVENTS_KEY
         self._app_codes: dict[str, tuple[str, str, float]] = {}  # code -> (account, uri, at)
         self.api_requests: list[tuple[str, str, str | None]] = []
         self._codes: dict[str, tuple[str, str]] = {}  # code -> (account, redirect_uri)
@@ -220,12 +228,15 @@ class ConnectPlatform:
         return found
 
     def deauthorize(self, account_id: str) -> None:
-        """The account disconnects the platform: its tokens and platform access end."""
+        """The account disconnects the platform (classic Connect; `POST /oauth/deauthorize`):
+        its tokens and platform access end and `account.application.deauthorized` is sent."""
         with self._lock:
             self.deauthorized.add(account_id)
             for grant in self._grants.values():
                 if grant.account_id == account_id:
                     grant.revoked = True
+            if account_id in self.accounts:
+                self._deauthorized_event(account_id, self.client_id)
 
     def uninstall(self, account_id: str) -> None:
         """The account uninstalls the app: its tokens stop working (401, then
@@ -236,15 +247,39 @@ class ConnectPlatform:
                 if grant.account_id == account_id and grant.expires_at is not None:
                     grant.revoked = True
                     grant.revoked_code = None
-            self.application_events.append({
-                "id": "evt_" + secrets.token_hex(12),
-                "object": "event",
-                "type": "account.application.deauthorized",
-                "account": account_id,
-                "created": int(self.clock() or 0),
-                "data": {"object": {"id": self.app_client_id, "object": "application",
-                                    "name": "tap-stripe-connect (emulator)"}},
-            })
+            self._deauthorized_event(account_id, self.app_client_id)
+
+    def _deauthorized_event(self, account_id: str, application: str) -> None:
+        self.application_events.append({
+            "id": "evt_" + secrets.token_hex(12),
+            "object": "event",
+            "type": DEAUTHORIZED,
+            "account": account_id,
+            "created": int(self.clock() or 0),
+            "livemode": False,
+            "data": {"object": {"id": application, "object": "application",
+                                "name": "tap-stripe-connect (emulator)"}},
+        })
+
+    def _application_event_list(self, token: str, query: dict[str, list[str]]) -> tuple[int, dict]:
+        """The platform's (or app developer's) `GET /v1/events?type=account.application.
+        deauthorized`: its application's events, newest first, paged as Stripe pages."""
+        if token == self.no_events_key:
+            return 403, {"error": {"type": "invalid_request_error", "message": (
+                f"The provided key '{mask_key(token)}' does not have the required permissions "
+                f"for this endpoint on account '{PLATFORM_ID}'. Having the 'rak_event_read' "
+                "permission would allow this request to continue.")}}
+        application = self.app_client_id if token == self.app_secret_key else self.client_id
+        arg = {k: v[-1] for k, v in query.items()}
+        limit = min(100, max(1, int(arg.get("limit") or 10)))
+        with self._lock:
+            events = [e for e in reversed(self.application_events)
+                      if e["data"]["object"]["id"] == application]
+        ids = [e["id"] for e in events]
+        start = ids.index(arg["starting_after"]) + 1 if arg.get("starting_after") in ids else 0
+        return 200, {"object": "list", "url": "/v1/events",
+                     "has_more": start + limit < len(events),
+                     "data": events[start : start + limit]}
 
     def expire_tokens(self) -> None:
         """Every access token issued so far expires now (refresh tokens stay valid)."""
@@ -548,6 +583,11 @@ class ConnectPlatform:
         if refusal is not None:
             self._reply(handler, *refusal)
             return
+        if (path == "/v1/events" and header_account is None
+                and parse_qs(query).get("type") == [DEAUTHORIZED]
+                and token in (self.platform_key, self.no_events_key, self.app_secret_key)):
+            self._reply(handler, *self._application_event_list(token, parse_qs(query)))
+            return
         with self._lock:
             if self.expire_after is not None:
                 self.expire_after -= 1
@@ -556,7 +596,7 @@ class ConnectPlatform:
                     for issued in self._grants.values():
                         issued.expired = True
             grant = self._grants.get(token)
-            if token == self.platform_key or organization:
+            if token in (self.platform_key, self.no_events_key) or organization:
                 account = header_account
                 if account is None and path == "/v1/accounts":
                     self._reply(handler, *self._account_list(parse_qs(query)))
