@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -209,6 +210,8 @@ class ReportSync:
         pending = list(jobs)
         wait = FIRST_WAIT
         timeout = self.run.settings.report_timeout_seconds
+        # Runs still pending are said at INFO once a progress interval, like progress lines.
+        interval, said = self.run.settings.progress_interval_seconds, self.clock()
         while pending:
             self.sleep(wait)
             wait = min(wait * 1.5, LONGEST_WAIT)
@@ -235,7 +238,10 @@ class ReportSync:
                         f"resumes at {day(job.interval[0])}), or raise the setting."
                     )
             if pending:
-                self.logger.info(
+                due = bool(interval) and self.clock() - said >= interval
+                said = self.clock() if due else said
+                self.logger.log(
+                    logging.INFO if due else logging.DEBUG,
                     "Stream '%s': %d of Stripe's report runs pending (%s, ...).",
                     self.name, len(pending), pending[0].about(self.report_type),
                 )
