@@ -97,6 +97,27 @@ def test_report_streams_load_stripes_report_in_minor_units_then_only_new_days(em
     assert len(emu.reports.created_runs) == 10
 
 
+def test_the_payout_report_lists_what_each_automatic_payout_settled(emu, tmp_path):
+    catalog = catalog_selecting(emu, tmp_path, {"report_payout_reconciliation": ()})
+    run = run_tap(config=emulator_config(emu), catalog=catalog, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # Ground truth: the balance transactions the emulator's automatic payouts settled, for
+    # the payouts arrived before Stripe's last reported day.
+    until = emu.clock // DAY * DAY
+    truth = {txn_id: payout for txn_id, payout in emu.store.settled().items()
+             if payout["arrival_date"] < until}
+    rows = {r["id"]: r for r in run.records("report_payout_reconciliation")}
+    assert {i: r["automatic_payout_id"] for i, r in rows.items()} == {
+        i: p["id"] for i, p in truth.items()}
+    assert truth  # at least one payout settled something
+    txns = {t["id"]: t for t in emu.objects("balance_transactions")}
+    for payout in {p["id"]: p for p in truth.values()}.values():
+        mine = [r for r in rows.values() if r["automatic_payout_id"] == payout["id"]]
+        assert sum(r["net"] for r in mine) == payout["amount"]
+        assert all(r["net"] == txns[r["id"]]["net"] for r in mine)
+        assert {r["automatic_payout_effective_at"] for r in mine} == {iso(payout["arrival_date"])}
+
+
 @pytest.mark.parametrize("case", ["pending", "failed", "refused"])
 def test_a_report_run_that_stays_pending_fails_or_is_refused_ends_with_one_line(
         emu, case, tmp_path):
