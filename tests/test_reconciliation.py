@@ -152,7 +152,7 @@ def test_a_report_run_that_stays_pending_fails_or_is_refused_ends_with_one_line(
 # What the models read (the dbt project builds them all), and the report streams.
 MODEL_STREAMS = ("balance_transactions", "charges", "refunds", "disputes", "customers",
                  "invoices", "invoice_line_items", "subscriptions", "subscription_items",
-                 "payouts", *REPORTS, "report_payout_reconciliation")
+                 "prices", "payouts", *REPORTS, "report_payout_reconciliation")
 
 
 def month(ts: int) -> str:
