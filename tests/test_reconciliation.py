@@ -344,6 +344,15 @@ def test_a_platform_reconciles_in_postgres_until_stripes_report_has_a_transactio
             assert set(rows) == expected_months(platform.accounts, clock // DAY * DAY)
             assert {key[0] for key in rows} == set(platform.account_ids)
             assert not differing(rows), differing(rows)
+            # Stripe's payout report for every connected account at once: each reported
+            # paid automatic payout equals what it settled.
+            until = clock // DAY * DAY
+            compared = {i for a in platform.accounts.values() for i in compared_payouts(a, until)}
+            payouts = reconciled.payouts()
+            assert compared
+            assert {i for i, r in payouts.items() if r["status"] == "reconciled"} == compared
+            assert all(r["status"] == "not_compared" for i, r in payouts.items()
+                       if i not in compared)
 
             # Days pass; Stripe's report lists a balance transaction of the second account
             # that the API never listed (the warehouse cannot have it).
