@@ -307,19 +307,24 @@ def test_a_complete_load_reconciles_and_three_lost_rows_fail_the_build_naming_th
                          f"warehouse: {txn['id']};")
                 assert named in log, log[-4000:]
             assert log.count("Differs from Stripe's balance report") == 3
-            # Exactly the payouts that settled a lost transaction differ, naming it.
-            hit = {settled_by[t["id"]]: t for t in lost if settled_by.get(t["id"]) in compared}
+            # Exactly the payouts that settled a lost transaction differ, naming them.
+            hit: dict[str, list[dict]] = {}
+            for txn in lost:
+                if settled_by.get(txn["id"]) in compared:
+                    hit.setdefault(settled_by[txn["id"]], []).append(txn)
             assert hit
             payouts = reconciled.payouts()
             assert {i for i, r in payouts.items() if r["status"] == "differs"} == set(hit)
-            for payout_id, txn in hit.items():
+            for payout_id, txns in hit.items():
                 row = payouts[payout_id]
-                assert row["missing_in_warehouse"] == txn["id"], row
-                assert row["difference"] == txn["net"], row
+                missing = ", ".join(sorted(t["id"] for t in txns))
+                gone = sum(t["net"] for t in txns)
+                assert row["missing_in_warehouse"] == missing, row
+                assert row["difference"] == gone, row
                 named = (f"Payout differs from what it settled: account {emu.account_id}, "
-                         f"payout {payout_id}, usd: amount {row['amount']}, settled "
-                         f"{row['settled_net']} (difference {txn['net']}); missing in the "
-                         f"warehouse: {txn['id']}")
+                         f"payout {payout_id}, {txns[0]['currency']}: amount {row['amount']}, "
+                         f"settled {row['settled_net']} (difference {gone}); missing in the "
+                         f"warehouse: {missing}")
                 assert named in log, log[-4000:]
             assert log.count("Payout differs from what it settled") == len(hit)
         finally:

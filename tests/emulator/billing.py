@@ -1000,7 +1000,8 @@ class Builder:
 def settle(payouts: list[tuple[dict, dict]], txns: list[dict]) -> dict[str, str]:
     """Automatic payouts settle the balance: each, in order, pays out the net of every
     transaction of its currency available by its creation and not settled before; its amount
-    is that sum and its own balance transaction the negative. Where the sum is not positive,
+    is that sum and its own balance transaction the negative, in the currency with the most
+    to pay out. Where the sum is not positive,
     Stripe pays nothing out: the payout is a manual one instead (its amount as generated),
     settling nothing. Returns {balance transaction id: automatic payout id}, the emulator's
     ground truth for Stripe's payout reconciliation report."""
@@ -1008,12 +1009,19 @@ def settle(payouts: list[tuple[dict, dict]], txns: list[dict]) -> dict[str, str]
     waiting = sorted((x for x in txns if x["reporting_category"] != "payout"),
                      key=lambda x: (x["available_on"], x["id"]))
     for payout, own in sorted(payouts, key=lambda p: (p[0]["created"], p[0]["id"])):
-        due = [x for x in waiting if x["currency"] == payout["currency"]
-               and x["available_on"] <= payout["created"] and x["created"] < payout["created"]]
-        amount = sum(x["net"] for x in due)
+        available = [x for x in waiting
+                     if x["available_on"] <= payout["created"] and x["created"] < payout["created"]]
+        # The currency of the largest balance to pay out (ties: by name).
+        sums: dict[str, int] = {}
+        for x in available:
+            sums[x["currency"]] = sums.get(x["currency"], 0) + x["net"]
+        currency = max(sorted(sums), key=lambda c: sums[c], default=payout["currency"])
+        amount = sums.get(currency, 0)
         if amount <= 0 or not payout["automatic"]:
             payout["automatic"] = False
             continue
+        due = [x for x in available if x["currency"] == currency]
+        payout["currency"] = own["currency"] = currency
         for x in due:
             settled_by[x["id"]] = payout["id"]
         waiting = [x for x in waiting if x["id"] not in settled_by]
