@@ -234,7 +234,7 @@ def test_discover_lists_every_stream_with_schema_key_and_replication(tmp_path):
     assert run.returncode == 0, run.stderr
     streams = {s["tap_stream_id"]: s for s in json.loads(run.stdout)["streams"]}
     assert len(streams) >= 25
-    reports = {"report_balance_activity", "report_balance_summary"}
+    reports = {"report_balance_activity", "report_balance_summary", "report_payout_reconciliation"}
     assert set(streams) == set(NAMES) | reports
     for name in reports:  # Stripe's own reports, selected by default, loaded by interval
         entry = streams.pop(name)
