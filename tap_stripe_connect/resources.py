@@ -358,6 +358,22 @@ REPORTS: tuple[Report, ...] = (
         primary_key=("account_id", "id"),
         fixed_columns=True, all_accounts_in_one_run=False,
     ),
+    Report(
+        # The balance transactions each automatic payout settled, by the payout's arrival
+        # (`automatic_payout_effective_at`) in the interval: the activity report's
+        # `automatic_payout_id` is empty for a transaction reported before its payout.
+        "report_payout_reconciliation", "payout_reconciliation.itemized.5",
+        "connected_account_payout_reconciliation.itemized.5",
+        columns=(
+            ("balance_transaction_id", "id", "string"), ("created_utc", "created", "time"),
+            ("available_on_utc", "available_on", "time"), ("currency", "currency", "string"),
+            ("gross", "gross", "money"), ("fee", "fee", "money"), ("net", "net", "money"),
+            ("reporting_category", "reporting_category", "string"),
+            ("automatic_payout_id", "automatic_payout_id", "string"),
+            ("automatic_payout_effective_at_utc", "automatic_payout_effective_at", "time"),
+        ),
+        primary_key=("account_id", "id"),
+    ),
 )
 # fmt: on
 

@@ -252,7 +252,7 @@ def test_quickstart_with_the_emulator():
     run = shell(readme.command("bash scripts/quickstart.sh"), ROOT, {"EMULATOR_OBJECTS": "40"})
     out = run.stdout
     assert "LOCAL STRIPE EMULATOR" in out
-    assert "the 29 streams selected by default" in out  # the 2 report streams included
+    assert "the 30 streams selected by default" in out  # the 3 report streams included
     for chatter in ("CREATE TABLE", "METRIC", "Pagination stopped", "not resumable", "DELETE",
                     "Beginning sync"):
         assert chatter not in out + run.stderr, chatter
@@ -265,7 +265,7 @@ def test_quickstart_with_the_emulator():
     assert "MRR by month" in out
     assert "Chart: " in out
     # Installs, a line per table twice (the summary, the row counts), 12 months of MRR: no chatter.
-    assert len(out.splitlines()) < 110, out
+    assert len(out.splitlines()) < 112, out
     log = (ROOT / ".meltano" / "quickstart-run.log").read_text()
     assert "CREATE TABLE" in log, "the whole log is kept in the file"
     assert "Stream is assumed to be unsorted" not in log
@@ -332,7 +332,7 @@ def test_the_tap_without_meltano(tmp_path):
         shell(readme.command(".venv/bin/tap-stripe-connect --config config.json --discover"),
               tmp_path)
         catalog = json.loads((tmp_path / "catalog.json").read_text())
-        assert len(catalog["streams"]) == 30  # 28 resources and 2 of Stripe's reports
+        assert len(catalog["streams"]) == 31  # 28 resources and 3 of Stripe's reports
         sync = readme.command(".venv/bin/tap-stripe-connect --config config.json --catalog")
         shell(sync.replace("target-...", "cat > records.jsonl"), tmp_path)
         records = (tmp_path / "records.jsonl").read_text()

@@ -97,6 +97,27 @@ def test_report_streams_load_stripes_report_in_minor_units_then_only_new_days(em
     assert len(emu.reports.created_runs) == 10
 
 
+def test_the_payout_report_lists_what_each_automatic_payout_settled(emu, tmp_path):
+    catalog = catalog_selecting(emu, tmp_path, {"report_payout_reconciliation": ()})
+    run = run_tap(config=emulator_config(emu), catalog=catalog, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # Ground truth: the balance transactions the emulator's automatic payouts settled, for
+    # the payouts arrived before Stripe's last reported day.
+    until = emu.clock // DAY * DAY
+    truth = {txn_id: payout for txn_id, payout in emu.store.settled().items()
+             if payout["arrival_date"] < until}
+    rows = {r["id"]: r for r in run.records("report_payout_reconciliation")}
+    assert {i: r["automatic_payout_id"] for i, r in rows.items()} == {
+        i: p["id"] for i, p in truth.items()}
+    assert truth  # at least one payout settled something
+    txns = {t["id"]: t for t in emu.objects("balance_transactions")}
+    for payout in {p["id"]: p for p in truth.values()}.values():
+        mine = [r for r in rows.values() if r["automatic_payout_id"] == payout["id"]]
+        assert sum(r["net"] for r in mine) == payout["amount"]
+        assert all(r["net"] == txns[r["id"]]["net"] for r in mine)
+        assert {r["automatic_payout_effective_at"] for r in mine} == {iso(payout["arrival_date"])}
+
+
 @pytest.mark.parametrize("case", ["pending", "failed", "refused"])
 def test_a_report_run_that_stays_pending_fails_or_is_refused_ends_with_one_line(
         emu, case, tmp_path):
@@ -131,7 +152,7 @@ def test_a_report_run_that_stays_pending_fails_or_is_refused_ends_with_one_line(
 # What the models read (the dbt project builds them all), and the report streams.
 MODEL_STREAMS = ("balance_transactions", "charges", "refunds", "disputes", "customers",
                  "invoices", "invoice_line_items", "subscriptions", "subscription_items",
-                 *REPORTS)
+                 "prices", "payouts", *REPORTS, "report_payout_reconciliation")
 
 
 def month(ts: int) -> str:
@@ -196,14 +217,18 @@ class Reconciled:
         env = self.pipeline.env
         return "stripe" if self.warehouse == "duckdb" else env["DBT_POSTGRES_SOURCE_SCHEMA"]
 
-    def rows(self) -> dict[tuple[str, str, str], dict]:
+    def models(self) -> dict[str, list[dict]]:
         env = self.pipeline.env
         if self.warehouse == "duckdb":
-            tables = dump_tables(self.loader, env["DBT_DUCKDB_PATH"], env["DBT_DUCKDB_SCHEMA"])
-        else:
-            tables = dump_tables(self.loader, env["DBT_POSTGRES_SCHEMA"])
+            return dump_tables(self.loader, env["DBT_DUCKDB_PATH"], env["DBT_DUCKDB_SCHEMA"])
+        return dump_tables(self.loader, env["DBT_POSTGRES_SCHEMA"])
+
+    def rows(self) -> dict[tuple[str, str, str], dict]:
         return {(r["account_id"], r["currency"], str(r["month"])[:10]): r
-                for r in tables["stripe_reconciliation"]}
+                for r in self.models()["stripe_reconciliation"]}
+
+    def payouts(self) -> dict[str, dict]:
+        return {r["payout_id"]: r for r in self.models()["stripe_payouts"]}
 
     def close(self) -> None:
         self.pipeline.clear_state()
@@ -215,6 +240,12 @@ class Reconciled:
 
 def differing(rows: dict) -> dict:
     return {key: row for key, row in rows.items() if row["status"] != "reconciled"}
+
+
+def compared_payouts(emu: Emulator, until: int) -> dict[str, dict]:
+    """The emulator's paid automatic payouts that arrived before Stripe's last reported day."""
+    return {p["id"]: p for p in emu.objects("payouts")
+            if p["automatic"] and p["status"] == "paid" and p["arrival_date"] < until}
 
 
 def test_a_complete_load_reconciles_and_three_lost_rows_fail_the_build_naming_their_months(
@@ -235,10 +266,28 @@ def test_a_complete_load_reconciles_and_three_lost_rows_fail_the_build_naming_th
             assert len({key[2] for key in rows}) >= 20  # two years of months
             assert all(r["balance_check"] == "holds" for r in rows.values())
             assert all(r["warehouse_balance_matches"] for r in rows.values())
+            # Every paid automatic payout Stripe has reported equals the net of the balance
+            # transactions the emulator's ground truth says it settled; the rest are not
+            # compared.
+            compared = compared_payouts(emu, until)
+            settled_by = {i: p["id"] for i, p in emu.store.settled().items()}
+            payouts = reconciled.payouts()
+            assert payouts.keys() == {p["id"] for p in emu.objects("payouts")}
+            assert compared
+            for payout_id, row in payouts.items():
+                if payout_id not in compared:
+                    assert row["status"] == "not_compared", row
+                    continue
+                assert row["status"] == "reconciled", row
+                mine = [i for i, p in settled_by.items() if p == payout_id]
+                assert (row["settled_count"], row["difference"]) == (len(mine), 0), row
+                assert row["settled_net"] == compared[payout_id]["amount"]
 
-            # A silent loss: three balance transactions of three months leave the warehouse.
+            # A silent loss: three balance transactions of three months leave the warehouse
+            # (where a month has one, a transaction a compared payout settled).
             by_month: dict[str, dict] = {}
-            for txn in sorted(emu.objects("balance_transactions"), key=lambda t: t["id"]):
+            for txn in sorted(emu.objects("balance_transactions"),
+                              key=lambda t: (settled_by.get(t["id"]) not in compared, t["id"])):
                 if txn["reporting_category"] != "payout":
                     by_month.setdefault(month(txn["created"]), txn)
             lost = [by_month[m] for m in sorted(by_month)[1:-1:7]][:3]
@@ -258,6 +307,26 @@ def test_a_complete_load_reconciles_and_three_lost_rows_fail_the_build_naming_th
                          f"warehouse: {txn['id']};")
                 assert named in log, log[-4000:]
             assert log.count("Differs from Stripe's balance report") == 3
+            # Exactly the payouts that settled a lost transaction differ, naming them.
+            hit: dict[str, list[dict]] = {}
+            for txn in lost:
+                if settled_by.get(txn["id"]) in compared:
+                    hit.setdefault(settled_by[txn["id"]], []).append(txn)
+            assert hit
+            payouts = reconciled.payouts()
+            assert {i for i, r in payouts.items() if r["status"] == "differs"} == set(hit)
+            for payout_id, txns in hit.items():
+                row = payouts[payout_id]
+                missing = ", ".join(sorted(t["id"] for t in txns))
+                gone = sum(t["net"] for t in txns)
+                assert row["missing_in_warehouse"] == missing, row
+                assert row["difference"] == gone, row
+                named = (f"Payout differs from what it settled: account {emu.account_id}, "
+                         f"payout {payout_id}, {txns[0]['currency']}: amount {row['amount']}, "
+                         f"settled {row['settled_net']} (difference {gone}); missing in the "
+                         f"warehouse: {missing}")
+                assert named in log, log[-4000:]
+            assert log.count("Payout differs from what it settled") == len(hit)
         finally:
             reconciled.close()
 
@@ -280,6 +349,15 @@ def test_a_platform_reconciles_in_postgres_until_stripes_report_has_a_transactio
             assert set(rows) == expected_months(platform.accounts, clock // DAY * DAY)
             assert {key[0] for key in rows} == set(platform.account_ids)
             assert not differing(rows), differing(rows)
+            # Stripe's payout report for every connected account at once: each reported
+            # paid automatic payout equals what it settled.
+            until = clock // DAY * DAY
+            compared = {i for a in platform.accounts.values() for i in compared_payouts(a, until)}
+            payouts = reconciled.payouts()
+            assert compared
+            assert {i for i, r in payouts.items() if r["status"] == "reconciled"} == compared
+            assert all(r["status"] == "not_compared" for i, r in payouts.items()
+                       if i not in compared)
 
             # Days pass; Stripe's report lists a balance transaction of the second account
             # that the API never listed (the warehouse cannot have it).

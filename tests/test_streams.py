@@ -234,7 +234,7 @@ def test_discover_lists_every_stream_with_schema_key_and_replication(tmp_path):
     assert run.returncode == 0, run.stderr
     streams = {s["tap_stream_id"]: s for s in json.loads(run.stdout)["streams"]}
     assert len(streams) >= 25
-    reports = {"report_balance_activity", "report_balance_summary"}
+    reports = {"report_balance_activity", "report_balance_summary", "report_payout_reconciliation"}
     assert set(streams) == set(NAMES) | reports
     for name in reports:  # Stripe's own reports, selected by default, loaded by interval
         entry = streams.pop(name)
@@ -427,7 +427,8 @@ def test_a_restricted_key_fails_fast_naming_every_unreadable_stream(restricted, 
     assert "'Products' read permission (rak_product_read)" in line
     assert "'Credit notes' read permission (rak_credit_note_read)" in line
     # The key has neither report permission: each report stream names both.
-    for stream in ("report_balance_activity", "report_balance_summary"):
+    for stream in ("report_balance_activity", "report_balance_summary",
+                   "report_payout_reconciliation"):
         assert (f"stream '{stream}' needs the 'Report runs and report types' read permission "
                 "(rak_report_run_write) and the 'Files' read permission (rak_file_read)") in line
     assert "skip_unreadable_streams" in line
@@ -439,6 +440,7 @@ def test_a_restricted_key_fails_fast_naming_every_unreadable_stream(restricted, 
     assert sorted(r.path for r in report_types) == [
         "/v1/reporting/report_types/balance.summary.1",
         "/v1/reporting/report_types/balance_change_from_activity.itemized.3",
+        "/v1/reporting/report_types/payout_reconciliation.itemized.5",
     ], report_types
     lists = [r for r in restricted.requests
              if r.path != "/v1/account" and r not in report_types]
@@ -453,7 +455,8 @@ def test_skip_unreadable_streams_syncs_the_rest_with_a_warning_each(restricted, 
                   catalog=catalog, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     for stream in ("products", "credit_notes", "credit_note_line_items",
-                   "report_balance_activity", "report_balance_summary"):
+                   "report_balance_activity", "report_balance_summary",
+                   "report_payout_reconciliation"):
         assert f"Skipping stream '{stream}'" in run.stderr
         assert not run.records(stream)
     for stream in ("charges", "prices", "payment_methods", "events", "balance_transactions"):

@@ -38,3 +38,25 @@ order by account_id, month, currency
 {%- endif -%}
 {{ differing }}
 {% endtest %}
+
+{#- Fails while any paid automatic payout of `model` (stripe_payouts) differs from what it
+    settled, and names each one, its account, amount, settled net and the balance
+    transactions Stripe lists for it that the warehouse lacks. -#}
+{% test payouts_settled(model) %}
+{%- set differing -%}
+select account_id, payout_id, currency, amount, settled_net, difference, missing_in_warehouse
+from {{ model }}
+where status = 'differs'
+order by account_id, payout_id
+{%- endset -%}
+{%- if execute -%}
+  {%- set rows = run_query(differing) -%}
+  {%- for row in rows -%}
+    {%- do log("Payout differs from what it settled: account " ~ row[0] ~ ", payout "
+               ~ row[1] ~ ", " ~ row[2] ~ ": amount " ~ row[3] ~ ", settled " ~ row[4]
+               ~ " (difference " ~ row[5] ~ "); missing in the warehouse: "
+               ~ (row[6] or "none"), info=True) -%}
+  {%- endfor -%}
+{%- endif -%}
+{{ differing }}
+{% endtest %}

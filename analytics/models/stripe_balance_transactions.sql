@@ -1,5 +1,7 @@
 -- Every balance transaction with what caused it: the charge, refund or dispute behind it
--- (and through those the customer), or the payout it is.
+-- (and through those the customer), or the payout it is; and the automatic payout that
+-- settled it (Stripe's payout reconciliation report, the report_payout_reconciliation stream).
+{% set settled_columns = {'account_id': 'varchar', 'id': 'varchar', 'automatic_payout_id': 'varchar'} %}
 with txns as (
     select balance_transactions.*,
            cast({{ utc('balance_transactions', 'balance_transactions', 'created') }} as date) as utc_day
@@ -14,6 +16,11 @@ refunds as (
 ),
 disputes as (
     select account_id, id, charge from {{ live('disputes') }}
+),
+settled as (
+    select account_id, id, automatic_payout_id
+    from {{ report_table('report_payout_reconciliation', settled_columns) }}
+    where automatic_payout_id is not null
 ),
 linked as (
     select
@@ -58,6 +65,7 @@ select
     linked.refund_id,
     linked.dispute_id,
     linked.payout_id,
+    settled.automatic_payout_id,
     linked.currency,
     linked.amount as gross,
     linked.fee,
@@ -68,3 +76,5 @@ select
 from linked
 left join charges
     on charges.account_id = linked.account_id and charges.id = linked.charge_id
+left join settled
+    on settled.account_id = linked.account_id and settled.id = linked.id

@@ -997,6 +997,39 @@ class Builder:
         }
 
 
+def settle(payouts: list[tuple[dict, dict]], txns: list[dict]) -> dict[str, str]:
+    """Automatic payouts settle the balance: each, in order, pays out the net of every
+    transaction of its currency available by its creation and not settled before; its amount
+    is that sum and its own balance transaction the negative, in the currency with the most
+    to pay out. Where the sum is not positive,
+    Stripe pays nothing out: the payout is a manual one instead (its amount as generated),
+    settling nothing. Returns {balance transaction id: automatic payout id}, the emulator's
+    ground truth for Stripe's payout reconciliation report."""
+    settled_by: dict[str, str] = {}
+    waiting = sorted((x for x in txns if x["reporting_category"] != "payout"),
+                     key=lambda x: (x["available_on"], x["id"]))
+    for payout, own in sorted(payouts, key=lambda p: (p[0]["created"], p[0]["id"])):
+        available = [x for x in waiting
+                     if x["available_on"] <= payout["created"] and x["created"] < payout["created"]]
+        # The currency of the largest balance to pay out (ties: by name).
+        sums: dict[str, int] = {}
+        for x in available:
+            sums[x["currency"]] = sums.get(x["currency"], 0) + x["net"]
+        currency = max(sorted(sums), key=lambda c: sums[c], default=payout["currency"])
+        amount = sums.get(currency, 0)
+        if amount <= 0 or not payout["automatic"]:
+            payout["automatic"] = False
+            continue
+        due = [x for x in available if x["currency"] == currency]
+        payout["currency"] = own["currency"] = currency
+        for x in due:
+            settled_by[x["id"]] = payout["id"]
+        waiting = [x for x in waiting if x["id"] not in settled_by]
+        payout["amount"] = amount
+        own.update(amount=-amount, net=-amount)
+    return settled_by
+
+
 class BillingStore:
     """The part of `Store` that holds the streams of `KINDS` (a base class of `Store`).
 
@@ -1242,6 +1275,8 @@ class BillingStore:
         for at in times("application_fees"):
             moves.append(("application_fees",
                           *build.application_fee(at, rng.choice(destinations), application)))
+        self.settled_by = settle([(obj, txn) for name, obj, txn in moves if name == "payouts"],
+                                 txns + [txn for name, _obj, txn in moves if name != "payouts"])
         for stream in ("payouts", "transfers", "application_fees"):
             self._add(stream, [obj for name, obj, _txn in moves if name == stream])
         txns += [txn for _name, _obj, txn in moves]
@@ -1249,6 +1284,13 @@ class BillingStore:
         del self._pending_txns
 
     # -- reading ------------------------------------------------------------------------------
+
+    def settled(self) -> dict[str, dict]:
+        """{balance transaction id: the automatic payout that settled it (as it is now)}."""
+        payouts = self.collections["payouts"].by_id
+        return {txn_id: payouts[payout_id]
+                for txn_id, payout_id in getattr(self, "settled_by", {}).items()
+                if payout_id in payouts}
 
     def within(self, stream: str, field_name: str, value: t.Any) -> list[tuple[int, str]]:
         """The sort keys of a stream's objects whose field equals `value` (indexed)."""
@@ -1327,7 +1369,8 @@ class BillingStore:
             obj, txn = build.dispute(at, charge, **fields)
             self.collections["charges"].put({**charge, "disputed": True})
         elif stream == "payouts":
-            obj, txn = build.payout(at, **fields)
+            # A payout made through the API is a manual one: it settles nothing.
+            obj, txn = build.payout(at, **{"automatic": False, **fields})
         elif stream == "transfers":
             destination = fields.pop("destination", None) or self._any("accounts")["id"]
             obj, txn = build.transfer(at, destination, **fields)

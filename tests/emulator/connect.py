@@ -130,7 +130,7 @@ class ConnectPlatform:
         self._server: ThreadingHTTPServer | None = None
         #: The platform's Reports API over its connected accounts' balance transactions.
         self.reports = Reports(self._ledgers, lambda: int(self.clock() or 0), platform=True,
-                               version=self._ledger_sizes)
+                               version=self._ledger_sizes, settled=self._settled)
         self.add_accounts(accounts)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -710,6 +710,11 @@ class ConnectPlatform:
         with self._lock:
             listed = [a for a in self.account_ids if a not in self.disconnected]
         return {a: self.accounts[a].store.objects("balance_transactions") for a in listed}
+
+    def _settled(self) -> dict[str, dict[str, dict]]:
+        with self._lock:
+            listed = [a for a in self.account_ids if a not in self.disconnected]
+        return {a: self.accounts[a].store.settled() for a in listed}
 
     def _report_call(self, handler: BaseHTTPRequestHandler, method: str, path: str,
                      query: str, body: str) -> None:

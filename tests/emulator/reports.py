@@ -19,7 +19,11 @@ sections leave out automatic payouts, which the summary shows as `payouts`):
   .itemized.3` (one run for every connected account; column `connected_account`);
 - `balance.summary.1` / `connected_account_balance.summary.1` (`parameters[connected_account]`):
   rows `category, description, net_amount, currency` for `starting_balance`,
-  `activity_gross`, `activity_fee`, `activity`, `payouts` and `ending_balance`.
+  `activity_gross`, `activity_fee`, `activity`, `payouts` and `ending_balance`;
+- `payout_reconciliation.itemized.5` / `connected_account_payout_reconciliation.itemized.5`
+  (one run for every connected account): the balance transactions each automatic payout
+  settled (the store's ground truth, `settled()`), listed by the payout's arrival date
+  (`automatic_payout_effective_at`) within the interval.
 Money is written in major units (`12.34`; zero-decimal currencies without decimals).
 
 `extra` holds balance transactions Stripe's reports list that the API does not (a test's
@@ -47,15 +51,18 @@ ACTIVITY = "balance_change_from_activity.itemized.3"
 SUMMARY = "balance.summary.1"
 CONNECTED_ACTIVITY = "connected_account_balance_change_from_activity.itemized.3"
 CONNECTED_SUMMARY = "connected_account_balance.summary.1"
-SINGLE_TYPES = (ACTIVITY, SUMMARY)
-PLATFORM_TYPES = (CONNECTED_ACTIVITY, CONNECTED_SUMMARY)
+PAYOUTS = "payout_reconciliation.itemized.5"
+CONNECTED_PAYOUTS = "connected_account_payout_reconciliation.itemized.5"
+SINGLE_TYPES = (ACTIVITY, SUMMARY, PAYOUTS)
+PLATFORM_TYPES = (CONNECTED_ACTIVITY, CONNECTED_SUMMARY, CONNECTED_PAYOUTS)
 #: Currencies Stripe writes without minor units (a subset, as in Stripe's list).
 ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg",
                           "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"})
 #: The columns an itemized run may ask for (a subset of Stripe's 69).
 ACTIVITY_COLUMNS = ("balance_transaction_id", "created_utc", "created", "available_on_utc",
                     "available_on", "currency", "gross", "fee", "net", "reporting_category",
-                    "source_id", "description", "automatic_payout_id")
+                    "source_id", "description", "automatic_payout_id",
+                    "automatic_payout_effective_at_utc", "automatic_payout_effective_at")
 #: Permission names a restricted key's readable set holds to use the Reports API.
 REPORT_PERMISSION, FILES_PERMISSION = "report_runs", "files"
 
@@ -89,6 +96,8 @@ class Reports:
     #: The balance transactions of each account the reports cover (`{account: [txn]}`).
     ledgers: Callable[[], dict[str, list[dict]]]
     now: Callable[[], int]
+    #: {account: {balance transaction id: the automatic payout that settled it}}.
+    settled: Callable[[], dict[str, dict[str, dict]]] = dict
     #: Whether these are a platform's reports (the `connected_account_*` types).
     platform: bool = False
     #: Reads of a run that answer `pending` before it succeeds (None: never succeeds).
@@ -247,7 +256,8 @@ class Reports:
             ledgers = {wanted: ledgers.get(wanted, [])}
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        if report_type in (ACTIVITY, CONNECTED_ACTIVITY):
+        settled = self.settled()
+        if report_type in (ACTIVITY, CONNECTED_ACTIVITY, PAYOUTS, CONNECTED_PAYOUTS):
             columns = list(params.get("columns") or ACTIVITY_COLUMNS[:9])
             unknown = [c for c in columns if c not in ACTIVITY_COLUMNS
                        and not (self.platform and c == "connected_account")]
@@ -255,13 +265,21 @@ class Reports:
                 raise ApiError(400, f"Invalid columns: {', '.join(unknown)}",
                                param="parameters[columns]")
             writer.writerow(columns)
-            rows = [
-                (account, x) for account, txns in sorted(ledgers.items()) for x in txns
-                if start <= x["created"] < end and x["reporting_category"] != "payout"
-            ]
+            if report_type in (PAYOUTS, CONNECTED_PAYOUTS):
+                rows = [
+                    (account, x) for account, txns in sorted(ledgers.items()) for x in txns
+                    if x["id"] in settled.get(account, {})
+                    and start <= settled[account][x["id"]]["arrival_date"] < end
+                ]
+            else:
+                rows = [
+                    (account, x) for account, txns in sorted(ledgers.items()) for x in txns
+                    if start <= x["created"] < end and x["reporting_category"] != "payout"
+                ]
             rows.sort(key=lambda r: (r[1]["created"], r[1]["id"]))
             for account, x in rows:
-                writer.writerow([self._cell(c, account, x) for c in columns])
+                payout = settled.get(account, {}).get(x["id"])
+                writer.writerow([self._cell(c, account, x, payout) for c in columns])
         else:
             writer.writerow(["category", "description", "net_amount", "currency"])
             for account in sorted(ledgers):
@@ -270,8 +288,9 @@ class Reports:
         return out.getvalue().encode()
 
     @staticmethod
-    def _cell(column: str, account: str, x: dict) -> str:
+    def _cell(column: str, account: str, x: dict, payout: dict | None) -> str:
         currency = x["currency"]
+        effective = _utc(payout["arrival_date"]) if payout else None
         value: t.Any = {
             "balance_transaction_id": x["id"], "connected_account": account,
             "created_utc": _utc(x["created"]), "created": _utc(x["created"]),
@@ -280,7 +299,9 @@ class Reports:
             "fee": major(x["fee"], currency), "net": major(x["net"], currency),
             "reporting_category": x["reporting_category"], "source_id": x["source"],
             "description": x["description"],
-            "automatic_payout_id": x.get("_automatic_payout_id"),
+            "automatic_payout_id": payout["id"] if payout else None,
+            "automatic_payout_effective_at_utc": effective,
+            "automatic_payout_effective_at": effective,
         }[column]
         return "" if value is None else str(value)
 

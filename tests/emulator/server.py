@@ -492,6 +492,7 @@ class Emulator:
             lambda: {self.account_id: self.store.objects("balance_transactions")},
             self.store.now,
             version=lambda: len(self.store.collection("balance_transactions").keys),
+            settled=lambda: {self.account_id: self.store.settled()},
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
