@@ -265,7 +265,9 @@ def test_quickstart_with_the_emulator():
     assert "MRR by month" in out
     assert "Chart: " in out
     # Installs, a line per table twice (the summary, the row counts), 12 months of MRR: no chatter.
-    assert len(out.splitlines()) < 112, out
+    # Progress lines come once an interval, so a slower machine prints more: not counted.
+    steady = [line for line in out.splitlines() if not line.strip().startswith("Progress ")]
+    assert len(steady) < 104, out
     log = (ROOT / ".meltano" / "quickstart-run.log").read_text()
     assert "CREATE TABLE" in log, "the whole log is kept in the file"
     assert "Stream is assumed to be unsorted" not in log
