@@ -148,8 +148,9 @@ echo "==> meltano run dbt-duckdb:build (revenue, MRR and churn models into schem
 bash scripts/install_meltano.sh dbt-duckdb
 export DBT_DUCKDB_PATH="$TARGET_DUCKDB_PATH"
 DBT_LOG=.meltano/quickstart-dbt.log
-RECONCILED=(.meltano/loaders/target-duckdb/venv/bin/python scripts/show_reconciliation.py "$TARGET_DUCKDB_PATH")
-$MELTANO run dbt-duckdb:build >"$DBT_LOG" 2>&1 || { tail -n 40 "$DBT_LOG" >&2; "${RECONCILED[@]}" || true; exit 1; }
+# The reconciliation line (a function, not an array: bash 3.2 under set -u).
+reconciled() { .meltano/loaders/target-duckdb/venv/bin/python scripts/show_reconciliation.py "$TARGET_DUCKDB_PATH"; }
+$MELTANO run dbt-duckdb:build >"$DBT_LOG" 2>&1 || { tail -n 40 "$DBT_LOG" >&2; reconciled || true; exit 1; }
 echo "    dbt build: $(grep -o 'PASS=[0-9]* WARN=[0-9]* ERROR=[0-9]*' "$DBT_LOG" | tail -n 1) (log: $DBT_LOG)"
 bash scripts/show_mrr.sh "$TARGET_DUCKDB_PATH"
 
@@ -157,4 +158,4 @@ echo "==> Done in $((SECONDS - started))s. Query it with DuckDB, e.g.:"
 echo "    .meltano/loaders/target-duckdb/venv/bin/python -c \"import duckdb; con = duckdb.connect('$TARGET_DUCKDB_PATH', read_only=True); print(con.sql('SELECT id, amount, status FROM stripe.charges LIMIT 5'))\""
 
 # The warehouse against Stripe's own balance reports (analytics/models/stripe_reconciliation.sql).
-"${RECONCILED[@]}"
+reconciled
