@@ -7,9 +7,9 @@
     .venv/bin/python benchmarks/platform_sync.py --profile tap.txt    # py-spy, raw, GIL samples
 
 The emulator plays a Connect platform (`python -m tests.emulator --connect`) whose every
-connected account answers with 100+-30 ms of latency and its own limits (25 requests/s,
-and 25 per endpoint). The tap syncs `account_ids: ["*"]` with its default streams and
-settings into a sink that counts RECORD lines per stream. Printed: the wall time of the
+connected account answers with 100+-30 ms of latency (`--latency`) and its own limits
+(25 requests/s, and 25 per endpoint). The tap syncs `account_ids: ["*"]` with its default
+streams and settings into a sink that counts RECORD lines per stream. Printed: the wall time of the
 sync beside the ideal `max(requests x latency / max_workers, records / A-rate)` (A-rate:
 objects/s of benchmarks/throughput.py's scenario A, run just before and just after the
 platform sync, side by side, their mean; or `--a-rate`),
@@ -44,7 +44,6 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-LATENCY = 0.1  # seconds: the mean of 100+-30 ms
 CORE = ("charges", "customers", "invoices", "subscriptions")
 LATER = 600  # seconds of emulated time before the no-change runs
 
@@ -62,11 +61,12 @@ class _Message(msgspec.Struct):
 RECORD = msgspec.json.Decoder(_Message)
 
 
-def start_platform(accounts: int, objects: int) -> tuple[subprocess.Popen, str]:
+def start_platform(accounts: int, objects: int, latency: int) -> tuple[subprocess.Popen, str]:
     argv = [
         PYTHON, "-m", "tests.emulator", "--connect", "--port", "0",
         "--accounts", str(accounts), "--objects", str(objects),
-        "--latency", "100,30", "--rate-limit", "25", "--endpoint-rate-limit", "25",
+        "--latency", f"{latency},{latency * 3 // 10}",
+        "--rate-limit", "25", "--endpoint-rate-limit", "25",
         "--warm",  # every object's JSON rendered before the run, as scenario A warms its own
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -155,6 +155,7 @@ def run_tap(
         "sink_cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - sink_before,
         "returncode": proc.returncode,
         "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,  # kB on Linux
         "wall": wall,
         "records": records,
         "owners": owners,
@@ -188,7 +189,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--objects", type=int, default=100, help="objects per core stream")
+    parser.add_argument("--latency", type=int, default=100, help="ms per response (+-30%%)")
     parser.add_argument("--max-workers", type=int, default=32)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="the full sync and one no-change run only (10,000 accounts: the rest takes long)",
+    )  # fmt: skip
     parser.add_argument(
         "--a-rate", type=float, help="objects/s of scenario A (default: measured around the run)"
     )
@@ -203,7 +209,8 @@ def main() -> int:
         "--profile", type=Path, help="record the tap with py-spy (raw, GIL samples) into this file"
     )
     args = parser.parse_args()
-    emulator, url = start_platform(args.accounts, args.objects)
+    latency = args.latency / 1000
+    emulator, url = start_platform(args.accounts, args.objects, args.latency)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             before = process_cpu(emulator.pid)  # generating (and warming) its data
@@ -215,18 +222,26 @@ def main() -> int:
             incremental = functools.partial(
                 run_tap, url, Path(tmp), args.max_workers, None, checkout
             )
-            again = incremental(state=result["state"])
-            # Ten minutes pass (beyond the lag) and nothing changes: the first run then reads
-            # again what changed within the lag of the last one's start, the next nothing.
-            requests.post(f"{url}/_emulator/advance?seconds={LATER}", timeout=30).raise_for_status()
-            later = incremental(state=again["state"])
-            quiet = {
-                name: incremental(state=later["state"], settings=settings)
-                for name, settings in (
-                    ("default settings", None),
-                    ("quiet_account_interval_seconds 0", {"quiet_account_interval_seconds": 0}),
-                )
-            }
+            if args.quick:
+                # Past the lag of the full sync's start, so that nothing is read again.
+                requests.post(f"{url}/_emulator/advance?seconds={LATER}", timeout=30)
+                quick = incremental(state=result["state"])
+                requests.post(f"{url}/_emulator/advance?seconds={LATER}", timeout=30)
+                quiet = {"default settings": incremental(state=quick["state"])}
+                again = later = None
+            else:
+                again = incremental(state=result["state"])
+                # Ten minutes pass (beyond the lag) and nothing changes: the first run then reads
+                # again what changed within the lag of the last one's start, the next nothing.
+                requests.post(f"{url}/_emulator/advance?seconds={LATER}", timeout=30)
+                later = incremental(state=again["state"])
+                quiet = {
+                    name: incremental(state=later["state"], settings=settings)
+                    for name, settings in (
+                        ("default settings", None),
+                        ("quiet_account_interval_seconds 0", {"quiet_account_interval_seconds": 0}),
+                    )
+                }
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
@@ -236,7 +251,7 @@ def main() -> int:
     records = sum(result["records"].values())
     sent = result["requests"] or 0
     a_rate = args.a_rate or sum(a_rates) / len(a_rates)
-    ideal = max(sent * LATENCY / args.max_workers, records / a_rate)
+    ideal = max(sent * latency / args.max_workers, records / a_rate)
     exact = all(
         result["records"][s] == args.accounts * args.objects
         and len(result["seen"][s]) == args.accounts * args.objects  # no object twice
@@ -246,18 +261,20 @@ def main() -> int:
     )
     print(
         f"platform: {args.accounts} accounts x {args.objects} objects per core stream, "
-        f"100+-30 ms, 25 requests/s per account and per endpoint, max_workers {args.max_workers}"
+        f"{args.latency}+-{args.latency * 3 // 10} ms, 25 requests/s per account and per endpoint, "
+        f"max_workers {args.max_workers}"
     )
     print(f"  records {records:,}  requests {sent:,}  ({sent / args.accounts:.1f} per account)")
     measured = f" (before {a_rates[0]:,.0f}, after {a_rates[1]:,.0f})" if a_rates else " (given)"
     print(
-        f"  ideal: max({sent:,} x {LATENCY}s / {args.max_workers} workers, "
+        f"  ideal: max({sent:,} x {latency}s / {args.max_workers} workers, "
         f"{records:,} / A-rate {a_rate:,.0f}{measured})"
     )
     print(
         f"  wall {result['wall']:.1f}s  ideal {ideal:.1f}s  ratio {result['wall'] / ideal:.2f}x  "
         f"(CPU: tap {result['cpu']:.1f}s, emulator {emulator_cpu:.1f}s, "
-        f"sink {result['sink_cpu']:.1f}s)"
+        f"sink {result['sink_cpu']:.1f}s)  peak RSS {result['rss_mb']:.0f} MB  "
+        f"tap CPU per record {result['cpu'] / max(records, 1) * 1e6:.0f} us"
     )
     if "--verbose" in sys.argv[1:]:
         print(result["stderr"])
@@ -277,12 +294,16 @@ def main() -> int:
         print(
             f"  {name}: requests {count:,} ({count / args.accounts:.2f} per account), "
             f"records written {sum(run['records'].values()):,} "
-            f"{dict(run['records'].most_common())}, wall {run['wall']:.1f}s, {state_line(run)}"
+            f"{dict(run['records'].most_common())}, wall {run['wall']:.1f}s, {state_line(run)}, "
+            f"peak RSS {run['rss_mb']:.0f} MB"
         )
 
     print("incremental runs (target: at most 2 requests per account plus one per page of changes)")
-    show("at once after the full sync", again)
-    show(f"{LATER // 60} minutes later", later)
+    if again is not None and later is not None:
+        show("at once after the full sync", again)
+        show(f"{LATER // 60} minutes later", later)
+    else:
+        show(f"{LATER // 60} minutes after the full sync", quick)
     for name, run in quiet.items():
         show(f"right after that, nothing changed, {name}", run)
     print(
@@ -290,7 +311,7 @@ def main() -> int:
         "since only when the account has events since, or its last listing is "
         "quiet_account_interval_seconds old; plus the run's own account and account-list pages)"
     )
-    runs = [again, later, *quiet.values()]
+    runs = [run for run in (again, later) if run] + list(quiet.values())
     return 0 if all(run["returncode"] == 0 for run in runs) else 1
 
 

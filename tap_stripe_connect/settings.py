@@ -44,6 +44,7 @@ DEFAULTS: dict[str, t.Any] = {
     "account_header": "auto",
     "account_list": "v1",
     "report_timeout_seconds": 3600,
+    "report_runs_per_account": False,
 }
 
 
@@ -429,6 +430,20 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "report_runs_per_account",
+        th.BooleanType,
+        default=DEFAULTS["report_runs_per_account"],
+        title="Report runs per account",
+        description=(
+            "A platform's report_balance_summary needs one of Stripe's report runs per "
+            "connected account and report interval (about 3 requests each, on the "
+            "platform's own rate limit: hours for thousands of accounts' history). False: "
+            "in a platform run the stream is skipped with a warning and its bookmark stays; "
+            "true: the runs are made (the platform's reconciliation needs them). Single "
+            "accounts always run it."
+        ),
+    ),
+    th.Property(
         "keep_undeclared_fields",
         th.BooleanType,
         default=DEFAULTS["keep_undeclared_fields"],
@@ -474,6 +489,8 @@ class Settings:
     progress_interval_seconds: float
     skip_unreadable_streams: bool
     report_timeout_seconds: float = DEFAULTS["report_timeout_seconds"]
+    #: A platform's reports of one account each (report_balance_summary): run, or skip.
+    report_runs_per_account: bool = DEFAULTS["report_runs_per_account"]
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -509,6 +526,7 @@ class Settings:
             progress_interval_seconds=float(get("progress_interval_seconds")),
             skip_unreadable_streams=bool(get("skip_unreadable_streams")),
             report_timeout_seconds=float(get("report_timeout_seconds")),
+            report_runs_per_account=bool(get("report_runs_per_account")),
         )
 
     @property

@@ -285,9 +285,18 @@ class StripeReportStream(StripeStream):
                 "The state of stream '%s' is account %s's, not %s's: loading %s's reports "
                 "from start_date.", self.name, other, self.run.account_id, self.run.account_id,
             )
-        sync = reports.ReportSync(
-            self.run, self.report, state, self.logger, self.run.connected_accounts()
-        )
+        accounts = self.run.connected_accounts()
+        per_account = accounts and not self.report.all_accounts_in_one_run
+        if per_account and not self.run.settings.report_runs_per_account:
+            self.logger.warning(
+                "Skipping stream '%s' for %d connected accounts: it takes one of Stripe's "
+                "report runs per account and interval on the platform's rate limit. Set "
+                "'report_runs_per_account': true to run them (the platform's "
+                "reconciliation needs them); the stream resumes at its bookmark.",
+                self.name, len(accounts or ()),
+            )
+            return ()
+        sync = reports.ReportSync(self.run, self.report, state, self.logger, accounts)
         return reports.sync(sync)
 
 

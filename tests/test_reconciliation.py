@@ -339,6 +339,7 @@ def test_a_platform_reconciles_in_postgres_until_stripes_report_has_a_transactio
     env = warehouse_env("postgres", request, tmp_path)
     with ConnectPlatform(accounts=3, objects=12, seed=37) as platform:
         env["TAP_STRIPE_CONNECT_ACCOUNT_IDS"] = json.dumps(platform.account_ids)
+        env["TAP_STRIPE_CONNECT_REPORT_RUNS_PER_ACCOUNT"] = "true"  # the summary of each
         source = type("Source", (), {"api_key": platform.platform_key, "url": platform.url})
         reconciled = Reconciled(meltano_path, "postgres", source, env, tmp_path)
         try:
@@ -385,3 +386,40 @@ def test_a_platform_reconciles_in_postgres_until_stripes_report_has_a_transactio
             assert (third, "usd", month(today["created"])) not in differing(rows)
         finally:
             reconciled.close()
+
+
+def test_a_platform_runs_one_summary_per_account_only_when_asked(tmp_path):
+    """report_balance_summary takes a report run per connected account and interval on the
+    platform's own rate limit: a platform run skips it with one warning naming the setting
+    (its bookmark stays), and runs it for every account with `report_runs_per_account`."""
+    from tests.catalogs import select_streams
+
+    with ConnectPlatform(accounts=3, objects=6, seed=41) as platform:
+        config = {"api_key": platform.platform_key, "api_url": platform.url,
+                  "account_ids": ["*"]}
+        discovered = run_tap("--discover", config=config, tmp_path=tmp_path)
+        assert discovered.returncode == 0, discovered.stderr[-3000:]
+        catalog = select_streams(json.loads(discovered.stdout), REPORTS)
+        skipped = run_tap(config=config, catalog=catalog, tmp_path=tmp_path)
+        assert skipped.returncode == 0, skipped.stderr[-3000:]
+        assert "Skipping stream 'report_balance_summary' for 3 connected accounts" in (
+            skipped.stderr)
+        assert "'report_runs_per_account': true" in skipped.stderr
+        assert not skipped.records("report_balance_summary")
+        bookmarks = (skipped.last_state or {}).get("bookmarks", {})
+        assert "replication_key_value" not in bookmarks.get("report_balance_summary", {})
+        types = {kind for kind, _ in platform.reports.created_runs}
+        assert types == {"connected_account_balance_change_from_activity.itemized.3"}
+        # Every account's activity still came, from one run per interval for all of them.
+        assert {r["account_id"] for r in skipped.records("report_balance_activity")} == set(
+            platform.account_ids)
+
+        asked = run_tap(config={**config, "report_runs_per_account": True}, catalog=catalog,
+                        tmp_path=tmp_path)
+        assert asked.returncode == 0, asked.stderr[-3000:]
+        assert "Skipping stream" not in asked.stderr
+        summary = asked.records("report_balance_summary")
+        assert {r["account_id"] for r in summary} == set(platform.account_ids)
+        per_account = {p.get("connected_account") for kind, p in platform.reports.created_runs
+                       if kind == "connected_account_balance.summary.1"}
+        assert per_account == set(platform.account_ids)
