@@ -155,6 +155,7 @@ def run_tap(
         "sink_cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - sink_before,
         "returncode": proc.returncode,
         "cpu": usage.ru_utime + usage.ru_stime,
+        "sys": usage.ru_stime,
         "rss_mb": usage.ru_maxrss / 1024,  # kB on Linux
         "wall": wall,
         "records": records,
@@ -272,7 +273,8 @@ def main() -> int:
     )
     print(
         f"  wall {result['wall']:.1f}s  ideal {ideal:.1f}s  ratio {result['wall'] / ideal:.2f}x  "
-        f"(CPU: tap {result['cpu']:.1f}s, emulator {emulator_cpu:.1f}s, "
+        f"(CPU: tap {result['cpu']:.1f}s of which system {result['sys']:.1f}s, "
+        f"emulator {emulator_cpu:.1f}s, "
         f"sink {result['sink_cpu']:.1f}s)  peak RSS {result['rss_mb']:.0f} MB  "
         f"tap CPU per record {result['cpu'] / max(records, 1) * 1e6:.0f} us"
     )
