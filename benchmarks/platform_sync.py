@@ -42,6 +42,8 @@ from pathlib import Path
 import msgspec
 import requests
 
+from tap_stripe_connect.settings import DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 CORE = ("charges", "customers", "invoices", "subscriptions")
@@ -82,7 +84,7 @@ def start_platform(accounts: int, objects: int, latency: int) -> tuple[subproces
 def run_tap(
     url: str,
     workdir: Path,
-    max_workers: int,
+    max_workers: int | None,
     profile: Path | None = None,
     checkout: Path = ROOT,
     *,
@@ -99,7 +101,7 @@ def run_tap(
                 "api_key": PLATFORM_KEY,
                 "api_url": url,
                 "account_ids": ["*"],
-                "max_workers": max_workers,
+                **({"max_workers": max_workers} if max_workers else {}),
                 "progress_interval_seconds": 0,
                 **(settings or {}),
             }
@@ -191,7 +193,9 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--objects", type=int, default=100, help="objects per core stream")
     parser.add_argument("--latency", type=int, default=100, help="ms per response (+-30%%)")
-    parser.add_argument("--max-workers", type=int, default=32)
+    parser.add_argument(
+        "--max-workers", type=int, help="the tap's setting (default: the tap's own default)"
+    )
     parser.add_argument(
         "--quick", action="store_true",
         help="the full sync and one no-change run only (10,000 accounts: the rest takes long)",
@@ -252,7 +256,9 @@ def main() -> int:
     records = sum(result["records"].values())
     sent = result["requests"] or 0
     a_rate = args.a_rate or sum(a_rates) / len(a_rates)
-    ideal = max(sent * latency / args.max_workers, records / a_rate)
+    # The most requests in flight: the setting, or the default of a platform run.
+    workers = args.max_workers or DEFAULTS["max_workers_platform"]
+    ideal = max(sent * latency / workers, records / a_rate)
     exact = all(
         result["records"][s] == args.accounts * args.objects
         and len(result["seen"][s]) == args.accounts * args.objects  # no object twice
@@ -263,12 +269,12 @@ def main() -> int:
     print(
         f"platform: {args.accounts} accounts x {args.objects} objects per core stream, "
         f"{args.latency}+-{args.latency * 3 // 10} ms, 25 requests/s per account and per endpoint, "
-        f"max_workers {args.max_workers}"
+        f"max_workers {args.max_workers or 'default'}"
     )
     print(f"  records {records:,}  requests {sent:,}  ({sent / args.accounts:.1f} per account)")
     measured = f" (before {a_rates[0]:,.0f}, after {a_rates[1]:,.0f})" if a_rates else " (given)"
     print(
-        f"  ideal: max({sent:,} x {latency}s / {args.max_workers} workers, "
+        f"  ideal: max({sent:,} x {latency}s / {workers} workers, "
         f"{records:,} / A-rate {a_rate:,.0f}{measured})"
     )
     print(

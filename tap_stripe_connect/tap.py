@@ -36,7 +36,7 @@ from tap_stripe_connect.output.writer import (
     exit_soon,
 )
 from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
-from tap_stripe_connect.settings import CONFIG_SCHEMA, Settings, format_time
+from tap_stripe_connect.settings import CONFIG_SCHEMA, DEFAULTS, Settings, format_time
 from tap_stripe_connect.state.bookmarks import Bookmarks, Checkpoints, accounts_in_state
 from tap_stripe_connect.state.bookmarks import load_state as load_bookmarks
 from tap_stripe_connect.stop import (
@@ -403,6 +403,7 @@ class TapStripeConnect(CompatTap):
         workers = max(1, self.settings.max_workers // per_job)
         self.run.scheduler.parallel = min(len(jobs), workers) or 1
         self.run.scheduler.eager = per_job == 1
+        self.run.scheduler.floor = min(self.run.scheduler.parallel, DEFAULTS["max_workers"])
         self.streams_started = True
         try:
             self.run.scheduler.run(jobs)

@@ -253,6 +253,12 @@ class StripeClient:
                 )
             return limiter
 
+    def forget_budget(self, account: str) -> None:
+        """A connected account's units are over: its budget (a record of its requests in
+        the last seconds) is let go. A request of it after that starts a new one."""
+        with self._lock:
+            self._limiters.pop(account, None)
+
     def new_limiter(self, rate: float, endpoint_rate: float) -> RateLimiter:
         return RateLimiter(rate, endpoint_rate, clock=self.budget_clock, sleep=self.stop.wait)
 

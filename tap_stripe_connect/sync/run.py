@@ -242,15 +242,19 @@ class Run:
             self._units_left = collections.Counter(accounts)
 
     def unit_finished(self, account: str | None) -> None:
-        """A unit ended: after an account's last, its events' memory and file are let go
-        (a platform run of thousands of accounts would otherwise hold them all)."""
+        """A unit ended: after an account's last, its events' memory and file, and its
+        budget's record of requests, are let go (a platform run of thousands of accounts
+        would otherwise hold them all: ~20 KB of budget an account)."""
         with self._lock:
             self._units_left[account] -= 1
             if self._units_left[account] > 0:
                 return
+            del self._units_left[account]
             feed = self._feeds.pop(account, None)
         if feed is not None:
             feed.close()
+        if account is not None:
+            self.client.forget_budget(account)
 
     def feed_since(self, account: str | None) -> int | None:
         """The oldest bookmark of the account's events-based streams, less the lag.

@@ -19,6 +19,8 @@ if t.TYPE_CHECKING:
 
 # Share of a CPU a sync must have used over the last 50 ms for no other unit to start.
 STREAM_START_BUSY = 0.5
+# Eager jobs beyond `floor` start only while the sync leaves more than this idle.
+GROW_BUSY = 0.85
 
 
 class Job(t.Protocol):
@@ -86,10 +88,12 @@ class Scheduler:
     Jobs of many accounts rotate: the next job is the first waiting one of the account
     with the fewest jobs running, so every account's budget is used at once (Stripe limits
     each account on its own) and a large or slow account holds one worker, not the pool.
-    Such jobs (`eager`) start up to `parallel` at once whatever the CPU: they are small
+    Such jobs (`eager`) start up to `floor` at once whatever the CPU: they are small
     (one stream of one account, a few pages) and each waits for its own responses, so
     starting one per 50 ms of idle CPU ran a 40-account platform without latency one unit
-    at a time (38 s at a third of a CPU; 16 s started at once).
+    at a time (38 s at a third of a CPU; 16 s started at once). Beyond `floor`, one more
+    starts at a time, up to `parallel`, while the sync leaves 15% of a CPU idle: how many
+    units keep the CPU busy depends on how long Stripe takes to answer.
     """
 
     def __init__(
@@ -102,8 +106,10 @@ class Scheduler:
         self.responses_slow = responses_slow
         #: Whether the run was asked to stop (a signal): then no job starts any more.
         self.stopping = stopping
-        #: Start every job at once (up to `parallel`): the units of many accounts.
+        #: Start every job at once (up to `floor`, then up to `parallel` while the CPU
+        #: has room): the units of many accounts.
         self.eager = False
+        self.floor = self.parallel
         #: Set while a job may still start: running jobs then split no `created` window
         #: (a job adds requests for full pages, a split window partial ones).
         self.may_start = threading.Event()
@@ -135,7 +141,7 @@ class Scheduler:
                     order[future] = started
                     started += 1
                     running.add(future)
-                    if not slow:
+                    if not slow or len(running) > self.floor:
                         break  # one at a time: see whether the CPU is left idle
                 if waiting and len(running) < self.parallel:
                     self.may_start.set()
@@ -156,11 +162,14 @@ class Scheduler:
     def _room_for_one(
         self, waiting: collections.deque, running: set[Future], slow: bool, room: CpuLoad
     ) -> bool:
-        return (
-            bool(waiting)
-            and len(running) < self.parallel
-            and (not running or slow or not room.busy(STREAM_START_BUSY))
-        )
+        if not waiting or len(running) >= self.parallel:
+            return False
+        if self.eager and len(running) >= self.floor:
+            # More units only while responses leave the CPU idle: with fast responses
+            # the sync is bound by its CPU at ~30 units, and more would only queue for
+            # the GIL; with Stripe's 200-600 ms it takes ~10x as many to use it.
+            return not room.busy(GROW_BUSY)
+        return not running or slow or not room.busy(STREAM_START_BUSY)
 
 
 def next_job(waiting: Sequence[Job], running: t.Iterable[str | None]) -> int:
