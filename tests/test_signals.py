@@ -179,14 +179,28 @@ def test_responses_slower_than_the_grace_period_do_not_hold_the_exit(tmp_path):
             proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
                                     text=True, stdin=subprocess.DEVNULL)
             assert proc.stdout is not None
+            # The signal once a request sent after the change is under way (the emulator
+            # waits out its 6 s), not some time after the change.
+            slow, wait = threading.Event(), emu.latency_wait
+
+            def latency_wait(seconds: float) -> object:
+                if seconds >= 6:
+                    slow.set()
+                return wait(seconds)
+
+            emu.latency_wait = latency_wait
+            signaller = threading.Thread(
+                target=lambda: slow.wait(timeout=60) and proc.send_signal(signal.SIGTERM)
+            )
             lines = []
             for line in proc.stdout:
                 lines.append(line)
                 if len(lines) == 200:
                     emu.set_latency(6000, 0)  # the requests from now on take 6 s
-                    # The signal once requests sent after the change are under way.
-                    threading.Timer(0.5, proc.send_signal, (signal.SIGTERM,)).start()
+                    signaller.start()
             proc.wait(timeout=60)
+            signaller.join(timeout=60)
+            assert slow.is_set(), "no request was sent after the latency changed"
         out, err = "".join(lines), err_path.read_text()
         record_output(settings, None, out, err)
         assert proc.returncode == 143, err[-3000:]
