@@ -26,24 +26,33 @@ _CHATTER = (
 )
 
 
+def to_debug(record: logging.LogRecord) -> bool:
+    """A log filter's answer for a record it moves to DEBUG: the record becomes a DEBUG
+    one, shown only where its logger is enabled at DEBUG."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def filter_root_handlers(log_filter: logging.Filter) -> None:
+    """Filter every handler of the root logger (the SDK's console one, or Meltano's)."""
+    for handler in logging.getLogger().handlers:
+        if log_filter not in handler.filters:
+            handler.addFilter(log_filter)
+
+
 class ChatterFilter(logging.Filter):
     """On a handler: the SDK's chatter becomes a DEBUG record, shown only at DEBUG."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg not in _CHATTER:
-            return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return record.msg not in _CHATTER or to_debug(record)
 
 
 _FILTER = ChatterFilter()
 
 
 def quiet_chatter() -> None:
-    """Filter every handler of the root logger (the SDK's console one, or Meltano's)."""
-    for handler in logging.getLogger().handlers:
-        if _FILTER not in handler.filters:
-            handler.addFilter(_FILTER)
+    """The SDK's chatter at DEBUG: on every handler of the root logger, and on the tap's logger."""
+    filter_root_handlers(_FILTER)
     # On the tap's own logger too: the SDK logs "Added ... as child stream" while the tap is
     # made, before the tap can filter the handlers the SDK sets up then.
     tap_logger = logging.getLogger("tap-stripe-connect")

@@ -315,14 +315,13 @@ class Report:
 
     #: Stream name.
     name: str
-    #: The report type of one account, and of a platform's connected accounts.
+    #: The report type of one account (`connected_type`: of a platform's connected ones).
     report_type: str
-    connected_type: str
     #: The columns asked for (`parameters[columns][]`; None: the report's fixed columns),
     #: each with the record field and its kind: "string", "money" (major units in the CSV,
     #: minor units in the record) or "time" (`YYYY-MM-DD HH:MM:SS` UTC).
     columns: tuple[tuple[str, str, str], ...]
-    primary_key: tuple[str, ...]
+    primary_key: tuple[str, ...] = ("account_id", "id")
     #: Whether the CSV lists its columns without being asked (`*.summary.1`).
     fixed_columns: bool = False
     #: A platform's connected accounts: one run for all of them, the account in column
@@ -330,32 +329,39 @@ class Report:
     all_accounts_in_one_run: bool = True
     selected_by_default: bool = True
 
+    @property
+    def connected_type(self) -> str:
+        """The report type over a platform's connected accounts (Stripe's prefix)."""
+        return "connected_account_" + self.report_type
+
 
 # fmt: off
+#: A balance transaction's columns, first in both itemized reports (keyed by its `id`).
+BALANCE_TRANSACTION_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("balance_transaction_id", "id", "string"), ("created_utc", "created", "time"),
+    ("available_on_utc", "available_on", "time"), ("currency", "currency", "string"),
+    ("gross", "gross", "money"), ("fee", "fee", "money"), ("net", "net", "money"),
+    ("reporting_category", "reporting_category", "string"),
+)
+
 REPORTS: tuple[Report, ...] = (
     Report(
         "report_balance_activity", "balance_change_from_activity.itemized.3",
-        "connected_account_balance_change_from_activity.itemized.3",
         columns=(
-            ("balance_transaction_id", "id", "string"), ("created_utc", "created", "time"),
-            ("available_on_utc", "available_on", "time"), ("currency", "currency", "string"),
-            ("gross", "gross", "money"), ("fee", "fee", "money"), ("net", "net", "money"),
-            ("reporting_category", "reporting_category", "string"),
+            *BALANCE_TRANSACTION_COLUMNS,
             ("source_id", "source_id", "string"), ("description", "description", "string"),
             ("automatic_payout_id", "automatic_payout_id", "string"),
         ),
-        primary_key=("account_id", "id"),
     ),
     Report(
         # Per currency and interval: starting_balance, activity_gross, activity_fee,
-        # activity, payouts, ending_balance.
-        "report_balance_summary", "balance.summary.1", "connected_account_balance.summary.1",
+        # activity, payouts, ending_balance. `id`: `<interval start>..<interval
+        # end>:<currency>:<category>` (UTC days).
+        "report_balance_summary", "balance.summary.1",
         columns=(
             ("category", "category", "string"), ("description", "description", "string"),
             ("net_amount", "net_amount", "money"), ("currency", "currency", "string"),
         ),
-        # `id`: `<interval start>..<interval end>:<currency>:<category>` (UTC days).
-        primary_key=("account_id", "id"),
         fixed_columns=True, all_accounts_in_one_run=False,
     ),
     Report(
@@ -363,16 +369,11 @@ REPORTS: tuple[Report, ...] = (
         # (`automatic_payout_effective_at`) in the interval: the activity report's
         # `automatic_payout_id` is empty for a transaction reported before its payout.
         "report_payout_reconciliation", "payout_reconciliation.itemized.5",
-        "connected_account_payout_reconciliation.itemized.5",
         columns=(
-            ("balance_transaction_id", "id", "string"), ("created_utc", "created", "time"),
-            ("available_on_utc", "available_on", "time"), ("currency", "currency", "string"),
-            ("gross", "gross", "money"), ("fee", "fee", "money"), ("net", "net", "money"),
-            ("reporting_category", "reporting_category", "string"),
+            *BALANCE_TRANSACTION_COLUMNS,
             ("automatic_payout_id", "automatic_payout_id", "string"),
             ("automatic_payout_effective_at_utc", "automatic_payout_effective_at", "time"),
         ),
-        primary_key=("account_id", "id"),
     ),
 )
 # fmt: on

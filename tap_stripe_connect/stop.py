@@ -22,6 +22,7 @@ import sys
 import threading
 
 from tap_stripe_connect.errors import TapError
+from tap_stripe_connect.logs import filter_root_handlers, to_debug
 
 #: Seconds from the first signal to the exit at the latest (then within 5 s in all).
 GRACE_SECONDS = 4.0
@@ -92,15 +93,12 @@ class StoppedStreamFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != _SDK_STREAM_ERROR or not isinstance(sys.exc_info()[1], CancelledError):
             return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return to_debug(record)
 
 
 _STOPPED_STREAM = StoppedStreamFilter()
 
 
 def quiet_stopped_streams() -> None:
-    """Filter every handler of the root logger (the SDK's console one, or Meltano's)."""
-    for handler in logging.getLogger().handlers:
-        if _STOPPED_STREAM not in handler.filters:
-            handler.addFilter(_STOPPED_STREAM)
+    """The SDK's ERROR line for a stopped stream at DEBUG, on every root handler."""
+    filter_root_handlers(_STOPPED_STREAM)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import typing as t
 
 from tap_stripe_connect.resources import RESOURCES
+from tap_stripe_connect.tap import TapStripeConnect
 from tests.conftest import emulator_config, run_tap
 from tests.emulator import STREAMS
 
@@ -45,3 +47,11 @@ def select_streams(catalog: dict, streams: t.Iterable[str]) -> dict:
             if entry["breadcrumb"] == []:
                 entry["metadata"]["selected"] = stream["tap_stream_id"] in wanted
     return catalog
+
+
+@functools.cache
+def tap_catalog(api_key: str, *streams: str) -> str:
+    """The tap's catalog (discovered in this process, once) with exactly `streams` selected,
+    as JSON text: each caller's `json.loads` is its own copy."""
+    tap = TapStripeConnect(config={"api_key": api_key}, validate_config=False, setup_mapper=False)
+    return json.dumps(select_streams(tap.catalog_dict, streams))

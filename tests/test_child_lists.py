@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from tap_stripe_connect.tap import TapStripeConnect
+from tests.catalogs import tap_catalog
 from tests.conftest import TapRun, run_tap
 from tests.emulator import Emulator
 from tests.test_faults import SECRET, config
@@ -35,16 +35,6 @@ UNKNOWN = {
 }
 
 
-def catalog() -> dict:
-    tap = TapStripeConnect(config={"api_key": SECRET}, validate_config=False, setup_mapper=False)
-    found = tap.catalog_dict
-    for entry in found["streams"]:
-        for md in entry["metadata"]:
-            if md["breadcrumb"] == []:
-                md["metadata"]["selected"] = entry["tap_stream_id"] in STREAMS
-    return found
-
-
 @pytest.fixture
 def emu():
     with Emulator(objects=40, seed=61, lines_per_invoice=14, api_keys={SECRET: None}) as emulator:
@@ -53,7 +43,11 @@ def emu():
 
 def run(emu: Emulator, tmp_path, state=None) -> TapRun:
     return run_tap(
-        config=config(emu), catalog=catalog(), state=state, tmp_path=tmp_path, timeout=120
+        config=config(emu),
+        catalog=json.loads(tap_catalog(SECRET, *STREAMS)),
+        state=state,
+        tmp_path=tmp_path,
+        timeout=120,
     )
 
 

@@ -81,7 +81,7 @@ def start_connect(
     )
     assert proc.stdout is not None
     for line in proc.stdout:
-        if "/oauth/authorize?" in line:
+        if "authorize?" in line:  # Connect's /oauth/authorize, an app's /oauth/v2/.../authorize
             return proc, line.strip()
     raise AssertionError(proc.stderr.read() if proc.stderr else "no URL printed")
 
@@ -106,6 +106,7 @@ def finish(proc) -> tuple[int, str, str]:
 
 def test_connect_then_sync_with_the_saved_credentials(platform, tmp_path):
     proc, url = start_connect(platform, tmp_path)
+    assert urlsplit(url).path == "/oauth/authorize"
     assert "scope=read_only" in url
     assert "state=" in url
     assert browse(url).status_code == 200

@@ -8,15 +8,15 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, run_tap
+from tests.conftest import run_tap
 from tests.emulator.connect import ConnectPlatform
+from tests.test_connect import platform_settings, start_connect
 
 
 @pytest.fixture
@@ -26,36 +26,19 @@ def platform():
 
 
 def app_settings(platform: ConnectPlatform, **extra) -> dict:
-    return {
-        "oauth_flow": "stripe_app",
-        "client_id": platform.app_client_id,
-        "client_secret": platform.app_secret_key,
-        "oauth_url": platform.url,
-        "api_url": platform.url,
-        "max_retry_seconds": 10,
+    """The platform's settings (tests/test_connect.py) for its Stripe App."""
+    return platform_settings(
+        platform,
+        oauth_flow="stripe_app",
+        client_id=platform.app_client_id,
+        client_secret=platform.app_secret_key,
         **extra,
-    }
-
-
-def env_for(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_STRIPE_CONNECT_")}
-    return {**env, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    )
 
 
 def start(tmp_path, settings: dict, *extra: str) -> tuple[subprocess.Popen, str]:
-    config = tmp_path / "app.json"
-    config.write_text(json.dumps(settings))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tap_stripe_connect", "connect", "--config", str(config),
-         "--no-browser", "--port", "0", *extra],
-        cwd=ROOT, env=env_for(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "authorize?" in line:
-            return proc, line.strip()
-    raise AssertionError(proc.stderr.read() if proc.stderr else "no install link printed")
+    """`connect` with `settings`, saving to the user's config folder (in `tmp_path`)."""
+    return start_connect(None, tmp_path, *extra, settings=settings, credentials=False)
 
 
 def install(url: str, decision: str = "allow", account: str | None = None) -> str:

@@ -10,7 +10,6 @@ output of every run for the key. Interruptions (SIGKILL, a revoked key) are in
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import re
@@ -20,6 +19,7 @@ import typing as t
 import pytest
 
 from tap_stripe_connect.tap import TapStripeConnect
+from tests.catalogs import tap_catalog
 from tests.conftest import ROOT, TapRun, run_tap
 from tests.emulator import Emulator
 from tests.warehouse import Warehouse, assert_equal_to_stripe
@@ -31,16 +31,9 @@ LISTS = tuple(f"/v1/{s}" for s in CORE)
 SECRET = "sk_test_faultsK3ep5ecret_Zq81w"
 
 
-@functools.cache
 def core_catalog() -> str:
     """The tap's catalog with the core streams (and their children) selected."""
-    tap = TapStripeConnect(config={"api_key": SECRET}, validate_config=False, setup_mapper=False)
-    catalog = tap.catalog_dict
-    for entry in catalog["streams"]:
-        for md in entry["metadata"]:
-            if md["breadcrumb"] == []:
-                md["metadata"]["selected"] = entry["tap_stream_id"] in ALL
-    return json.dumps(catalog)
+    return tap_catalog(SECRET, *ALL)
 
 
 def config(emu: Emulator, **extra) -> dict:

@@ -8,7 +8,6 @@ the exit code, the records and the exact line a user reads.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -23,19 +22,12 @@ from tap_stripe_connect.api.auth import StripeKeyAuthenticator
 from tap_stripe_connect.api.reads import Kind, Read
 from tap_stripe_connect.resources import REPORTS
 from tap_stripe_connect.settings import Settings
-from tap_stripe_connect.tap import TapStripeConnect
-from tests.catalogs import select_streams
+from tests.catalogs import select_streams, tap_catalog
 from tests.conftest import TapRun, run_tap
 from tests.emulator import Emulator
 
 SECRET = "sk_test_misbehaveK3y_Qp27x"
 REQUEST_ID = r"\[Request-Id req_[A-Za-z0-9]+\]"
-
-
-@functools.cache
-def catalog_of(*streams: str) -> str:
-    tap = TapStripeConnect(config={"api_key": SECRET}, validate_config=False, setup_mapper=False)
-    return json.dumps(select_streams(tap.catalog_dict, streams))
 
 
 def emulator(objects: int = 40) -> Emulator:
@@ -54,7 +46,10 @@ def run(emu: Emulator, tmp_path, streams: tuple[str, ...], **extra) -> TapRun:
         **extra,
     }
     return run_tap(
-        config=config, catalog=json.loads(catalog_of(*streams)), tmp_path=tmp_path, timeout=120
+        config=config,
+        catalog=json.loads(tap_catalog(SECRET, *streams)),
+        tmp_path=tmp_path,
+        timeout=120,
     )
 
 
@@ -141,7 +136,7 @@ def test_a_missing_events_endpoint_is_named_as_an_endpoint_of_the_stream(tmp_pat
         emu.unserve("GET /v1/events")
         result = run_tap(
             config={"api_key": SECRET, "api_url": emu.url, "max_retries": 1},
-            catalog=json.loads(catalog_of("charges")),
+            catalog=json.loads(tap_catalog(SECRET, "charges")),
             state=first.last_state,
             tmp_path=tmp_path,
             timeout=120,

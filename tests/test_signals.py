@@ -132,11 +132,6 @@ def test_a_second_signal_exits_at_once(tmp_path):
         # Responses so slow that the first signal's run waits for them.
         emu.set_latency(3000, 0)
 
-        def twice(proc) -> None:
-            proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
-
         config_path = tmp_path / "config.json"
         settings = config(emu, max_workers=WORKERS, request_timeout=30)
         config_path.write_text(json.dumps(settings))
@@ -145,16 +140,27 @@ def test_a_second_signal_exits_at_once(tmp_path):
                 "--catalog", str(tmp_path / "catalog.json")]
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, stdin=subprocess.DEVNULL)
+        assert proc.stderr is not None
         # Wait until the first list request is under way.
         deadline = time.monotonic() + 60
         while not any(r.path in ("/v1/charges", "/v1/customers") for r in emu.requests):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        twice(proc)
-        out, err = proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        # The second signal once the tap has taken the first (its warning), not after a
+        # pause: two signals before the handler runs are one signal to Python.
+        first = []
+        for line in proc.stderr:
+            first.append(line)
+            if "SIGTERM: stopping; no new page starts" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, rest = proc.communicate(timeout=60)
+        err = "".join(first) + rest
         record_output(settings, None, out, err)
         assert proc.returncode == 143, err[-3000:]
         assert "SIGTERM again: exiting now" in err
+        assert "Not ended 4 s after the signal" not in err  # not the first signal's deadline
         # Whole lines only.
         assert all(line.startswith('{"type"') for line in out.splitlines())
 
@@ -173,14 +179,28 @@ def test_responses_slower_than_the_grace_period_do_not_hold_the_exit(tmp_path):
             proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
                                     text=True, stdin=subprocess.DEVNULL)
             assert proc.stdout is not None
+            # The signal once a request sent after the change is under way (the emulator
+            # waits out its 6 s), not some time after the change.
+            slow, wait = threading.Event(), emu.latency_wait
+
+            def latency_wait(seconds: float) -> object:
+                if seconds >= 6:
+                    slow.set()
+                return wait(seconds)
+
+            emu.latency_wait = latency_wait
+            signaller = threading.Thread(
+                target=lambda: slow.wait(timeout=60) and proc.send_signal(signal.SIGTERM)
+            )
             lines = []
             for line in proc.stdout:
                 lines.append(line)
                 if len(lines) == 200:
                     emu.set_latency(6000, 0)  # the requests from now on take 6 s
-                    # The signal once requests sent after the change are under way.
-                    threading.Timer(0.5, proc.send_signal, (signal.SIGTERM,)).start()
+                    signaller.start()
             proc.wait(timeout=60)
+            signaller.join(timeout=60)
+            assert slow.is_set(), "no request was sent after the latency changed"
         out, err = "".join(lines), err_path.read_text()
         record_output(settings, None, out, err)
         assert proc.returncode == 143, err[-3000:]

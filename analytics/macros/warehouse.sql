@@ -69,6 +69,15 @@
   (select * from {{ source('stripe', source_name) }} where _sdc_deleted_at is null) as {{ source_name }}
 {%- endmacro %}
 
+{#- Each row of the CTE `rows` (its columns) once for every month from the date `first_month`
+    to the date `last_month`, as `month`: the months of a span, even those with no data. -#}
+{% macro month_spine(rows, first_month, last_month) -%}
+    select {{ rows }}.*, {{ stripe_analytics.add_months(first_month, 'numbers.n') }} as month
+    from {{ rows }}
+    join {{ stripe_analytics.numbers_0_999() }} as numbers
+        on numbers.n <= {{ stripe_analytics.months_between(first_month, last_month) }}
+{%- endmacro %}
+
 {#- 0..999, for month spines (no generate_series differences between warehouses). -#}
 {% macro numbers_0_999() -%}
   (

@@ -27,11 +27,7 @@ customer_span as (
     group by 1, 2, 3
 ),
 spine as (
-    select customer_span.account_id, customer_span.currency, customer_span.customer_id,
-           {{ add_months('customer_span.first_month', 'numbers.n') }} as month
-    from customer_span
-    join {{ numbers_0_999() }} as numbers
-        on numbers.n <= {{ months_between('customer_span.first_month', 'customer_span.last_month') }}
+    {{ month_spine('customer_span', 'customer_span.first_month', 'customer_span.last_month') }}
 ),
 filled as (
     select spine.account_id, spine.currency, spine.customer_id, spine.month,

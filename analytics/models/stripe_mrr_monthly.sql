@@ -10,11 +10,7 @@ report_span as (
 ),
 months as (
     -- Every month of the span, even one where nobody paid.
-    select report_span.account_id, report_span.currency,
-           {{ add_months('report_span.first_month', 'numbers.n') }} as month
-    from report_span
-    join {{ numbers_0_999() }} as numbers
-        on numbers.n <= {{ months_between('report_span.first_month', 'report_span.last_month') }}
+    {{ month_spine('report_span', 'report_span.first_month', 'report_span.last_month') }}
 ),
 totals as (
     select

@@ -29,11 +29,7 @@ covered as (
     group by 1, 2
 ),
 spine as (
-    select covered.account_id, covered.data_through,
-           {{ add_months('covered.first_month', 'numbers.n') }} as month
-    from covered
-    join {{ numbers_0_999() }} as numbers
-        on numbers.n <= {{ months_between('covered.first_month', month_of('covered.data_through')) }}
+    {{ month_spine('covered', 'covered.first_month', month_of('covered.data_through')) }}
 )
 select
     account_id,

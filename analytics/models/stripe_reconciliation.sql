@@ -54,20 +54,17 @@ loaded as (
            reporting_category
     from {{ live('balance_transactions') }}
 ),
-warehouse as (
+-- The warehouse's transactions and Stripe's itemized activity, each within what the
+-- reports cover, with their month.
+{% for name, rows in [('warehouse', 'loaded'), ('stripe_activity', 'report_activity')] %}
+{{ name }} as (
     select t.*, {{ month_of('t.created') }} as month
-    from loaded as t
+    from {{ rows }} as t
     inner join coverage as c
         on c.account_id = t.account_id
        and t.created >= c.reported_from and t.created < c.reported_until
 ),
-stripe_activity as (
-    select a.*, {{ month_of('a.created') }} as month
-    from report_activity as a
-    inner join coverage as c
-        on c.account_id = a.account_id
-       and a.created >= c.reported_from and a.created < c.reported_until
-),
+{% endfor %}
 -- Automatic payouts are not in the activity report: the summary's `payouts` has them.
 stripe_months as (
     select account_id, currency, month,
