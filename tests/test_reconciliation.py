@@ -423,3 +423,24 @@ def test_a_platform_runs_one_summary_per_account_only_when_asked(tmp_path):
         per_account = {p.get("connected_account") for kind, p in platform.reports.created_runs
                        if kind == "connected_account_balance.summary.1"}
         assert per_account == set(platform.account_ids)
+
+
+def test_the_runs_of_a_report_batch_are_created_and_read_together(tmp_path):
+    """With Stripe's answers slow, a batch's report runs are asked for together: the
+    creations (and reads) overlap at the emulator, where one after another none would."""
+    with Emulator(objects=6, seed=29) as emu:
+        catalog = catalog_selecting(emu, tmp_path, {"report_balance_activity": ()})
+        emu.set_latency(150)
+        run = run_tap(config=emulator_config(emu), catalog=catalog, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.records("report_balance_activity")
+
+        def most_at_once(method: str, prefix: str) -> int:
+            spans = [(r.time, r.time + r.duration) for r in emu.requests
+                     if r.method == method and r.path.startswith(prefix)]
+            return max(sum(s <= start < e for s, e in spans) for start, _ in spans)
+
+        creations = [r for r in emu.requests if r.method == "POST"]
+        assert len(creations) > 1
+        assert most_at_once("POST", "/v1/reporting/report_runs") > 1
+        assert most_at_once("GET", "/v1/reporting/report_runs/") > 1

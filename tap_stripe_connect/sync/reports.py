@@ -26,6 +26,7 @@ import io
 import logging
 import time
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -199,14 +200,34 @@ class ReportSync:
         return tuple(params)
 
     def complete(self, jobs: list[Job]) -> None:
-        """Create the jobs' runs, wait for them, and read each one's rows."""
-        client = self.run.client
-        for job in jobs:
-            created, _ = client.answer(
-                report_run_create(self.report_type, self.parameters(job), stream=self.name,
-                                  platform=self.platform)
-            )
-            job.run_id, job.created = str(created["id"]), self.clock()
+        """Create the jobs' runs, wait for them, and read each one's rows.
+
+        The requests of the jobs go out together (each waits for its answer in a thread of
+        its own): one after another, a platform's 32 days of three reports took ~50 s at
+        Stripe's 300 ms an answer, longer than the rest of a 200-account sync.
+        """
+        workers = max(1, min(len(jobs), self.run.settings.max_workers))
+        with ThreadPoolExecutor(workers, thread_name_prefix="report") as pool:
+            self._complete(jobs, pool)
+
+    def _create(self, job: Job) -> None:
+        created, _ = self.run.client.answer(
+            report_run_create(self.report_type, self.parameters(job), stream=self.name,
+                              platform=self.platform)
+        )
+        job.run_id, job.created = str(created["id"]), self.clock()
+
+    def _read(self, job: Job) -> dict | None:
+        """The run as Stripe has it now; a succeeded run's rows read into the job."""
+        run = self.run.client.retrieve(
+            report_run_read(job.run_id, stream=self.name, platform=self.platform)
+        )
+        if (run or {}).get("status") == "succeeded":
+            job.rows = self.rows(job, run or {})
+        return run
+
+    def _complete(self, jobs: list[Job], pool: ThreadPoolExecutor) -> None:
+        list(pool.map(self._create, jobs))
         pending = list(jobs)
         wait = FIRST_WAIT
         timeout = self.run.settings.report_timeout_seconds
@@ -215,13 +236,9 @@ class ReportSync:
         while pending:
             self.sleep(wait)
             wait = min(wait * 1.5, LONGEST_WAIT)
-            for job in list(pending):
-                run = client.retrieve(
-                    report_run_read(job.run_id, stream=self.name, platform=self.platform)
-                )
+            for job, run in zip(list(pending), pool.map(self._read, pending), strict=True):
                 status = (run or {}).get("status")
                 if status == "succeeded":
-                    job.rows = self.rows(job, run or {})
                     pending.remove(job)
                 elif status == "failed" or run is None:
                     why = (run or {}).get("error") or "Stripe no longer has the run"
