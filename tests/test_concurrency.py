@@ -408,3 +408,36 @@ def test_the_scheduler_keeps_no_finished_job_of_a_long_run():
     scheduler.run([Counting(str(i)) for i in range(3000)])
     early, late = seen
     assert late <= early + 4, (early, late)
+
+
+@pytest.mark.parametrize(("busy", "most"), [(False, 6), (True, 2)])
+def test_many_accounts_units_start_beyond_the_floor_only_while_the_cpu_has_room(busy, most):
+    """A platform's units: `floor` start at once; more, up to `parallel`, only while the
+    sync leaves the CPU idle (Stripe's slow answers), never while it keeps a CPU busy."""
+    from tap_stripe_connect.sync.scheduler import CpuLoad
+
+    class Load(CpuLoad):
+        def busy(self, threshold: float = 0.9) -> bool:
+            return busy
+
+    running, peak = [0], [0]
+    lock = threading.Lock()
+    release = threading.Event()
+
+    class Held(Job):
+        def run(self) -> None:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                if running[0] == 6:
+                    release.set()  # every worker taken: let them all end
+            # Busy: no more can start whatever the wait, so a short one keeps the test short.
+            release.wait(timeout=0.2 if busy else 10)
+            with lock:
+                running[0] -= 1
+
+    scheduler = Scheduler(6, responses_slow=lambda: True)
+    scheduler.eager, scheduler.floor = True, 2
+    scheduler.cpu_load = Load
+    scheduler.run([Held(str(i)) for i in range(12)])
+    assert peak[0] == most

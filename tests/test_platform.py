@@ -343,3 +343,15 @@ def test_many_accounts_are_read_at_once_also_when_stripe_answers_fast(tmp_path):
         )
     # Started at once, up to max_workers (16) units: every account has one running.
     assert most_accounts_at_once(starts) == 12
+
+
+def test_a_platform_runs_more_workers_by_default_and_the_setting_wins():
+    from tap_stripe_connect.settings import Settings
+
+    def workers(**config) -> int:
+        return Settings.from_config({"api_key": "sk_test_x", **config}).max_workers
+
+    assert workers() == 32
+    assert workers(account_ids=["*"]) == 256
+    assert workers(account_ids=["acct_1"], max_workers=16) == 16
+    assert workers(max_workers=8) == 8
