@@ -27,12 +27,10 @@ class Window:
     """Objects created in [lower, upper), read newest first by one worker."""
 
     # Split only windows expected to hold this many more objects: every split window
-    # ends on a partial page, so smaller splits cost more requests than they save. A
-    # page and a half: the halves take a page or two each, read at once instead of one
-    # after the other, for at most one more request. (Splits wait while the budget is
-    # full, so this counts at a run's end: at 300 the last windows, up to three pages
-    # each, paged alone for ~0.5 s, ~4% of scenario C; issue 25.5.)
-    MIN_SPLIT = 150
+    # ends on a partial page, so smaller splits cost more requests than they save.
+    # (150 shortened scenario C's last windows in a quiet sitting, but added windows and
+    # requests and was not faster on a loaded machine: issue 25.5.)
+    MIN_SPLIT = 300
 
     def __init__(self, lower: int, upper: int, floor: int = STRIPE_EPOCH) -> None:
         self.lower = lower
