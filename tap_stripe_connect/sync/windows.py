@@ -58,8 +58,7 @@ class Window:
             # it, a run's first splits all came from the one window that had answered,
             # each giving away half of what it had left: windows of 1/2, 1/4 ... 1/64 of
             # the listing, the small ones soon done and the half paging alone until split
-            # again (~10 windows and their partial pages per endpoint in scenario C, and
-            # 2-4 of 7 in flight through the middle of the run).
+            # again (five more times in scenario C; benchmarks/RESULTS.md, issue 25.5).
             return self.density
         return self.count / max(1, self.first + 1 - self.cursor)
 
