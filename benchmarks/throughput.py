@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/throughput.py --scenarios A,B  # a subset
     .venv/bin/python benchmarks/throughput.py --memory         # peak RSS, 5,000 vs 100,000
     .venv/bin/python benchmarks/throughput.py --profile A      # py-spy profile of the tap
+    .venv/bin/python benchmarks/throughput.py --scenarios C --timeline C  # requests over time
 
 Each scenario starts the emulator (`python -m tests.emulator`) in its own process, warms
 its JSON cache, then runs the tap's CLI for the four core streams (children deselected)
@@ -225,6 +226,7 @@ class Run:
     max_endpoint_1s: int = 0
     ceiling: float | None = None
     stderr_tail: str = ""
+    first_output: float = 0.0  # time.time() of the first output line (the timeline's 0)
 
     @property
     def rate(self) -> float:
@@ -239,6 +241,7 @@ def measure(label: str, argv: list[str], env: dict | None = None) -> Run:
             argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL, env=env
         )
         first: list[float] = []
+        first_wall: list[float] = []
         count = 0
         last = b""
         stream = proc.stdout
@@ -246,6 +249,7 @@ def measure(label: str, argv: list[str], env: dict | None = None) -> Run:
         while chunk := stream.read1(1 << 20):
             if not first:
                 first.append(time.monotonic())
+                first_wall.append(time.time())
             # A RECORD marker may straddle two chunks: count on the joined edge too.
             joined = last + chunk
             count += joined.count(RECORD) - last.count(RECORD)
@@ -266,6 +270,7 @@ def measure(label: str, argv: list[str], env: dict | None = None) -> Run:
         proc.returncode,
         usage.ru_utime + usage.ru_stime,
         stderr_tail=tail,
+        first_output=first_wall[0] if first_wall else 0.0,
     )
 
 
@@ -373,6 +378,8 @@ def run_scenario(name: str, args: argparse.Namespace, workdir: Path) -> list[Run
                 print_profile(profile)
         run.emulator_cpu = emu.cpu() - emulator_cpu
         request_stats(emu, run)
+        if name == args.timeline:
+            print_timeline(emu, run)
         run.ceiling = scenario.ceiling
         runs.append(run)
         expected = args.objects * len(CORE)
@@ -404,6 +411,58 @@ def print_profile(path: Path, top: int = 25) -> None:
     print(f"\nprofile {path.name}: self time, {total} samples holding the GIL")
     for frame, count in own.most_common(top):
         print(f"  {count / total:6.1%}  {frame}")
+
+
+def print_timeline(emu: EmulatorProcess, run: Run, step: float = 0.1) -> None:
+    """Per endpoint and `step` seconds from the tap's first output line: requests the
+    emulator received, and requests in flight (received, not yet answered) at the step's
+    end; then when each endpoint's first and last request came and its last answer left.
+    (The emulator counts a request against its limits after the latency, so "received" is
+    a little before the budget counted it.)"""
+    records = emu.control("requests")
+    assert isinstance(records, list)
+    from tap_stripe_connect.api.limiter import endpoint_of
+
+    by_endpoint: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for r in records:
+        at = r["time"] - run.first_output
+        by_endpoint[endpoint_of(r["method"], r["path"])].append((at, at + r["duration"]))
+    for spans in by_endpoint.values():
+        spans.sort()  # the log is in the order of the answers
+    names = sorted(by_endpoint, key=lambda e: by_endpoint[e][0][0])
+    end = max(done for spans in by_endpoint.values() for _, done in spans)
+    short = [n.split("/")[-1][:10] for n in names]
+    print(f"\ntimeline of {run.label} (s from the first output line; received / in flight)")
+    print(f"{'t':>5} " + " ".join(f"{n:>10}" for n in short) + f" {'all':>7}")
+    steps = int(end / step) + 2
+    start = min(at for spans in by_endpoint.values() for at, _ in spans)
+    for i in range(int(start / step) - 1, steps):
+        lo, hi = i * step, (i + 1) * step
+        cells, total_in, total_flight = [], 0, 0
+        for n in names:
+            spans = by_endpoint[n]
+            received = sum(1 for at, _ in spans if lo <= at < hi)
+            flying = sum(1 for at, done in spans if at < hi <= done)
+            total_in += received
+            total_flight += flying
+            cells.append(f"{received:>4} / {flying:>3}")
+        print(f"{lo:>5.1f} " + " ".join(cells) + f" {total_in:>3}/{total_flight:>3}")
+    for n in names:
+        spans = by_endpoint[n]
+        print(
+            f"  {n}: {len(spans)} requests, first at {spans[0][0]:.3f} s, last received "
+            f"{spans[-1][0]:.3f} s, last answered {max(d for _, d in spans):.3f} s"
+        )
+        if len(spans) > 25:
+            # Against a budget of 25 a second (C's per endpoint): how long after the request
+            # 25 before it, + 1 s, each came. The limiter's margin for latency jitter is
+            # ~0.05-0.07 s of it; more is time the budget had room and no request was ready.
+            late = sorted(spans[k][0] - spans[k - 25][0] - 1.0 for k in range(25, len(spans)))
+            print(
+                f"    after the request 25 before + 1 s: median {late[len(late) // 2]:.3f} s, "
+                f"the last request {spans[-1][0] - spans[-26][0] - 1.0:.3f} s"
+            )
+    print(f"  the tap exited at {run.seconds:.3f} s")
 
 
 # -- report -------------------------------------------------------------------------------
@@ -494,6 +553,11 @@ def main() -> None:
         "--profile",
         metavar="SCENARIO",
         help="run the tap under py-spy in this scenario (needs py-spy)",
+    )
+    parser.add_argument(
+        "--timeline",
+        metavar="SCENARIO",
+        help="print this scenario's requests over time, per endpoint (from the emulator's log)",
     )
     parser.add_argument("--bare-loop", nargs=2, metavar=("URL", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -22,7 +22,7 @@ from singer_sdk.singerlib import RecordMessage
 
 from tap_stripe_connect.output.writer import LockedWriter
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
-from tap_stripe_connect.sync.windows import STRIPE_EPOCH, Window, list_windows
+from tap_stripe_connect.sync.windows import STRIPE_EPOCH, Window, WindowReader, list_windows
 from tests.conftest import ROOT, TapRun, emulator_config, run_tap
 from tests.emulator import Emulator
 
@@ -152,6 +152,35 @@ def test_splits_start_from_the_accounts_creation_when_known():
     cursor = window.cursor
     assert cursor == 1_700_000_001
     assert older.upper == account_created + (cursor + 1 - account_created) // 2  # halfway
+
+
+def test_the_first_splits_share_the_listing_evenly():
+    """With one window answered, the next splits go to the largest estimate, windows not
+    answered yet included (by the density of the window they came from): four windows of
+    about a quarter each, not 1/2, 1/4, 1/8 and the rest (the half then paged alone)."""
+    objects = dataset("spread", 4000)  # created evenly over 1.6e9 .. 1.7e9
+    reader = WindowReader(
+        stripe_like(objects),
+        [Window(0, 1_800_000_000, floor=1_600_000_000)],
+        4,
+        may_split=lambda: True,
+        eager=lambda: True,
+        batch_size=100,
+        queue_size=4,
+    )
+    first = reader.next_window(split=False)
+    assert first is not None
+    page = next(reader.read_window(first))  # the first page only
+    assert len(page) == 100
+    for _ in range(3):
+        assert reader.next_window(split=True) is not None
+    held = sorted(
+        sum(1 for o in objects if w.lower <= o["created"] < min(w.upper, w.cursor or w.upper))
+        for w in reader.active
+    )
+    assert len(held) == 4
+    assert abs(sum(held) - 3900) <= 2
+    assert held[-1] <= 1.5 * held[0], held
 
 
 def test_no_split_while_the_budget_is_full():

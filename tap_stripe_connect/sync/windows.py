@@ -28,6 +28,8 @@ class Window:
 
     # Split only windows expected to hold this many more objects: every split window
     # ends on a partial page, so smaller splits cost more requests than they save.
+    # (150 shortened scenario C's last windows in a quiet sitting, but added windows and
+    # requests and was not faster on a loaded machine: issue 25.5.)
     MIN_SPLIT = 300
 
     def __init__(self, lower: int, upper: int, floor: int = STRIPE_EPOCH) -> None:
@@ -37,6 +39,9 @@ class Window:
         self.first: int | None = None  # `created` of the first (newest) object accepted
         self.cursor: int | None = None  # `created` of the last (oldest) object accepted
         self.count = 0
+        #: Objects per second of `created` the window it was split from had: its estimate
+        #: until its own first page is read (see `remaining`).
+        self.density = 0.0
         self.finished = False  # read to its lower bound: nothing is left to give away
         self._lock = threading.Lock()
 
@@ -45,10 +50,21 @@ class Window:
 
     def remaining(self) -> float:
         """Objects still to read, estimated from the density read so far (0: unknown)."""
+        return self._density() * (self._top() - self._plausible_lower())
+
+    def _density(self) -> float:
         if self.first is None or self.cursor is None or self.count < 100:
-            return 0.0
-        density = self.count / max(1, self.first + 1 - self.cursor)
-        return density * (self.cursor + 1 - self._plausible_lower())
+            # Not read enough yet: the density of the window it was split from. Without
+            # it, a run's first splits all came from the one window that had answered,
+            # each giving away half of what it had left: windows of 1/2, 1/4 ... 1/64 of
+            # the listing, the small ones soon done and the half paging alone until split
+            # again (five more times in scenario C; benchmarks/RESULTS.md, issue 25.5).
+            return self.density
+        return self.count / max(1, self.first + 1 - self.cursor)
+
+    def _top(self) -> int:
+        """Where the objects still to read end: below the last one accepted."""
+        return self.cursor + 1 if self.cursor is not None else self.upper
 
     def _plausible_lower(self) -> int:
         # Without `start_date` a listing reaches back to 1970; estimated from there, the
@@ -77,13 +93,17 @@ class Window:
     def split(self) -> Window | None:
         """Give away the older half (in time) of what is still to read."""
         with self._lock:
-            if self.finished or self.cursor is None or self.remaining() < self.MIN_SPLIT:
+            # A window not answered yet splits too (by its estimate): its request asks
+            # for the newest objects, and paging ends at the first one below the new
+            # `lower` (`accept`).
+            if self.finished or self.remaining() < self.MIN_SPLIT:
                 return None
             lower = self._plausible_lower()
-            middle = lower + (self.cursor + 1 - lower) // 2
+            middle = lower + (self._top() - lower) // 2
             if middle <= self.lower:
                 return None
             older = Window(self.lower, middle, self.floor)
+            older.density = self._density()
             self.lower = middle
             return older
 
