@@ -75,12 +75,12 @@ def test_the_summary_counts_each_accounts_reads_apart_from_reports_and_writes(pl
     )
     # The platform's reports of its connected accounts: a run created (a write), its
     # status and file read (the Reporting API, left out of the allocation).
-    assert reporting > 0 and writes > 0
+    assert reporting > 0
+    assert writes > 0
     assert (counted["reporting"], counted["writes"]) == (reporting, writes)
     # The line under the summary table says it too.
-    assert f"Reads: {sum(reads.values()):,} ({reads[None]:,} as the platform itself; " in (
-        summary["message"]
-    )
+    line = f"Reads: {sum(reads.values()):,} ({reads[None]:,} as the platform itself; "
+    assert line in summary["message"]
     # A run with nothing new: one read (the events list) per connected account.
     platform.advance(LAG + 5)
     _, summary, since = sync(platform, tmp_path, state=first.last_state)
