@@ -67,6 +67,9 @@ class Run:
         #: STATE says of an account's last events read and where a new read is told (both
         #: set by the tap), and whether each account's events wait this run (`resting`).
         self.was_quiet: Callable[[str], bool] = lambda account: False
+        #: The bookmarks of the account's streams kept current by its events alone (set by
+        #: the tap): the time of its last events read.
+        self.events_bookmarks: Callable[[str | None], list[int | None]] = lambda account: []
         self.found_quiet: Callable[[str, bool], None] = lambda account, quiet: None
         self.on_rest: Callable[[str], None] = lambda account: None
         self._resting: dict[str, bool] = {}
@@ -254,9 +257,10 @@ class Run:
 
         Setting `quiet_account_events_interval_seconds`: an account whose last events
         read found no event (quiet, in STATE) is read again once the oldest bookmark of
-        the streams that use its events is that many seconds old by Stripe's clock (the
-        time of this run's responses, never this machine's); until then its units write
-        nothing and keep their bookmarks, so the next read starts where the last ended.
+        its streams kept current by events alone is that many seconds old by Stripe's clock (the
+        time of this run's responses, never this machine's); until then its units that
+        use its events write nothing and keep their bookmarks, so the next read starts
+        where the last ended.
         Decided once per account per run.
         """
         interval = self.settings.quiet_account_events_interval_seconds
@@ -274,7 +278,7 @@ class Run:
         if not self.was_quiet(account):
             return False
         now = self.client.clock.now()
-        bookmarks = [b for b in self.feed_bookmarks(account) if b is not None]
+        bookmarks = [b for b in self.events_bookmarks(account) if b is not None]
         return now is not None and bool(bookmarks) and now - min(bookmarks) < interval
 
     def expect_units(self, accounts: t.Iterable[str | None]) -> None:
