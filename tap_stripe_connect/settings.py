@@ -349,10 +349,11 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
             "event. Its events read (one request) then waits until its oldest bookmark is "
             "this many seconds old by Stripe's clock, and its bookmarks stay put, so nothing "
             "is lost: a change in a quiet account arrives up to this late, and the first "
-            "event read makes the account busy (read every run) again. Stripe allots an "
-            "account's reads by its transactions: an hourly run of 10,000 quiet accounts is "
-            "7.2 million reads a month, 1.2 million with 21600 (6 hours). At most 604800 "
-            "(7 days: Stripe keeps events 30 days). 0 (default): every account every run."
+            "event read makes the account busy (read every run) again. Stripe allots "
+            "reads by transactions: hourly runs of 10,000 quiet accounts at one read each are "
+            "7.2 million reads a month; with 21600 (6 hours) and "
+            "quiet_account_interval_seconds 86400, 1.8 million. At most 604800 (7 days: "
+            "Stripe keeps events 30 days). 0 (default): every account every run."
         ),
     ),
     th.Property(
