@@ -1,7 +1,7 @@
 """What a platform's schedule costs in Stripe's read allocation (issue 25), against the emulator.
 
     .venv/bin/python benchmarks/platform_reads.py
-    .venv/bin/python benchmarks/platform_reads.py --accounts 5 --hours 48
+    .venv/bin/python benchmarks/platform_reads.py --accounts 5 --hours 96
 
 A platform of quiet connected accounts (nothing changes in them) is synced once whole, then
 run hourly (the emulator's clock, Stripe's, moves on an hour between two runs) under four
@@ -67,7 +67,7 @@ def hourly(accounts: int, hours: int, settings: dict[str, int]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=3)
-    parser.add_argument("--hours", type=int, default=24)
+    parser.add_argument("--hours", type=int, default=48)
     args = parser.parse_args()
     for name, settings in SCHEDULES.items():
         per_run = hourly(args.accounts, args.hours, settings)
