@@ -126,6 +126,7 @@ def test_quiet_accounts_events_wait_busy_ones_are_read_every_run_and_nothing_is_
     assert third.records() == []
     assert counted["rested_accounts"] == len(platform.account_ids)
     assert third.last_state["accounts"]["bookmarks"] == second.last_state["accounts"]["bookmarks"]
+    assert "(as the platform itself; no connected account read)" in third.stderr
     assert "Quiet accounts whose events read waited: 3" in third.stderr
     # Once the oldest bookmark is the interval old, every account is read again: the
     # customer arrives (that late), and its account is busy.

@@ -331,6 +331,8 @@ def reads_lines(reads: dict[str, t.Any] | None) -> list[str]:
             f"median {spread['median']:,}, p99 {spread['p99']:,}, max {spread['max']:,}; "
             f"most: {most})"
         )
+    elif reads["rested_accounts"]:
+        text += " (as the platform itself; no connected account read)"
     lines = [text]
     if reads["reporting"] or reads["writes"]:
         lines.append(
