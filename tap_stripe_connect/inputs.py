@@ -44,11 +44,20 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "max_workers": (1, True),
     "event_lag_seconds": (5, True),
     "quiet_account_interval_seconds": (0, True),
+    "quiet_account_events_interval_seconds": (0, True),
     "max_requests_per_second": (0, False),
     "max_requests_per_second_per_endpoint": (0, False),
     "max_requests_per_second_total": (0, False),
     "progress_interval_seconds": (0, True),
     "report_timeout_seconds": (0, False),
+}
+# Numeric settings with an upper bound too (inclusive), and why.
+CEILINGS: dict[str, tuple[float, str]] = {
+    "quiet_account_events_interval_seconds": (
+        7 * 86400,
+        "7 days: Stripe keeps events 30 days, and a quiet account's events read that waits "
+        "longer, with a few missed runs, would find them gone and list the account whole",
+    ),
 }
 # Settings holding URLs that credentials are sent to.
 URL_SETTINGS = ("api_url", "oauth_url")
@@ -134,6 +143,9 @@ def config_problems(config: t.Mapping[str, t.Any], schema: dict) -> list[str]:
             relation = "at least" if inclusive else "more than"
             why = f" ({WHY_BOUND[name]})" if name in WHY_BOUND else ""
             problems.append(f"setting '{name}' must be {relation} {bound:g}, not {value:g}{why}")
+        elif name in CEILINGS and value > CEILINGS[name][0]:
+            ceiling, why = CEILINGS[name]
+            problems.append(f"setting '{name}' must be at most {ceiling:g}, not {value:g} ({why})")
     for name in URL_SETTINGS:
         value = config.get(name)
         if name in wrong or not isinstance(value, str) or not value:

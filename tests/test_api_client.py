@@ -32,7 +32,7 @@ def client_for(emu: Emulator, **config) -> StripeClient:
         settings, StripeKeyAuthenticator({"api_key": settings.api_key}), user_agent="t/1"
     )
     counted: collections.Counter = collections.Counter()
-    client.on_request = lambda stream: counted.update([stream])
+    client.on_request = lambda stream, *_: counted.update([stream])
     client.counted = counted  # type: ignore[attr-defined]
     return client
 

@@ -167,6 +167,10 @@ BAD_STATES = {
         {"accounts": {"units": {"acct_1": {"charges": {"listing": {"done": []}}}}}},
         ["accounts.units.acct_1.charges.listing.started"],
     ),
+    "quiet_accounts_not_object": (
+        {"accounts": {"streams": [], "bookmarks": {}, "quiet": ["acct_1"]}},
+        ["accounts.quiet", "not an object"],
+    ),
 }
 
 

@@ -144,8 +144,10 @@ class StripeClient:
         self.livemode = False
         self.requests_by_endpoint: collections.Counter[str] = collections.Counter()
         self.retries_by_stream: collections.Counter[str] = collections.Counter()
-        #: Told the stream (None: the tap's own reads) of every request and retry.
-        self.on_request: Callable[[str | None], None] | None = None
+        #: Told the stream (None: the tap's own reads) of every request and retry; of a
+        #: request also its connected account (None: the credential's) and how Stripe's
+        #: read allocation counts it (`Read.allotment`).
+        self.on_request: Callable[[str | None, str | None, str], None] | None = None
         self.on_retry: Callable[[str | None], None] | None = None
         self._lock = threading.Lock()
         self._limiters: dict[str | None, RateLimiter] = {}
@@ -346,7 +348,7 @@ class StripeClient:
             with self._lock:
                 self.requests_by_endpoint[endpoint] += 1
             if self.on_request is not None:
-                self.on_request(read.stream)
+                self.on_request(read.stream, read.account, read.allotment)
             response = self.session.send(
                 request,
                 stream=True,

@@ -22,6 +22,12 @@ PAGE_SIZE = 100  # Stripe's maximum `limit`.
 
 Params = tuple[tuple[str, t.Any], ...]
 
+# How Stripe's read allocation counts a request (`Read.allotment`). Stripe allots each
+# account (and a platform, for its connected accounts) 500 reads a month per transaction
+# over a rolling 30 days, 10,000 at least; writes have no allocation, and the Reporting
+# API (report runs, their files) is left out.
+READ, WRITE, REPORTING = "read", "write", "reporting"
+
 
 class Kind(enum.Enum):
     LIST = "list"  # a list object, paged with `starting_after`
@@ -58,6 +64,16 @@ class Read:
     @property
     def method(self) -> str:
         return "POST" if self.kind is Kind.CREATE else "GET"
+
+    @property
+    def allotment(self) -> str:
+        """`READ` (counted in Stripe's read allocation), `WRITE` (a POST: not) or
+        `REPORTING` (the Reporting API and a report's file: left out of it)."""
+        if self.kind is Kind.CREATE:
+            return WRITE
+        if self.kind is Kind.FILE or self.path.startswith("/v1/reporting/"):
+            return REPORTING
+        return READ
 
     @property
     def listing(self) -> bool:

@@ -10,20 +10,32 @@ its message and the same numbers as `extra` fields, so singer-sdk's structured (
 logging, which Meltano asks for, carries them as data:
 
     Progress charges: 1,200 records so far (240.0 records/s); requests: 13, retries: 0
+
+It also counts the reads of each account (`reads` of the summary): Stripe allots an
+account's reads by its transactions (a platform's, for its connected accounts, by theirs),
+so what a schedule costs is reads per account per run. The summary keeps them bounded for
+10,000 accounts: totals, the spread per account and the `TOP_ACCOUNTS` most read; each
+read's own METRIC line (`http_request_count`, context `account_id`) has the rest.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import threading
 import time
 import typing as t
 from dataclasses import dataclass
 
+from tap_stripe_connect.api.reads import READ, WRITE
+
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
 DEFAULT_INTERVAL = 10
+#: The most read connected accounts the summary names.
+TOP_ACCOUNTS = 5
 
 
 @dataclass
@@ -70,6 +82,13 @@ class Progress:
         self._streams: dict[str, StreamCounts] = {}
         self._other_requests = 0
         self._other_retries = 0
+        #: Reads (Stripe's allocation counts them) by connected account (None: the
+        #: credential's own); requests it leaves out: the Reporting API's, and writes.
+        self._reads: collections.Counter[str | None] = collections.Counter()
+        self._reporting = 0
+        self._writes = 0
+        #: Quiet connected accounts whose events read waited this run.
+        self._rested = 0
         #: Stream -> the one-line cause it failed with.
         self.failures: dict[str, str] = {}
         self._started: float | None = None
@@ -97,9 +116,19 @@ class Progress:
             counts.records += 1
             counts.deletes += deleted
 
-    def observe_request(self, stream: str | None) -> None:
-        """Count a request sent for `stream` (None: the tap's own, such as the account)."""
+    def observe_request(
+        self, stream: str | None, account: str | None = None, allotment: str = READ
+    ) -> None:
+        """Count a request sent for `stream` (None: the tap's own, such as the account), for
+        `account` (None: the credential's own), as Stripe's read allocation counts it
+        (`Read.allotment`: a read, a write, or the Reporting API's)."""
         with self._lock:
+            if allotment == READ:
+                self._reads[account] += 1
+            elif allotment == WRITE:
+                self._writes += 1
+            else:
+                self._reporting += 1
             if stream is None:
                 self._other_requests += 1
             else:
@@ -111,6 +140,11 @@ class Progress:
                 self._other_retries += 1
             else:
                 self._counts(stream).retries += 1
+
+    def account_rested(self, account: str) -> None:
+        """A quiet connected account's events read waits this run."""
+        with self._lock:
+            self._rested += 1
 
     def stream_started(self, stream: str) -> None:
         with self._lock:
@@ -214,11 +248,41 @@ class Progress:
         }
         with self._lock:
             failures = dict(self.failures)
+            reads = self._reads_summary()
         return {
             "status": "stopped" if stopped else "failed" if failed or failures else "succeeded",
             "streams": streams,
             "total": total,
+            "reads": reads,
             "failures": failures,
+        }
+
+    def _reads_summary(self) -> dict[str, t.Any]:
+        """The run's reads as Stripe's allocations count them (under the lock)."""
+        per_account = sorted(
+            ((n, a) for a, n in self._reads.items() if a is not None), key=lambda x: (-x[0], x[1])
+        )
+        counts = sorted(n for n, _ in per_account)
+        connected = sum(counts)
+
+        def rank(share: float) -> int:  # nearest rank
+            return counts[max(0, math.ceil(share * len(counts)) - 1)] if counts else 0
+
+        return {
+            "total": connected + self._reads[None],
+            "own": self._reads[None],
+            "connected": connected,
+            "accounts": len(counts),
+            "per_account": {
+                "mean": round(connected / len(counts), 2) if counts else 0,
+                "median": rank(0.5),
+                "p99": rank(0.99),
+                "max": counts[-1] if counts else 0,
+            },
+            "top": {a: n for n, a in per_account[:TOP_ACCOUNTS]},
+            "rested_accounts": self._rested,
+            "reporting": self._reporting,
+            "writes": self._writes,
         }
 
 
@@ -245,8 +309,39 @@ def render_table(summary: dict[str, t.Any]) -> str:
     lines = [f"Sync {verb}: {total['records']:,} records in {total['duration_seconds']:.1f}s"]
     lines += [line(header), *(line(row) for row in rows[:-1])]
     lines += ["-" * len(line(header)), line(rows[-1])]
+    lines += reads_lines(summary.get("reads"))
     failures = summary.get("failures") or {}
     if failures:
         lines.append(f"{len(failures)} stream(s) failed:")
         lines += [f"  {name}: {cause}" for name, cause in sorted(failures.items())]
     return "\n".join(lines)
+
+
+def reads_lines(reads: dict[str, t.Any] | None) -> list[str]:
+    """What the run cost in Stripe's read allocations, under the table."""
+    if not reads:
+        return []
+    text = f"Reads: {reads['total']:,}"
+    if reads["accounts"]:
+        spread = reads["per_account"]
+        most = ", ".join(f"{a} {n:,}" for a, n in reads["top"].items())
+        text += (
+            f" ({reads['own']:,} as the platform itself; {reads['connected']:,} for "
+            f"{reads['accounts']:,} connected accounts, per account mean {spread['mean']:g}, "
+            f"median {spread['median']:,}, p99 {spread['p99']:,}, max {spread['max']:,}; "
+            f"most: {most})"
+        )
+    elif reads["rested_accounts"]:
+        text += " (as the platform itself; no connected account read)"
+    lines = [text]
+    if reads["reporting"] or reads["writes"]:
+        lines.append(
+            f"Not counted as reads: {reads['reporting']:,} Reporting API request(s), "
+            f"{reads['writes']:,} write(s)."
+        )
+    if reads["rested_accounts"]:
+        lines.append(
+            f"Quiet accounts whose events read waited: {reads['rested_accounts']:,} "
+            "(setting 'quiet_account_events_interval_seconds')."
+        )
+    return lines

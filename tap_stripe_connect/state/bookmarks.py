@@ -54,6 +54,9 @@ REPLICATION_KEY = "updated"
 #: The top-level STATE key of the connected accounts' bookmarks.
 ACCOUNTS = "accounts"
 TABLE_VERSION = "table_version"
+#: Under `accounts`: the connected accounts whose last events read found no event
+#: (`{"acct_...": 1}`), kept while setting `quiet_account_events_interval_seconds` is on.
+QUIET = "quiet"
 
 # -- checkpoints: how often a STATE is written ----------------------------------------------
 #: At most four STATEs a second, and less often as it grows: `STATE_BYTES_PER_SECOND` of
@@ -121,6 +124,8 @@ def check_accounts(state: t.Mapping[str, t.Any], advice: str = "") -> None:
                 f"[base, offset, ...] for the {len(streams)} streams of {ACCOUNTS}.streams."
                 f"{advice}"
             )
+    if not isinstance(section.get(QUIET, {}), dict):
+        raise StateError(f"STATE entry {ACCOUNTS}.{QUIET} is not an object.{advice}")
     units = section.get("units", {})
     if not isinstance(units, dict) or not all(isinstance(u, dict) for u in units.values()):
         raise StateError(f"STATE entry {ACCOUNTS}.units is not an object of objects.{advice}")
@@ -371,6 +376,38 @@ class Bookmarks:
         with RUN_LOCK:
             section = self.state.get(ACCOUNTS) or {}
             return set(section.get("bookmarks") or ()) | set(section.get("units") or ())
+
+    # -- quiet accounts (setting `quiet_account_events_interval_seconds`) ----------------
+
+    def quiet(self, account: str) -> bool:
+        """Whether the connected account's last events read found no event."""
+        with RUN_LOCK:
+            return account in ((self.state.get(ACCOUNTS) or {}).get(QUIET) or ())
+
+    def set_quiet(self, account: str, quiet: bool) -> None:
+        """What the account's events read found: no event (quiet), or some (busy)."""
+        with RUN_LOCK:
+            section = self._section()
+            marks: dict[str, int] = section.setdefault(QUIET, {})
+            if quiet == (account in marks):
+                if not marks:
+                    del section[QUIET]
+                return
+            if quiet:
+                marks[account] = 1
+            else:
+                del marks[account]
+            if not marks:
+                del section[QUIET]
+            self.generation += 1
+
+    def forget_quiet(self) -> None:
+        """The setting is off: no account is known quiet any more (a run with it on learns
+        again, from each account's next events read)."""
+        with RUN_LOCK:
+            section = self.state.get(ACCOUNTS)
+            if isinstance(section, dict) and section.pop(QUIET, None) is not None:
+                self.generation += 1
 
 
 def accounts_in_state(state: t.Mapping[str, t.Any]) -> set[str]:

@@ -21,6 +21,8 @@ if t.TYPE_CHECKING:
 def sync(unit: Unit) -> Iterator[dict]:
     bookmark = unit.state.bookmark()
     since = None if bookmark is None else bookmark - unit.settings.event_lag_seconds
+    if bookmark is not None and unit.resting():
+        return iter(())  # a quiet account's events wait, and what waits on them
     if since is not None and unit.resource.object == "event":
         # The account's events were read once for its events-based streams: the `events`
         # stream takes its new ones from there when they reach back to its bookmark.

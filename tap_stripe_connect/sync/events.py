@@ -32,7 +32,11 @@ if t.TYPE_CHECKING:
 def sync(unit: Unit) -> Iterator[dict]:
     """A full listing without a bookmark; the changes since it with one."""
     bookmark = unit.state.bookmark()
-    return full_listing(unit) if bookmark is None else changes_since(unit, bookmark)
+    if bookmark is None:
+        return full_listing(unit)
+    if unit.resting():
+        return iter(())  # a quiet account's events wait: the bookmark stays
+    return changes_since(unit, bookmark)
 
 
 def full_listing(unit: Unit) -> Iterator[dict]:

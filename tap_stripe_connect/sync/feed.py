@@ -44,10 +44,13 @@ class EventFeed:
         client: StripeClient,
         account: str | None,
         since: Callable[[], int | None],
+        on_read: Callable[[EventFeed], None] | None = None,
     ) -> None:
         self._client = client
         self.account = account
         self._since_of = since
+        #: Told once the events are read (whether the account is quiet: `found`).
+        self._on_read = on_read
         self._lock = threading.Lock()
         self._done = False
         self._error: BaseException | None = None
@@ -102,6 +105,13 @@ class EventFeed:
         if self.started is None:  # no event at all: the (empty) answer's time
             self.started = self._client.clock.now()
         self.since = since
+        if self._on_read is not None:
+            self._on_read(self)
+
+    @property
+    def found(self) -> bool:
+        """Whether the read found any event (of any type; False: a quiet account)."""
+        return bool(self._created)
 
     def quiet(self, since: int) -> bool:
         """Whether the account has no event at all created at or after `since`."""

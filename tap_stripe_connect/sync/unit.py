@@ -46,6 +46,9 @@ class StreamOutput(t.Protocol):
     def children_gone(self) -> bool:
         """Whether a child list of this run was gone when read (its parent deleted)."""
 
+    def uses_feed(self, account: str | None) -> bool:
+        """Whether this stream's incremental units of `account` use the account's events."""
+
 
 @dataclass
 class Unit:
@@ -90,6 +93,14 @@ class Unit:
 
     def shape(self, obj: dict, updated: int | None, *, deleted_at: int | None = None) -> dict:
         return self.records.shape(obj, updated, self.owner, deleted_at=deleted_at)
+
+    def resting(self) -> bool:
+        """Whether the unit waits this run with its bookmark where it is: it uses the events
+        of a quiet connected account whose events read waits (`Run.resting`)."""
+        # (The `events` stream, too: it takes its new events from the account's feed.)
+        return self.run.resting(self.account) and (
+            self.out.uses_feed(self.account) or self.resource.object == "event"
+        )
 
     def quiet_since(self, bookmark: int) -> bool:
         """Whether a listing of the objects created since `bookmark` may wait for a later run.
