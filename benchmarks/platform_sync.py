@@ -177,7 +177,7 @@ def scenario_a(workdir: Path) -> float:
     import throughput
 
     (run,) = throughput.run_scenario(
-        "A", argparse.Namespace(objects=5000, seed=7, profile=None), workdir
+        "A", argparse.Namespace(objects=5000, seed=7, profile=None, timeline=None), workdir
     )
     return run.rate
 

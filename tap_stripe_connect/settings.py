@@ -32,7 +32,9 @@ DEFAULTS: dict[str, t.Any] = {
     "api_version": DEFAULT_API_VERSION,
     "oauth_url": "https://connect.stripe.com",
     "event_lag_seconds": 60,
-    "quiet_account_interval_seconds": 3600,
+    # A day: longer than a schedule's period, so that an hourly run of a quiet account is
+    # one read (its events), not three (docs/platforms.md, "Reads").
+    "quiet_account_interval_seconds": 86400,
     "quiet_account_events_interval_seconds": 0,
     "request_timeout": 60,
     "max_retries": 8,
@@ -339,7 +341,8 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
             "created: incremental syncs list those created since the last listing. In an "
             "account with no event at all since then, that listing waits until it is this "
             "many seconds old (Stripe's clock), so a run with nothing new costs one request "
-            "per account; such objects then arrive up to this late. 0: list on every run."
+            "per account when this is longer than the schedule's period; such objects then "
+            "arrive up to this late (default: a day). 0: list on every run."
         ),
     ),
     th.Property(

@@ -16,7 +16,7 @@ from tests.test_connect import CORE
 from tests.test_platform import platform_settings, run_killed
 
 LAG = 60  # event_lag_seconds (default): a later run re-reads this much before its bookmark
-QUIET = 3600  # quiet_account_interval_seconds (default)
+QUIET = 86400  # quiet_account_interval_seconds (default)
 
 
 @pytest.fixture

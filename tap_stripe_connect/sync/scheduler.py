@@ -19,8 +19,10 @@ if t.TYPE_CHECKING:
 
 # Share of a CPU a sync must have used over the last 50 ms for no other unit to start.
 STREAM_START_BUSY = 0.5
-# Eager jobs beyond `floor` start only while the sync leaves more than this idle.
+# Eager jobs beyond `floor` start only while the sync leaves more than this idle: a
+# look every 50 ms widens (or, busier, narrows) the jobs at once by GROW_STEP.
 GROW_BUSY = 0.85
+GROW_STEP = 4
 
 
 class Job(t.Protocol):
@@ -91,9 +93,10 @@ class Scheduler:
     Such jobs (`eager`) start up to `floor` at once whatever the CPU: they are small
     (one stream of one account, a few pages) and each waits for its own responses, so
     starting one per 50 ms of idle CPU ran a 40-account platform without latency one unit
-    at a time (38 s at a third of a CPU; 16 s started at once). Beyond `floor`, one more
-    starts at a time, up to `parallel`, while the sync leaves 15% of a CPU idle: how many
-    units keep the CPU busy depends on how long Stripe takes to answer.
+    at a time (38 s at a third of a CPU; 16 s started at once). Beyond `floor`, up to
+    `parallel`: every 50 ms the jobs at once widen by 4 while the sync leaves 15% of a CPU
+    idle, and narrow by 4 (not below `floor`) while it does not: how many units keep the
+    CPU busy depends on how long Stripe takes to answer.
     """
 
     def __init__(
@@ -129,12 +132,19 @@ class Scheduler:
         accounts: dict[Future, str | None] = {}
         started = 0
         room = self.cpu_load()  # a quick look: jobs start within a few responses
+        # How many eager jobs run at once now: `floor`, wider while the CPU has room.
+        width, looked = self.floor, time.monotonic()
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool:
             while waiting or running:
                 if waiting and self.stopping():
                     waiting.clear()  # those left start in the next run
                 slow = self.eager or self.responses_slow()
-                while self._room_for_one(waiting, running, slow, room):
+                if self.eager and time.monotonic() - looked >= room.span:
+                    looked = time.monotonic()
+                    busy = room.busy(GROW_BUSY)
+                    width = max(self.floor, width - GROW_STEP) if busy else width + GROW_STEP
+                    width = min(width, self.parallel)
+                while self._room_for_one(waiting, running, slow, room, width):
                     index = next_job(waiting, accounts.values())
                     job = waiting[index]
                     del waiting[index]
@@ -143,7 +153,7 @@ class Scheduler:
                     order[future] = started
                     started += 1
                     running.add(future)
-                    if not slow or len(running) > self.floor:
+                    if not slow:
                         break  # one at a time: see whether the CPU is left idle
                 if waiting and len(running) < self.parallel:
                     self.may_start.set()
@@ -162,15 +172,20 @@ class Scheduler:
             failed[index].result()
 
     def _room_for_one(
-        self, waiting: collections.deque, running: set[Future], slow: bool, room: CpuLoad
+        self,
+        waiting: collections.deque,
+        running: set[Future],
+        slow: bool,
+        room: CpuLoad,
+        width: int,
     ) -> bool:
         if not waiting or len(running) >= self.parallel:
             return False
-        if self.eager and len(running) >= self.floor:
+        if self.eager:
             # More units only while responses leave the CPU idle: with fast responses
             # the sync is bound by its CPU at ~30 units, and more would only queue for
             # the GIL; with Stripe's 200-600 ms it takes ~10x as many to use it.
-            return not room.busy(GROW_BUSY)
+            return len(running) < width
         return not running or slow or not room.busy(STREAM_START_BUSY)
 
 
