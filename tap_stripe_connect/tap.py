@@ -398,14 +398,14 @@ class TapStripeConnect(CompatTap):
         if self.settings.quiet_account_events_interval_seconds:
             # Of the streams kept current by events alone: those that also list what Stripe
             # creates without an event wait longer in a quiet account, and would end every rest.
-            self.run.events_bookmarks = lambda account: [
+            self.run.rests.events_bookmarks = lambda account: [
                 s.feed_bookmark(account)
                 for s in feeding
                 if s.reads_events(account) and s.resource.creation_event
             ]
-            self.run.was_quiet = self.bookmarks.quiet
-            self.run.found_quiet = self.bookmarks.set_quiet
-            self.run.on_rest = self.progress.account_rested
+            self.run.rests.was_quiet = self.bookmarks.quiet
+            self.run.rests.found_quiet = self.bookmarks.set_quiet
+            self.run.rests.on_rest = self.progress.account_rested
         else:
             self.bookmarks.forget_quiet()
         jobs = stream_jobs(streams, self.run.connected_accounts(), self.progress)

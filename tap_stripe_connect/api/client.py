@@ -256,8 +256,7 @@ class StripeClient:
             return limiter
 
     def forget_budget(self, account: str) -> None:
-        """A connected account's units are over: its budget (a record of its requests in
-        the last seconds) is let go. A request of it after that starts a new one."""
+        """A connected account's units are over: its budget is let go (a new one next)."""
         with self._lock:
             self._limiters.pop(account, None)
 

@@ -15,6 +15,7 @@ from tap_stripe_connect.api.reads import v2_accounts_read
 from tap_stripe_connect.errors import ConfigError, StripeAccountInvalidError
 from tap_stripe_connect.resources import RESOURCES_BY_NAME, events_kept
 from tap_stripe_connect.sync.feed import EventFeed
+from tap_stripe_connect.sync.rests import Rests
 from tap_stripe_connect.sync.scheduler import CpuLoad, Scheduler
 from tap_stripe_connect.sync.windows import STRIPE_EPOCH
 
@@ -63,17 +64,8 @@ class Run:
         #: The bookmarks of an account's streams that read its events (set by the tap).
         self.feed_bookmarks: Callable[[str | None], list[int | None]] = lambda account: []
         self._feeds: dict[str | None, EventFeed] = {}
-        #: Quiet connected accounts (setting `quiet_account_events_interval_seconds`): what
-        #: STATE says of an account's last events read and where a new read is told (both
-        #: set by the tap), and whether each account's events wait this run (`resting`).
-        self.was_quiet: Callable[[str], bool] = lambda account: False
-        #: The bookmarks of the account's streams kept current by its events alone (set by
-        #: the tap): the time of its last events read.
-        self.events_bookmarks: Callable[[str | None], list[int | None]] = lambda account: []
-        self.found_quiet: Callable[[str, bool], None] = lambda account, quiet: None
-        self.on_rest: Callable[[str], None] = lambda account: None
-        self._resting: dict[str, bool] = {}
-        self._deciding_rest = threading.Lock()
+        #: Which quiet connected accounts' events reads wait this run.
+        self.rests = Rests(settings, client.clock.now)
         self._units_left: collections.Counter[str | None] = collections.Counter()
         #: The objects `account_ids: ["*"]` listed, and Stripe's time before the listing:
         #: an account's first sync takes its record from there (see `listed_account`).
@@ -244,42 +236,13 @@ class Run:
             if feed is None:
                 feed = self._feeds[account] = EventFeed(
                     self.client, account, functools.partial(self.feed_since, account),
-                    self._feed_read,
+                    self.rests.feed_read,
                 )
             return feed
 
-    def _feed_read(self, feed: EventFeed) -> None:
-        if feed.account is not None and self.settings.quiet_account_events_interval_seconds:
-            self.found_quiet(feed.account, not feed.found)
-
     def resting(self, account: str | None) -> bool:
-        """Whether a connected account's events read (and what waits on it) waits this run.
-
-        Setting `quiet_account_events_interval_seconds`: an account whose last events
-        read found no event (quiet, in STATE) is read again once the oldest bookmark of
-        its streams kept current by events alone is that many seconds old by Stripe's clock (the
-        time of this run's responses, never this machine's); until then its units that
-        use its events write nothing and keep their bookmarks, so the next read starts
-        where the last ended.
-        Decided once per account per run.
-        """
-        interval = self.settings.quiet_account_events_interval_seconds
-        if account is None or not interval:
-            return False
-        with self._deciding_rest:
-            rest = self._resting.get(account)
-            if rest is None:
-                rest = self._resting[account] = self._rests(account, interval)
-                if rest:
-                    self.on_rest(account)
-        return rest
-
-    def _rests(self, account: str, interval: int) -> bool:
-        if not self.was_quiet(account):
-            return False
-        now = self.client.clock.now()
-        bookmarks = [b for b in self.events_bookmarks(account) if b is not None]
-        return now is not None and bool(bookmarks) and now - min(bookmarks) < interval
+        """Whether a connected account's events read (and what waits on it) waits this run."""
+        return self.rests.resting(account)
 
     def expect_units(self, accounts: t.Iterable[str | None]) -> None:
         """The account of each unit this run starts (its event feed goes with the last)."""
