@@ -123,14 +123,14 @@ class Scheduler:
         # A deque: the next job is near the front, and a list's `pop(i)` moves every job
         # after it (240,000 of them for 10,000 accounts, at every start).
         waiting = collections.deque(jobs)
-        # Only the futures that failed are kept, by job order: a platform run has a job
-        # per (account, stream), 240,000 for 10,000 accounts, and a finished future holds
-        # a lock and a condition (~1 KB) until it is let go.
-        failed: dict[int, Future] = {}
-        order: dict[Future, int] = {}
+        # Of the finished futures only the first failure (in job order) is kept: a platform
+        # run has a job per (account, stream), 240,000 for 10,000 accounts, and a finished
+        # future holds a lock and a condition (~1 KB) until it is let go.
+        first_failure: tuple[int, Future] | None = None
         running: set[Future] = set()
-        accounts: dict[Future, str | None] = {}
-        started = 0
+        #: Of each running job: its place in the start order, and its account.
+        started: dict[Future, tuple[int, str | None]] = {}
+        count = 0
         room = self.cpu_load()  # a quick look: jobs start within a few responses
         # How many eager jobs run at once now: `floor`, wider while the CPU has room.
         width, looked = self.floor, time.monotonic()
@@ -145,13 +145,12 @@ class Scheduler:
                     width = max(self.floor, width - GROW_STEP) if busy else width + GROW_STEP
                     width = min(width, self.parallel)
                 while self._room_for_one(waiting, running, slow, room, width):
-                    index = next_job(waiting, accounts.values())
+                    index = next_job(waiting, (a for _, a in started.values()))
                     job = waiting[index]
                     del waiting[index]
                     future = pool.submit(job.run)
-                    accounts[future] = getattr(job, "account", None)
-                    order[future] = started
-                    started += 1
+                    started[future] = (count, getattr(job, "account", None))
+                    count += 1
                     running.add(future)
                     if not slow:
                         break  # one at a time: see whether the CPU is left idle
@@ -162,14 +161,14 @@ class Scheduler:
                 timeout = room.span if self.may_start.is_set() else None
                 _, pending = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in running - pending:
-                    accounts.pop(future, None)
-                    index = order.pop(future)
-                    if future.exception() is not None:
-                        failed[index] = future
+                    place, _ = started.pop(future)
+                    failed = future.exception() is not None
+                    if failed and (first_failure is None or place < first_failure[0]):
+                        first_failure = (place, future)
                 running = set(pending)
         self.may_start.clear()
-        for index in sorted(failed):
-            failed[index].result()
+        if first_failure is not None:
+            first_failure[1].result()
 
     def _room_for_one(
         self,
