@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
+import requests_mock
 
 from tests.emulator import Emulator
 
@@ -118,6 +120,22 @@ def record_output(config: dict | None, env: dict | None, *outputs: str) -> None:
         if name.upper().endswith(tuple(s.upper() for s in SECRET_SETTINGS))
     }
     CAPTURED.append((frozenset(s for s in secrets if len(s) >= 8), "\n".join(outputs)))
+
+
+class StripeHTTP(requests_mock.Adapter):
+    """Scripted answers in place of the network, under every requests session: the tap's
+    client sends through its session's adapter, not `Session.send` (which the
+    `requests_mock` plugin patches)."""
+
+    def get(self, url: str, response_list: list | None = None, **answer: object) -> object:
+        return self.register_uri("GET", url, response_list, **answer)
+
+
+@pytest.fixture
+def stripe_http(monkeypatch: pytest.MonkeyPatch) -> StripeHTTP:
+    adapter = StripeHTTP()
+    monkeypatch.setattr(requests.Session, "get_adapter", lambda _session, _url: adapter)
+    return adapter
 
 
 @pytest.fixture(autouse=True)

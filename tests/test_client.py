@@ -61,50 +61,50 @@ def records(tap, stream="charges"):
     return list(tap.streams[stream].get_records(None))
 
 
-def test_pages_with_starting_after_until_has_more_is_false(requests_mock):
-    requests_mock.get(
+def test_pages_with_starting_after_until_has_more_is_false(stripe_http):
+    stripe_http.get(
         f"{API}/v1/charges",
         [ok(page(["ch_3", "ch_2"], has_more=True)), ok(page(["ch_1"], has_more=False))],
     )
     got = records(make_tap())
     assert [r["id"] for r in got] == ["ch_3", "ch_2", "ch_1"]
-    first, second = requests_mock.request_history
+    first, second = stripe_http.request_history
     assert first.qs["limit"] == ["100"]
     assert "starting_after" not in first.qs
     assert second.qs["starting_after"] == ["ch_2"]
 
 
-def test_every_request_sends_auth_version_and_account(requests_mock):
-    requests_mock.get(f"{API}/v1/charges", [ok(page(["ch_1"], has_more=False))])
+def test_every_request_sends_auth_version_and_account(stripe_http):
+    stripe_http.get(f"{API}/v1/charges", [ok(page(["ch_1"], has_more=False))])
     records(make_tap(account_id="acct_123", api_version="2024-06-20"))
-    sent = requests_mock.last_request.headers
+    sent = stripe_http.last_request.headers
     assert sent["Authorization"] == f"Bearer {KEY}"
     assert sent["Stripe-Version"] == "2024-06-20"
     assert sent["Stripe-Account"] == "acct_123"
 
 
-def test_start_date_becomes_created_gte(requests_mock):
-    requests_mock.get(f"{API}/v1/charges", [ok(page([], has_more=False))])
+def test_start_date_becomes_created_gte(stripe_http):
+    stripe_http.get(f"{API}/v1/charges", [ok(page([], has_more=False))])
     records(make_tap(start_date="2024-01-01T00:00:00Z"))
-    assert requests_mock.last_request.qs["created[gte]"] == ["1704067200"]
+    assert stripe_http.last_request.qs["created[gte]"] == ["1704067200"]
 
 
-def test_subscriptions_are_listed_with_status_all(requests_mock):
-    requests_mock.get(f"{API}/v1/subscriptions", [ok(page([], has_more=False))])
+def test_subscriptions_are_listed_with_status_all(stripe_http):
+    stripe_http.get(f"{API}/v1/subscriptions", [ok(page([], has_more=False))])
     records(make_tap(), "subscriptions")
-    assert requests_mock.last_request.qs["status"] == ["all"]
+    assert stripe_http.last_request.qs["status"] == ["all"]
 
 
-def test_unix_times_become_rfc3339_and_records_carry_updated(requests_mock):
-    requests_mock.get(f"{API}/v1/charges", [ok(page(["ch_1"], has_more=False))])
+def test_unix_times_become_rfc3339_and_records_carry_updated(stripe_http):
+    stripe_http.get(f"{API}/v1/charges", [ok(page(["ch_1"], has_more=False))])
     (record,) = records(make_tap())
     assert record["created"] == "2023-11-14T22:13:20Z"
     # Stripe's clock (the Date header, minus its one-second resolution), not this machine's.
     assert record["updated"] == "2025-12-31T23:59:59Z"
 
 
-def test_a_repeated_cursor_stops_with_an_error(requests_mock):
-    requests_mock.get(
+def test_a_repeated_cursor_stops_with_an_error(stripe_http):
+    stripe_http.get(
         f"{API}/v1/charges",
         [
             ok(page(["ch_2", "ch_1"], has_more=True)),
@@ -117,34 +117,34 @@ def test_a_repeated_cursor_stops_with_an_error(requests_mock):
 
 
 @pytest.mark.parametrize("status", [429, 409, 500, 503])
-def test_transient_errors_are_retried(requests_mock, status):
-    requests_mock.get(
+def test_transient_errors_are_retried(stripe_http, status):
+    stripe_http.get(
         f"{API}/v1/charges",
         [error(status, "try again"), ok(page(["ch_1"], has_more=False))],
     )
     tap = make_tap()
     assert [r["id"] for r in records(tap)] == ["ch_1"]
-    assert requests_mock.call_count == 2
+    assert stripe_http.call_count == 2
     assert tap.retries_by_stream["charges"] == 1
 
 
-def test_stripe_should_retry_false_is_not_retried(requests_mock):
-    requests_mock.get(f"{API}/v1/charges", [error(500, "do not", should_retry="false")])
+def test_stripe_should_retry_false_is_not_retried(stripe_http):
+    stripe_http.get(f"{API}/v1/charges", [error(500, "do not", should_retry="false")])
     with pytest.raises(StripeAPIError):
         records(make_tap())
-    assert requests_mock.call_count == 1
+    assert stripe_http.call_count == 1
 
 
-def test_stripe_should_retry_true_retries_a_4xx(requests_mock):
-    requests_mock.get(
+def test_stripe_should_retry_true_retries_a_4xx(stripe_http):
+    stripe_http.get(
         f"{API}/v1/charges",
         [error(400, "lock timeout", should_retry="true"), ok(page(["ch_1"], has_more=False))],
     )
     assert len(records(make_tap())) == 1
 
 
-def test_a_truncated_body_is_retried(requests_mock):
-    requests_mock.get(
+def test_a_truncated_body_is_retried(stripe_http):
+    stripe_http.get(
         f"{API}/v1/charges",
         [
             {"text": '{"object": "list", "data": [', "headers": {"Date": DATE}},
@@ -154,15 +154,15 @@ def test_a_truncated_body_is_retried(requests_mock):
     assert len(records(make_tap())) == 1
 
 
-def test_retries_give_up_with_a_clear_error(requests_mock):
-    requests_mock.get(f"{API}/v1/charges", [error(503, "down")] * 20)
+def test_retries_give_up_with_a_clear_error(stripe_http):
+    stripe_http.get(f"{API}/v1/charges", [error(503, "down")] * 20)
     with pytest.raises(TapError, match=r"Giving up on stream 'charges'.*Request-Id req_503"):
         records(make_tap(max_retries=2))
-    assert requests_mock.call_count == 3
+    assert stripe_http.call_count == 3
 
 
-def test_401_names_the_setting_and_request_id_without_the_key(requests_mock):
-    requests_mock.get(
+def test_401_names_the_setting_and_request_id_without_the_key(stripe_http):
+    stripe_http.get(
         f"{API}/v1/charges",
         [error(401, f"Invalid API Key provided: {KEY[:8]}****{KEY[-4:]}")],
     )
@@ -175,8 +175,8 @@ def test_401_names_the_setting_and_request_id_without_the_key(requests_mock):
     assert "\n" not in message
 
 
-def test_403_names_the_stream_and_the_permission(requests_mock):
-    requests_mock.get(
+def test_403_names_the_stream_and_the_permission(stripe_http):
+    stripe_http.get(
         f"{API}/v1/invoices",
         [error(403, "The provided key 'rk_test_****abcd' does not have the required permissions")],
     )
@@ -188,8 +188,8 @@ def test_403_names_the_stream_and_the_permission(requests_mock):
     assert "rk_test_" not in message
 
 
-def test_400_names_the_parameter(requests_mock):
-    requests_mock.get(
+def test_400_names_the_parameter(stripe_http):
+    stripe_http.get(
         f"{API}/v1/charges",
         [error(400, "Invalid integer: abc", code="parameter_invalid_integer", param="created")],
     )
@@ -197,15 +197,15 @@ def test_400_names_the_parameter(requests_mock):
         records(make_tap())
 
 
-def test_connection_errors_end_with_the_api_url_setting(requests_mock):
+def test_connection_errors_end_with_the_api_url_setting(stripe_http):
     import requests
 
-    requests_mock.get(f"{API}/v1/charges", exc=requests.exceptions.ConnectionError("refused"))
+    stripe_http.get(f"{API}/v1/charges", exc=requests.exceptions.ConnectionError("refused"))
     with pytest.raises(TapError, match=r"Could not reach Stripe at .*setting 'api_url'"):
         records(make_tap(max_retries=1))
 
 
-def test_a_dispute_event_refetches_the_charge_it_names(requests_mock):
+def test_a_dispute_event_refetches_the_charge_it_names(stripe_http):
     dispute_event = {
         "id": "evt_2",
         "object": "event",
@@ -214,12 +214,12 @@ def test_a_dispute_event_refetches_the_charge_it_names(requests_mock):
         "api_version": "2024-06-20",
         "data": {"object": {"id": "dp_1", "object": "dispute", "charge": "ch_9"}},
     }
-    requests_mock.get(
+    stripe_http.get(
         f"{API}/v1/events",
         [ok({"object": "list", "has_more": False, "url": "/v1/events", "data": [dispute_event]})],
     )
     charge = {"id": "ch_9", "object": "charge", "created": 1_700_000_000, "disputed": True}
-    requests_mock.get(f"{API}/v1/charges/ch_9", [ok(charge)])
+    stripe_http.get(f"{API}/v1/charges/ch_9", [ok(charge)])
     tap = make_tap()
     stream = tap.streams["charges"]
     state = stream.get_context_state(None)
@@ -229,5 +229,5 @@ def test_a_dispute_event_refetches_the_charge_it_names(requests_mock):
     assert record["id"] == "ch_9"
     assert record["disputed"] is True
     assert record["updated"] == "2025-12-31T23:50:00Z"  # the event time
-    events_request = requests_mock.request_history[0]
+    events_request = stripe_http.request_history[0]
     assert "charge.dispute.created" in events_request.qs["types[]"]

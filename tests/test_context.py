@@ -234,7 +234,7 @@ def test_billing_objects_keep_the_account_that_is_their_customer(tmp_path):
     ],
 )
 def test_a_v2_next_page_elsewhere_or_seen_before_stops_the_listing(
-    requests_mock, following, message
+    stripe_http, following, message
 ):
     """The key goes with every request: a next page on another host is not followed, and
     a list that names a page again would never end."""
@@ -247,10 +247,10 @@ def test_a_v2_next_page_elsewhere_or_seen_before_stops_the_listing(
     api = "https://api.stripe.test"
     first = {"data": [{"id": "acct_1"}], "next_page_url": "/v2/core/accounts?page=p1"}
     again = {"data": [{"id": "acct_2"}], "next_page_url": following}
-    requests_mock.get(f"{api}/v2/core/accounts?limit=100", json=first)
-    requests_mock.get(f"{api}/v2/core/accounts?page=p1", json=again)
+    stripe_http.get(f"{api}/v2/core/accounts?limit=100", json=first)
+    stripe_http.get(f"{api}/v2/core/accounts?page=p1", json=again)
     settings = Settings.from_config({"api_key": "sk_test_x", "api_url": api, "max_retries": 0})
     client = StripeClient(settings, StripeKeyAuthenticator({"api_key": "sk_test_x"}))
     with pytest.raises(StripeAPIError, match=message):
         list(client.list(v2_accounts_read()))
-    assert all(r.hostname == "api.stripe.test" for r in requests_mock.request_history)
+    assert all(r.hostname == "api.stripe.test" for r in stripe_http.request_history)
