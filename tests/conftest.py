@@ -134,7 +134,7 @@ class StripeHTTP(requests_mock.Adapter):
 @pytest.fixture
 def stripe_http(monkeypatch: pytest.MonkeyPatch) -> StripeHTTP:
     adapter = StripeHTTP()
-    monkeypatch.setattr(requests.Session, "get_adapter", lambda _session, _url: adapter)
+    monkeypatch.setattr(requests.Session, "get_adapter", lambda _session, url: adapter)
     return adapter
 
 

@@ -135,6 +135,20 @@ def test_stripe_should_retry_false_is_not_retried(stripe_http):
     assert stripe_http.call_count == 1
 
 
+def test_a_redirect_is_an_error_and_the_key_is_not_sent_on(stripe_http):
+    """Stripe's API does not redirect: an answer that does is not followed with the key."""
+    elsewhere = "https://elsewhere.test.invalid/v1/charges"
+    stripe_http.get(
+        f"{API}/v1/charges",
+        [{"status_code": 302, "headers": {"Location": elsewhere, "Date": DATE}, "text": ""}],
+    )
+    stripe_http.get(elsewhere, [ok(page(["ch_1"], has_more=False))])
+    with pytest.raises(StripeAPIError, match="302") as failed:
+        records(make_tap())
+    assert [r.hostname for r in stripe_http.request_history] == ["api.test.invalid"]
+    assert KEY not in str(failed.value)
+
+
 def test_stripe_should_retry_true_retries_a_4xx(stripe_http):
     stripe_http.get(
         f"{API}/v1/charges",
