@@ -55,8 +55,8 @@ def install(path: str) -> None:
         return limiter
 
     def recorded_next_job(waiting, running) -> int:
-        running = list(running)
         index = next_job(waiting, running)
+        running = sorted(running.elements(), key=str)
         record({"start": getattr(waiting[index], "account", None), "running": running})
         return index
 

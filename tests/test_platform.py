@@ -4,6 +4,7 @@ account within its own budget, and an optional cap on the whole run."""
 from __future__ import annotations
 
 import bisect
+import collections
 import datetime
 import json
 import random
@@ -115,10 +116,11 @@ class Job:
 
 def test_the_next_job_is_of_the_account_with_fewest_running():
     waiting = [Job("a"), Job("a"), Job("b"), Job("c")]
-    assert next_job(waiting, []) == 0
-    assert next_job(waiting, ["a"]) == 2
-    assert next_job(waiting, ["a", "b"]) == 3
-    assert next_job(waiting, ["a", "b", "c", "b", "c"]) == 0
+    running = collections.Counter
+    assert next_job(waiting, running()) == 0
+    assert next_job(waiting, running(["a"])) == 2
+    assert next_job(waiting, running(["a", "b"])) == 3
+    assert next_job(waiting, running(["a", "b", "c", "b", "c"])) == 0
 
 
 def run_killed(

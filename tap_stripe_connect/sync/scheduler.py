@@ -9,13 +9,14 @@ through the same client and writer.
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import time
 import typing as t
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 # Share of a CPU a sync must have used over the last 50 ms for no other unit to start.
 STREAM_START_BUSY = 0.5
@@ -130,6 +131,11 @@ class Scheduler:
         running: set[Future] = set()
         #: Of each running job: its place in the start order, and its account.
         started: dict[Future, tuple[int, str | None]] = {}
+        #: Running jobs by account (the next job is of the account with fewest).
+        busy: collections.Counter[str | None] = collections.Counter()
+        # Each job puts its future here as it ends: the loop takes what ended, not (as
+        # `concurrent.futures.wait` does) a look at every running job at every turn.
+        ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
         count = 0
         room = self.cpu_load()  # a quick look: jobs start within a few responses
         # How many eager jobs run at once now: `floor`, wider while the CPU has room.
@@ -141,31 +147,38 @@ class Scheduler:
                 slow = self.eager or self.responses_slow()
                 if self.eager and time.monotonic() - looked >= room.span:
                     looked = time.monotonic()
-                    busy = room.busy(GROW_BUSY)
-                    width = max(self.floor, width - GROW_STEP) if busy else width + GROW_STEP
+                    grow = not room.busy(GROW_BUSY)
+                    width = width + GROW_STEP if grow else max(self.floor, width - GROW_STEP)
                     width = min(width, self.parallel)
                 while self._room_for_one(waiting, running, slow, room, width):
-                    index = next_job(waiting, (a for _, a in started.values()))
+                    index = next_job(waiting, busy)
                     job = waiting[index]
                     del waiting[index]
+                    account = getattr(job, "account", None)
                     future = pool.submit(job.run)
-                    started[future] = (count, getattr(job, "account", None))
+                    started[future] = (count, account)
+                    busy[account] += 1
                     count += 1
                     running.add(future)
+                    future.add_done_callback(ended.put)
                     if not slow:
                         break  # one at a time: see whether the CPU is left idle
                 if waiting and len(running) < self.parallel:
                     self.may_start.set()
                 else:
                     self.may_start.clear()
+                if not running:
+                    continue
                 timeout = room.span if self.may_start.is_set() else None
-                _, pending = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
-                for future in running - pending:
-                    place, _ = started.pop(future)
+                for future in take_ended(ended, timeout):
+                    running.discard(future)
+                    place, account = started.pop(future)
+                    busy[account] -= 1
+                    if not busy[account]:
+                        del busy[account]
                     failed = future.exception() is not None
                     if failed and (first_failure is None or place < first_failure[0]):
                         first_failure = (place, future)
-                running = set(pending)
         self.may_start.clear()
         if first_failure is not None:
             first_failure[1].result()
@@ -188,12 +201,25 @@ class Scheduler:
         return not running or slow or not room.busy(STREAM_START_BUSY)
 
 
-def next_job(waiting: Sequence[Job], running: t.Iterable[str | None]) -> int:
-    """The index of the first waiting job of the account with the fewest jobs running."""
-    busy = collections.Counter(running)
+def take_ended(ended: queue.SimpleQueue[Future], timeout: float | None) -> list[Future]:
+    """The jobs that ended: one waited for (up to `timeout`), and those that ended with it."""
+    try:
+        futures = [ended.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            futures.append(ended.get_nowait())
+        except queue.Empty:
+            return futures
+
+
+def next_job(waiting: Sequence[Job], busy: Mapping[str | None, int]) -> int:
+    """The index of the first waiting job of the account with the fewest jobs running
+    (`busy`: running jobs by account)."""
     best, fewest = 0, None
     for index, job in enumerate(waiting):
-        count = busy[getattr(job, "account", None)]
+        count = busy.get(getattr(job, "account", None), 0)
         if count == 0:
             return index  # no account has fewer
         if fewest is None or count < fewest:
