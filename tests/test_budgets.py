@@ -122,7 +122,7 @@ def client_on(time: VirtualTime, sent: list[tuple[float, str]], **config) -> Str
         response._content, response._content_consumed = BODY, True
         return response
 
-    client.send = send  # type: ignore[method-assign]
+    client.wire.send = send  # type: ignore[method-assign]
     return client
 
 

@@ -18,13 +18,10 @@ import threading
 import time
 import typing as t
 import uuid
-from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
 import backoff
 import requests
-import requests.adapters
-from requests.utils import resolve_proxies
 
 from tap_stripe_connect.api import failures, metering
 from tap_stripe_connect.api.auth import StripeOAuthAuthenticator
@@ -33,6 +30,7 @@ from tap_stripe_connect.api.clock import StripeClock
 from tap_stripe_connect.api.context import header_name, header_value, sent_account
 from tap_stripe_connect.api.limiter import RateLimiter, endpoint_of
 from tap_stripe_connect.api.reads import ACCOUNT, Kind, Read
+from tap_stripe_connect.api.transport import Wire
 from tap_stripe_connect.errors import (
     StripeAPIError,
     StripeEndpointMissingError,
@@ -132,14 +130,9 @@ class StripeClient:
         self.clock = clock or StripeClock()
         self.stop = stop or Stop()  # set by a signal: no request starts after that
         self.budget_clock = budget_clock  # the rate budgets' clock (tests inject one)
-        self.session = requests.Session()
-        # Up to `max_workers` requests are in flight at once (`in_flight`), each holding a
-        # connection: a pool of requests' default 10 would discard (and reopen) the rest.
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(10, settings.max_workers))
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        #: What requests' session adds to every request (`Accept-Encoding`, ...), taken once.
-        self.base_headers = dict(self.session.headers)
+        #: Requests prepared and sent (through the one session of the run).
+        self.wire = Wire(settings.max_workers, settings.request_timeout)
+        self.session = self.wire.session
         self.in_flight = threading.Semaphore(settings.max_workers)
         #: `Stripe-Account` or `Stripe-Context` (setting `account_header`).
         self.account_header = header_name(settings.account_header, settings.api_key)
@@ -157,7 +150,6 @@ class StripeClient:
         #: The optional cap on a whole run's requests, across accounts (one budget).
         cap = settings.max_requests_per_second_total
         self.total_limiter = self.new_limiter(cap, cap) if cap else None
-        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- the reads -----------------------------------------------------------------------
 
@@ -331,11 +323,9 @@ class StripeClient:
             url, data = self.settings.api_url + after, None  # a v2 list's `next_page_url`
         else:
             url, data = target(read, self.settings.api_url, after, headers)
-        # Not `Session.prepare_request`: it merges cookies and reads ~/.netrc for every
-        # request (~80 us of CPU), and neither has a place on Stripe's API.
-        request = requests.PreparedRequest()
-        request.prepare(read.method, url, headers={**self.base_headers, **headers}, data=data)
-        return request
+        # A GET of a URL of the tap's own making (`api_url`, a path of ids, an encoded query).
+        own = data is None and read.kind is not Kind.FILE and not (read.v2 and after)
+        return self.wire.prepare(read.method, url, headers, data, own=own)
 
     def attempt(
         self, read: Read, request: requests.PreparedRequest
@@ -353,7 +343,7 @@ class StripeClient:
                 self.requests_by_endpoint[endpoint] += 1
             if self.on_request is not None:
                 self.on_request(read.stream, read.account, read.allotment)
-            response = self.send(request)
+            response = self.wire.send(request)
             # Headers are in, the body not yet read: the sooner a response, the sooner its
             # place in the rate budget is free again (see limiter.py).
             grant.responded()
@@ -363,36 +353,6 @@ class StripeClient:
         finally:
             self.in_flight.release()
         return self.check(read, response, content, limiter), response
-
-    def send(self, request: requests.PreparedRequest) -> requests.Response:
-        """One request on the wire, through the session's adapter (its connection pool).
-
-        Not `Session.send`: its cookies, hooks and redirects have no place on Stripe's API
-        (a redirect is answered as the error it is here, its credential not sent on), and
-        they cost ~200 us of CPU a request, a third of a small page's whole cost; a platform
-        run makes ~28 requests for an account's ~450 objects.
-        """
-        started = time.perf_counter()
-        response = self.session.get_adapter(request.url or "").send(
-            request,
-            stream=True,
-            timeout=self.settings.request_timeout,
-            verify=True,
-            cert=None,
-            proxies=self.proxies_for(request),
-        )
-        response.elapsed = timedelta(seconds=time.perf_counter() - started)
-        return response
-
-    def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:
-        # requests reads the proxy variables of the environment (all of it) for every
-        # request, ~1% of a sync's CPU; a run asks a host or two, in one environment.
-        where = urlsplit(request.url or "")[:2]
-        proxies = self._proxies.get(where)
-        if proxies is None:
-            proxies = resolve_proxies(request, dict(self.session.proxies), self.session.trust_env)
-            self._proxies[where] = proxies
-        return proxies
 
     def check(
         self, read: Read, response: requests.Response, content: bytes, limiter: RateLimiter

@@ -1,0 +1,254 @@
+"""The client's HTTP transport: requests' adapter, with direct connections made lean, and
+`Wire`, the client's session (how a request is prepared and sent).
+
+A platform run makes ~28 requests for a connected account's ~450 objects, most of them a
+short page, so the CPU of one request counts: requests' adapter and urllib3 take ~250 us
+of it, Python's own `http.client` ~100. `Transport` is a requests adapter (mounted on the
+client's session, so responses, errors and tests' scripted answers are requests' own)
+that sends a request on a kept-alive `http.client` connection of its own pool, and hands
+anything else to requests' adapter: a request through a proxy, or with a client
+certificate or another CA bundle.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import select
+import ssl
+import threading
+import time
+import typing as t
+import zlib
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import requests
+import requests.adapters
+from requests.structures import CaseInsensitiveDict
+from requests.utils import (
+    DEFAULT_CA_BUNDLE_PATH,
+    get_encoding_from_headers,
+    resolve_proxies,
+    select_proxy,
+)
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+class Wire:
+    """The client's requests: prepared and sent on one session, through `Transport`."""
+
+    def __init__(self, max_workers: int, timeout: float) -> None:
+        self.timeout = timeout
+        self.session = requests.Session()
+        # Up to `max_workers` requests are in flight at once, each holding a connection:
+        # a pool of requests' default 10 would close (and reopen) the rest.
+        adapter = Transport(pool_maxsize=max(10, max_workers))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        #: What requests' session adds to every request (`Accept-Encoding`, ...), taken once.
+        self.base_headers = {name: str(value) for name, value in self.session.headers.items()}
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+
+    def prepare(
+        self, method: str, url: str, headers: dict[str, str], data: str | None, *, own: bool
+    ) -> requests.PreparedRequest:
+        """Not `Session.prepare_request`: it merges cookies and reads ~/.netrc for every
+        request (~80 us of CPU), and neither has a place on Stripe's API. A GET of a URL of
+        the tap's own making (`own`) is not even checked and quoted again (~50 us)."""
+        request = requests.PreparedRequest()
+        headers = {**self.base_headers, **headers}
+        if own and data is None:
+            request.method, request.url = method, url
+            request.headers = CaseInsensitiveDict(headers)
+        else:
+            request.prepare(method, url, headers=headers, data=data)
+        return request
+
+    def send(self, request: requests.PreparedRequest) -> requests.Response:
+        """One request on the wire, through the session's adapter (its connection pool).
+
+        Not `Session.send`: its cookies, hooks and redirects have no place on Stripe's API
+        (a redirect is answered as the error it is here, its credential not sent on), and
+        they cost ~100 us of CPU a request.
+        """
+        started = time.perf_counter()
+        response = self.session.get_adapter(request.url or "").send(
+            request,
+            stream=True,
+            timeout=self.timeout,
+            verify=True,
+            cert=None,
+            proxies=self.proxies_for(request),
+        )
+        response.elapsed = timedelta(seconds=time.perf_counter() - started)
+        return response
+
+    def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:
+        # requests reads the proxy variables of the environment (all of it) for every
+        # request, ~1% of a sync's CPU; a run asks a host or two, in one environment.
+        where = urlsplit(request.url or "")[:2]
+        proxies = self._proxies.get(where)
+        if proxies is None:
+            proxies = resolve_proxies(request, dict(self.session.proxies), self.session.trust_env)
+            self._proxies[where] = proxies
+        return proxies
+
+
+#: A pool's host: scheme, name, port.
+Key = tuple[str, str, int]
+
+
+class Transport(requests.adapters.HTTPAdapter):
+    """requests' adapter, sending direct requests on its own `http.client` connections."""
+
+    def __init__(self, pool_maxsize: int) -> None:
+        super().__init__(pool_maxsize=pool_maxsize)
+        self.pool_maxsize = pool_maxsize
+        self._idle: dict[Key, collections.deque[http.client.HTTPConnection]] = (
+            collections.defaultdict(collections.deque)
+        )
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def send(  # type: ignore[override]  # noqa: PLR0917 (requests' signature)
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+        verify: bool | str = True,
+        cert: t.Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        url = request.url or ""
+        plain = isinstance(timeout, (int, float)) and verify is True and not cert
+        if not plain or not stream or (proxies and select_proxy(url, dict(proxies))):
+            return super().send(request, stream, timeout, verify, cert, proxies)
+        return self.send_direct(request, float(t.cast("float", timeout)))
+
+    def send_direct(self, request: requests.PreparedRequest, timeout: float) -> requests.Response:
+        parts = urlsplit(request.url or "")
+        https = parts.scheme == "https"
+        key = (parts.scheme, parts.hostname or "", parts.port or (443 if https else 80))
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection = self.take(key, timeout)
+        try:
+            connection.request(
+                request.method or "GET", target, body=request.body, headers=dict(request.headers)
+            )
+            raw = connection.getresponse()
+        except TimeoutError as exc:  # socket.timeout: connecting, or waiting for the answer
+            connected = connection.sock is not None
+            connection.close()
+            error = (
+                requests.exceptions.ReadTimeout if connected else requests.exceptions.ConnectTimeout
+            )
+            raise error(exc, request=request) from exc
+        except ssl.SSLError as exc:  # a certificate not trusted, mostly
+            connection.close()
+            raise requests.exceptions.SSLError(exc, request=request) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise requests.exceptions.ConnectionError(exc, request=request) from exc
+        response = requests.Response()
+        response.status_code = raw.status
+        response.reason = raw.reason
+        response.headers = CaseInsensitiveDict(raw.getheaders())
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.url = request.url or ""
+        response.request = request
+        response.connection = self
+        response.raw = Body(raw, lambda: self.give_back(key, connection))
+        return response
+
+    # -- the pool ------------------------------------------------------------------------
+
+    def take(self, key: Key, timeout: float) -> http.client.HTTPConnection:
+        """A kept-alive connection to the host, or a new one (connected on its first use)."""
+        with self._lock:
+            idle = self._idle[key]
+            while idle:
+                connection = idle.pop()
+                if not dropped(connection):
+                    connection.timeout = timeout
+                    if connection.sock is not None:
+                        connection.sock.settimeout(timeout)
+                    return connection
+                connection.close()
+        scheme, host, port = key
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def give_back(self, key: Key, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle[key]
+            if len(idle) < self.pool_maxsize:
+                idle.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            connections = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for connection in connections:
+            connection.close()
+        super().close()
+
+
+def dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether the server closed a kept-alive connection (it reads as ready: at its end)."""
+    if connection.sock is None:
+        return False  # not connected yet
+    try:
+        readable, _, _ = select.select([connection.sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class Body:
+    """A response's body as requests reads it (`stream`), in one read; the connection goes
+    back to the pool when the body was read whole and the server keeps it open."""
+
+    def __init__(self, raw: http.client.HTTPResponse, give_back: t.Callable[[], None]) -> None:
+        self.raw = raw
+        self._give_back = give_back
+
+    def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        try:
+            content = self.raw.read()
+        except TimeoutError as exc:
+            self.raw.close()
+            raise ReadTimeoutError(None, None, f"read timed out: {exc}") from exc  # type: ignore[arg-type]
+        except (OSError, http.client.HTTPException) as exc:
+            self.raw.close()
+            raise ProtocolError(f"the response ended early: {exc!r}", exc) from exc
+        if self.raw.will_close:
+            self.raw.close()
+        else:
+            self._give_back()
+        encoding = (self.raw.getheader("Content-Encoding") or "").strip().lower()
+        if content and encoding in ("gzip", "deflate"):
+            try:
+                # gzip: its header and trailer; deflate: zlib's (or raw, as some servers).
+                wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+                content = zlib.decompress(content, wbits)
+            except zlib.error:
+                try:
+                    content = zlib.decompress(content, -zlib.MAX_WBITS)
+                except zlib.error as exc:
+                    raise DecodeError(f"the {encoding} body could not be decoded: {exc}") from exc
+        yield content
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def release_conn(self) -> None:
+        """Nothing to do: the connection went back (or was closed) as the body was read."""
+
