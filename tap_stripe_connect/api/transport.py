@@ -206,10 +206,11 @@ def dropped(connection: http.client.HTTPConnection) -> bool:
     if connection.sock is None:
         return False  # not connected yet
     try:
-        readable, _, _ = select.select([connection.sock], [], [], 0)
+        poller = select.poll()  # not `select.select`: no limit on the descriptor's number
+        poller.register(connection.sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 class Body:
