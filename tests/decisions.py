@@ -54,11 +54,11 @@ def install(path: str) -> None:
         limiter.account_tag = account  # type: ignore[attr-defined]
         return limiter
 
-    def recorded_next_job(waiting, running) -> int:
-        index = next_job(waiting, running)
-        running = sorted(running.elements(), key=str)
-        record({"start": getattr(waiting[index], "account", None), "running": running})
-        return index
+    def recorded_next_job(waiting, busy):
+        job = next_job(waiting, busy)
+        running = sorted(busy.elements(), key=str)
+        record({"start": getattr(job, "account", None), "running": running})
+        return job
 
     RateLimiter.acquire = recorded_acquire  # type: ignore[method-assign]
     client_module.StripeClient.limiter_for = tagged_limiter_for  # type: ignore[method-assign]

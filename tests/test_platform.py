@@ -14,7 +14,7 @@ import pytest
 
 from tap_stripe_connect.resources import RESOURCES
 from tap_stripe_connect.state.bookmarks import Bookmarks, Checkpoints, load_state
-from tap_stripe_connect.sync.scheduler import next_job
+from tap_stripe_connect.sync.scheduler import Waiting, next_job
 from tests.conftest import run_tap
 from tests.decisions import read as read_decisions
 from tests.emulator import Emulator
@@ -115,12 +115,22 @@ class Job:
 
 
 def test_the_next_job_is_of_the_account_with_fewest_running():
-    waiting = [Job("a"), Job("a"), Job("b"), Job("c")]
-    running = collections.Counter
-    assert next_job(waiting, running()) == 0
-    assert next_job(waiting, running(["a"])) == 2
-    assert next_job(waiting, running(["a", "b"])) == 3
-    assert next_job(waiting, running(["a", "b", "c", "b", "c"])) == 0
+    jobs = [Job("a"), Job("a"), Job("b"), Job("c")]
+
+    def first(*running: str) -> Job:
+        return next_job(Waiting(jobs), collections.Counter(running))
+
+    assert first() is jobs[0]
+    assert first("a") is jobs[2]
+    assert first("a", "b") is jobs[3]
+    assert first("a", "b", "c", "b", "c") is jobs[0]
+    # Taken one after another as the units start: a, b, c, then a's second job.
+    waiting, busy = Waiting(jobs), collections.Counter[str | None]()
+    for expected in (0, 2, 3, 1):
+        job = next_job(waiting, busy)
+        busy[job.account] += 1
+        assert job is jobs[expected]
+    assert not waiting
 
 
 def run_killed(

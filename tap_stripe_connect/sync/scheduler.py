@@ -9,6 +9,7 @@ through the same client and writer.
 from __future__ import annotations
 
 import collections
+import heapq
 import queue
 import threading
 import time
@@ -121,9 +122,7 @@ class Scheduler:
         self.may_start = threading.Event()
 
     def run(self, jobs: Sequence[Job]) -> None:
-        # A deque: the next job is near the front, and a list's `pop(i)` moves every job
-        # after it (240,000 of them for 10,000 accounts, at every start).
-        waiting = collections.deque(jobs)
+        waiting = Waiting(jobs)
         # Of the finished futures only the first failure (in job order) is kept: a platform
         # run has a job per (account, stream), 240,000 for 10,000 accounts, and a finished
         # future holds a lock and a condition (~1 KB) until it is let go.
@@ -151,9 +150,7 @@ class Scheduler:
                     width = width + GROW_STEP if grow else max(self.floor, width - GROW_STEP)
                     width = min(width, self.parallel)
                 while self._room_for_one(waiting, running, slow, room, width):
-                    index = next_job(waiting, busy)
-                    job = waiting[index]
-                    del waiting[index]
+                    job = next_job(waiting, busy)
                     account = getattr(job, "account", None)
                     future = pool.submit(job.run)
                     started[future] = (count, account)
@@ -176,6 +173,7 @@ class Scheduler:
                     busy[account] -= 1
                     if not busy[account]:
                         del busy[account]
+                        waiting.none_running(account)
                     failed = future.exception() is not None
                     if failed and (first_failure is None or place < first_failure[0]):
                         first_failure = (place, future)
@@ -185,7 +183,7 @@ class Scheduler:
 
     def _room_for_one(
         self,
-        waiting: collections.deque,
+        waiting: Waiting,
         running: set[Future],
         slow: bool,
         room: CpuLoad,
@@ -214,14 +212,54 @@ def take_ended(ended: queue.SimpleQueue[Future], timeout: float | None) -> list[
             return futures
 
 
-def next_job(waiting: Sequence[Job], busy: Mapping[str | None, int]) -> int:
-    """The index of the first waiting job of the account with the fewest jobs running
-    (`busy`: running jobs by account)."""
-    best, fewest = 0, None
-    for index, job in enumerate(waiting):
-        count = busy.get(getattr(job, "account", None), 0)
-        if count == 0:
-            return index  # no account has fewer
-        if fewest is None or count < fewest:
-            best, fewest = index, count
-    return best
+class Waiting:
+    """The jobs not started yet, by account (in the order of their first job): the next is
+    the first waiting job of the account with the fewest jobs running.
+
+    Accounts with none running are kept in a heap by that order, so a platform run of
+    10,000 accounts x 24 streams finds the next job without looking at the jobs of every
+    account that has one running (a scan of the jobs took 12% of a run's CPU with 256
+    units running).
+    """
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs: dict[str | None, collections.deque[Job]] = {}
+        for job in jobs:
+            self.jobs.setdefault(getattr(job, "account", None), collections.deque()).append(job)
+        self.order = {account: place for place, account in enumerate(self.jobs)}
+        #: Accounts with waiting jobs and, as far as known, none running: (order, account).
+        self.idle = [(place, account) for account, place in self.order.items()]
+        self.count = len(jobs)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def clear(self) -> None:
+        self.jobs.clear()
+        self.idle.clear()
+        self.count = 0
+
+    def none_running(self, account: str | None) -> None:
+        """The account's last running job ended: its waiting jobs go first again."""
+        if account in self.jobs:
+            heapq.heappush(self.idle, (self.order[account], account))
+
+    def take(self, account: str | None) -> Job:
+        jobs = self.jobs[account]
+        job = jobs.popleft()
+        if not jobs:
+            del self.jobs[account]
+        self.count -= 1
+        return job
+
+
+def next_job(waiting: Waiting, busy: Mapping[str | None, int]) -> Job:
+    """The first waiting job of the account with the fewest jobs running (`busy`: running
+    jobs by account), taken from `waiting`."""
+    while waiting.idle:
+        _, account = heapq.heappop(waiting.idle)
+        if account in waiting.jobs and not busy.get(account, 0):
+            return waiting.take(account)
+    # Every account with a job waiting has one running: the fewest, the first of them.
+    account = min(waiting.jobs, key=lambda a: (busy.get(a, 0), waiting.order[a]))
+    return waiting.take(account)
