@@ -133,12 +133,16 @@ class Transport(requests.adapters.HTTPAdapter):
         https = parts.scheme == "https"
         key = (parts.scheme, parts.hostname or "", parts.port or (443 if https else 80))
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        connection = self.take(key, timeout)
+        connection, reused = self.take(key, timeout)
         try:
-            connection.request(
-                request.method or "GET", target, body=request.body, headers=dict(request.headers)
-            )
-            raw = connection.getresponse()
+            raw = exchange(connection, request, target)
+            if raw is None and reused:
+                # The server closed the kept-alive connection as the request went out (its
+                # idle timeout): nothing was answered, so it goes again on a new one.
+                connection, _ = self.take(key, timeout, reuse=False)
+                raw = exchange(connection, request, target)
+            if raw is None:
+                raise http.client.RemoteDisconnected("the server closed the connection")
         except TimeoutError as exc:  # socket.timeout: connecting, or waiting for the answer
             connected = connection.sock is not None
             connection.close()
@@ -165,24 +169,28 @@ class Transport(requests.adapters.HTTPAdapter):
 
     # -- the pool ------------------------------------------------------------------------
 
-    def take(self, key: Key, timeout: float) -> http.client.HTTPConnection:
-        """A kept-alive connection to the host, or a new one (connected on its first use)."""
+    def take(
+        self, key: Key, timeout: float, *, reuse: bool = True
+    ) -> tuple[http.client.HTTPConnection, bool]:
+        """A kept-alive connection to the host, or a new one (connected on its first use);
+        and whether it was kept alive."""
         with self._lock:
             idle = self._idle[key]
-            while idle:
+            while reuse and idle:
                 connection = idle.pop()
                 if not dropped(connection):
                     connection.timeout = timeout
                     if connection.sock is not None:
                         connection.sock.settimeout(timeout)
-                    return connection
+                    return connection, True
                 connection.close()
         scheme, host, port = key
         if scheme == "https":
             if self._tls is None:
                 self._tls = ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+            tls = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+            return tls, False
+        return http.client.HTTPConnection(host, port, timeout=timeout), False
 
     def give_back(self, key: Key, connection: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -199,6 +207,21 @@ class Transport(requests.adapters.HTTPAdapter):
         for connection in connections:
             connection.close()
         super().close()
+
+
+def exchange(
+    connection: http.client.HTTPConnection, request: requests.PreparedRequest, target: str
+) -> http.client.HTTPResponse | None:
+    """The request sent and its answer's head read; None when the connection turned out
+    closed before any answer (a reset, or its end, as the request went out)."""
+    try:
+        connection.request(
+            request.method or "GET", target, body=request.body, headers=dict(request.headers)
+        )
+        return connection.getresponse()
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        connection.close()
+        return None
 
 
 def dropped(connection: http.client.HTTPConnection) -> bool:
