@@ -57,10 +57,10 @@ class Wire:
     ) -> requests.PreparedRequest:
         """Not `Session.prepare_request`: it merges cookies and reads ~/.netrc for every
         request (~80 us of CPU), and neither has a place on Stripe's API. A GET of a URL of
-        the tap's own making (`own`) is not even checked and quoted again (~50 us)."""
+        the tap's own making (`own`: no body) is not even checked and quoted again (~50 us)."""
         request = requests.PreparedRequest()
         headers = {**self.base_headers, **headers}
-        if own and data is None:
+        if own:
             request.method, request.url = method, url
             request.headers = CaseInsensitiveDict(headers)
         else:

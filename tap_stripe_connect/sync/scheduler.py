@@ -127,9 +127,8 @@ class Scheduler:
         # run has a job per (account, stream), 240,000 for 10,000 accounts, and a finished
         # future holds a lock and a condition (~1 KB) until it is let go.
         first_failure: tuple[int, Future] | None = None
-        running: set[Future] = set()
         #: Of each running job: its place in the start order, and its account.
-        started: dict[Future, tuple[int, str | None]] = {}
+        running: dict[Future, tuple[int, str | None]] = {}
         #: Running jobs by account (the next job is of the account with fewest).
         busy: collections.Counter[str | None] = collections.Counter()
         # Each job puts its future here as it ends: the loop takes what ended, not (as
@@ -153,10 +152,9 @@ class Scheduler:
                     job = next_job(waiting, busy)
                     account = getattr(job, "account", None)
                     future = pool.submit(job.run)
-                    started[future] = (count, account)
+                    running[future] = (count, account)
                     busy[account] += 1
                     count += 1
-                    running.add(future)
                     future.add_done_callback(ended.put)
                     if not slow:
                         break  # one at a time: see whether the CPU is left idle
@@ -168,8 +166,7 @@ class Scheduler:
                     continue
                 timeout = room.span if self.may_start.is_set() else None
                 for future in take_ended(ended, timeout):
-                    running.discard(future)
-                    place, account = started.pop(future)
+                    place, account = running.pop(future)
                     busy[account] -= 1
                     if not busy[account]:
                         del busy[account]
@@ -184,7 +181,7 @@ class Scheduler:
     def _room_for_one(
         self,
         waiting: Waiting,
-        running: set[Future],
+        running: Mapping[Future, t.Any],
         slow: bool,
         room: CpuLoad,
         width: int,
