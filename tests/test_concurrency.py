@@ -470,3 +470,82 @@ def test_many_accounts_units_start_beyond_the_floor_only_while_the_cpu_has_room(
     scheduler.cpu_load = Load
     scheduler.run([Held(str(i)) for i in range(12)])
     assert peak[0] == most
+
+
+def test_units_move_bookmarks_while_a_write_waits_for_a_slow_reader(monkeypatch):
+    """A platform's thousands of units move their bookmarks after every page. While one
+    thread's records wait for stdout (a target reading slowly), the others go on: reading
+    and moving bookmarks, and asking for a checkpoint that is not due, wait for no write.
+    The next STATE comes after those records and holds what moved meanwhile."""
+    import io
+
+    from tap_stripe_connect.output.writer import LockedStateWriter
+    from tap_stripe_connect.state.bookmarks import Bookmarks, Checkpoints
+
+    writing, reader_back = threading.Event(), threading.Event()
+    out = io.BytesIO()
+
+    class SlowReader:
+        """stdout's buffer: the first write waits until the target reads again."""
+
+        def write(self, data: bytes) -> int:
+            if not reader_back.is_set():
+                writing.set()
+                reader_back.wait(timeout=60)
+            return out.write(data)
+
+        def flush(self) -> None:
+            return
+
+    class Stdout:
+        buffer = SlowReader()
+
+        def flush(self) -> None:
+            return
+
+    monkeypatch.setattr(sys, "stdout", Stdout())
+    writer = LockedWriter()
+    state: dict = {}
+    store = Bookmarks(state)
+    clock = [0.0]
+    checkpoints = Checkpoints(
+        store, lambda: LockedStateWriter(writer).write(state), clock=lambda: clock[0], min_seconds=1
+    )
+    store.advance("charges", "acct_a", 1_767_225_600)
+    reader_back.set()
+    checkpoints.now()  # the run's first STATE
+    reader_back.clear()
+
+    record = b'{"type":"RECORD","stream":"charges","record":{"id":"ch_a"}}'
+    records = threading.Thread(
+        target=lambda: writer.write_line(record + b" " * LockedWriter.CHUNK, record=True)
+    )
+    records.start()
+    assert writing.wait(timeout=60), "the records' write began"
+
+    def unit() -> None:
+        store.listing("customers", "acct_b")
+        store.complete("customers", "acct_b", 1_767_225_700, None, (0, 1_767_225_700))
+        store.finish_listing("customers", "acct_b", 1_767_225_700, bookmarked=True)
+        store.advance("charges", "acct_b", 1_767_225_800)
+        assert store.bookmark("charges", "acct_b") == 1_767_225_800
+        clock[0] = 0.5  # within the interval: no STATE due
+        checkpoints.maybe()
+
+    moving = threading.Thread(target=unit)
+    moving.start()
+    moving.join(timeout=20)
+    done_while_writing = not moving.is_alive()
+    reader_back.set()
+    records.join(timeout=60)
+    moving.join(timeout=60)
+    assert done_while_writing, "a unit waited for another thread's write to stdout"
+    assert checkpoints.messages == 1, "no STATE was due"
+
+    checkpoints.now()
+    lines = out.getvalue().splitlines()
+    kinds = [json.loads(line)["type"] for line in lines if line.strip()]
+    assert kinds == ["STATE", "RECORD", "STATE"]
+    last = json.loads(lines[-1])["value"]["accounts"]
+    assert set(last["bookmarks"]) == {"acct_a", "acct_b"}
+    assert Bookmarks(last and {"accounts": last}).bookmark("customers", "acct_b") == 1_767_225_700

@@ -323,6 +323,12 @@ def test_a_checkpoint_is_written_when_something_moved_less_often_as_state_grows(
     clock[0] = 27.02
     checkpoints.maybe(first_of="invoices")
     assert written[-1] == 27.01, "only the first"
+    # The first progress of charges came while the size's wait held every STATE back
+    # (26.9): it goes out with the stream's next progress, within the floor.
+    store.advance("charges", "acct_6", 1767225600)
+    clock[0] = 27.5
+    checkpoints.maybe(first_of="charges")
+    assert written[-1] == 27.5
 
 
 def test_one_state_of_ten_thousand_accounts_is_under_two_megabytes():
