@@ -174,16 +174,20 @@ class Transport(requests.adapters.HTTPAdapter):
     ) -> tuple[http.client.HTTPConnection, bool]:
         """A kept-alive connection to the host, or a new one (connected on its first use);
         and whether it was kept alive."""
-        with self._lock:
-            idle = self._idle[key]
-            while reuse and idle:
+        while reuse:
+            with self._lock:
+                idle = self._idle[key]
+                if not idle:
+                    break
                 connection = idle.pop()
-                if not dropped(connection):
+            # Outside the lock: a system call lets other threads run, and they would wait.
+            if not dropped(connection):
+                if connection.timeout != timeout:
                     connection.timeout = timeout
                     if connection.sock is not None:
                         connection.sock.settimeout(timeout)
-                    return connection, True
-                connection.close()
+                return connection, True
+            connection.close()
         scheme, host, port = key
         if scheme == "https":
             if self._tls is None:
