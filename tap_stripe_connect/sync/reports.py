@@ -83,6 +83,15 @@ def time_field(text: str) -> str | None:
     text = text.strip()
     if not text:
         return None
+    if len(text) == 19 and text[10] == " ":
+        # Stripe's own form, checked by the C parser (`strptime` took most of a report
+        # row's CPU): the same text is then the RFC 3339 time.
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return f"{text[:10]}T{text[11:]}Z"
     parsed = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
     return format_time(int(parsed.timestamp()))
 
