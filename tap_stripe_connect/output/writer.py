@@ -15,7 +15,7 @@ import typing as t
 from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 
 from tap_stripe_connect.sdk_compat import StateWriter
-from tap_stripe_connect.state.lock import RUN_LOCK, STATE_LOCK
+from tap_stripe_connect.state.lock import RUN_LOCK
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -123,11 +123,9 @@ class LockedStateWriter(StateWriter):
         """Write a STATE unless it is the last one again; returns the bytes written."""
         with RUN_LOCK:
             if not isinstance(self._writer, LockedWriter):
-                with STATE_LOCK:
-                    super().write_state(state)
+                super().write_state(state)
                 return 0
-            with STATE_LOCK:  # the snapshot; the records it covers are written with it
-                line = encoder.encode({"type": "STATE", "value": state})
+            line = encoder.encode({"type": "STATE", "value": state})
             if line == self._last_line:
                 return 0
             self._writer.write_line(line)

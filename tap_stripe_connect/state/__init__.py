@@ -1,1 +1,1 @@
-"""Run state: every bookmark, listing progress and the run's locks, and nothing else."""
+"""Run state: every bookmark, listing progress and the run lock, and nothing else."""

@@ -33,7 +33,7 @@ import typing as t
 from tap_stripe_connect.sdk_compat import StreamStateManager
 from tap_stripe_connect.settings import format_time, parse_time
 from tap_stripe_connect.state.listing import LISTING, Listing, StateError
-from tap_stripe_connect.state.lock import RUN_LOCK, STATE_LOCK
+from tap_stripe_connect.state.lock import RUN_LOCK
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -153,7 +153,7 @@ def check_unit_entry(entry: t.Mapping[str, t.Any], where: str, advice: str = "")
 def load_state(into: dict, given: t.Mapping[str, t.Any]) -> None:
     """Take the `accounts` entry of a given STATE (the SDK copies only `bookmarks`), and
     move the SDK's per-account partitions (the layout of earlier releases) into rows."""
-    with STATE_LOCK:
+    with RUN_LOCK:
         if isinstance(given.get(ACCOUNTS), dict):
             into[ACCOUNTS] = copy.deepcopy(dict(given[ACCOUNTS]))
         store = Bookmarks(into)
@@ -178,7 +178,7 @@ def load_state(into: dict, given: t.Mapping[str, t.Any]) -> None:
 class Bookmarks:
     """The bookmarks, listings and table versions of every (stream, account) of a run.
 
-    Every method holds the state lock: units change their own entries while others write
+    Every method holds the run lock: units change their own entries while others write
     STATE. `generation` counts the changes, so a checkpoint knows whether anything moved.
     """
 
@@ -261,7 +261,7 @@ class Bookmarks:
 
     def bookmark(self, stream: str, account: str | None) -> int | None:
         """Where the last sync of this (stream, account) got to (a Stripe time), or None."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             if account is None:
                 value = self._entry(stream).get("replication_key_value")
                 return None if value is None else parse_time(value)
@@ -276,7 +276,7 @@ class Bookmarks:
     def advance(self, stream: str, account: str | None, started: int) -> None:
         """Move the bookmark to `started`, the Stripe time at which a read that is now
         wholly written began: the one place a bookmark moves."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             if account is None:
                 entry = self._entry(stream)
                 entry["replication_key"] = REPLICATION_KEY
@@ -287,13 +287,13 @@ class Bookmarks:
 
     def owner(self, stream: str) -> str | None:
         """The account the stream's own entry belongs to (`claim`)."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             return t.cast("str | None", self._entry(stream).get(ACCOUNT))
 
     def claim(self, stream: str, account: str) -> str | None:
         """Mark the stream's own entry as `account`'s; another account's state is dropped
         (returned: the other account, else None)."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             entry = self._entry(stream)
             previous = entry.get(ACCOUNT)
             if previous != account:
@@ -325,21 +325,21 @@ class Bookmarks:
         self.generation += 1
 
     def table_version(self, stream: str, account: str | None) -> int | None:
-        with STATE_LOCK:
+        with RUN_LOCK:
             return t.cast("int | None", self._value(stream, account, TABLE_VERSION))
 
     def set_table_version(self, stream: str, account: str | None, version: int | None) -> None:
-        with STATE_LOCK:
+        with RUN_LOCK:
             if self._value(stream, account, TABLE_VERSION) != version:
                 self._put(stream, account, TABLE_VERSION, version)
 
     def listing(self, stream: str, account: str | None) -> Listing | None:
-        with STATE_LOCK:
+        with RUN_LOCK:
             entry = self._value(stream, account, LISTING)
         return None if entry is None else Listing.from_state(entry)
 
     def drop_listing(self, stream: str, account: str | None) -> None:
-        with STATE_LOCK:
+        with RUN_LOCK:
             if self._value(stream, account, LISTING) is not None:
                 self._put(stream, account, LISTING, None)
 
@@ -352,7 +352,7 @@ class Bookmarks:
         covers: tuple[int, int],
     ) -> None:
         """Record a written `created` range of an unfinished listing."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             current = self._value(stream, account, LISTING)
             listing = (
                 Listing.from_state(current) if current is not None else Listing(started, version)
@@ -364,7 +364,7 @@ class Bookmarks:
         self, stream: str, account: str | None, started: int | None, *, bookmarked: bool
     ) -> None:
         """The listing is complete: its start becomes the bookmark, in the same STATE."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             had_listing = self._value(stream, account, LISTING) is not None
             if had_listing:
                 self._put(stream, account, LISTING, None)
@@ -373,7 +373,7 @@ class Bookmarks:
 
     def accounts(self) -> set[str]:
         """The connected accounts that have an entry in STATE."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             section = self.state.get(ACCOUNTS) or {}
             return set(section.get("bookmarks") or ()) | set(section.get("units") or ())
 
@@ -381,12 +381,12 @@ class Bookmarks:
 
     def quiet(self, account: str) -> bool:
         """Whether the connected account's last events read found no event."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             return account in ((self.state.get(ACCOUNTS) or {}).get(QUIET) or ())
 
     def set_quiet(self, account: str, quiet: bool) -> None:
         """What the account's events read found: no event (quiet), or some (busy)."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             section = self._section()
             marks: dict[str, int] = section.setdefault(QUIET, {})
             if quiet == (account in marks):
@@ -404,7 +404,7 @@ class Bookmarks:
     def forget_quiet(self) -> None:
         """The setting is off: no account is known quiet any more (a run with it on learns
         again, from each account's next events read)."""
-        with STATE_LOCK:
+        with RUN_LOCK:
             section = self.state.get(ACCOUNTS)
             if isinstance(section, dict) and section.pop(QUIET, None) is not None:
                 self.generation += 1
@@ -499,7 +499,7 @@ class Checkpoints:
 
 def _locked(method: Callable) -> Callable:
     def call(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        with STATE_LOCK:
+        with RUN_LOCK:
             return method(self, *args, **kwargs)
 
     call.__name__ = method.__name__
@@ -511,14 +511,14 @@ class LockedStateManager(StreamStateManager):
     """The SDK's state manager of a stream, which moves no bookmark.
 
     Streams keep no SDK partitions (`state_partitioning_keys = []`): the SDK's entry of
-    a stream is the stream's own. Its operations on the shared dict hold the state lock;
+    a stream is the stream's own. Its operations on the shared dict hold the run lock;
     bookmarks are `Bookmarks`'s, so the SDK's starting values and increments are not
     written (a record's own fields never move a bookmark).
     """
 
     @property
     def stream_state(self) -> dict:
-        with STATE_LOCK:
+        with RUN_LOCK:
             return StreamStateManager.stream_state.fget(self)  # type: ignore[attr-defined, no-any-return]
 
     def write_starting_replication_value(self, *args: t.Any, **kwargs: t.Any) -> None:
