@@ -87,10 +87,10 @@ def time_field(text: str) -> str | None:
         # Stripe's own form, checked by the C parser (`strptime` took most of a report
         # row's CPU): the same text is then the RFC 3339 time.
         try:
-            datetime.fromisoformat(text)
+            exact = datetime.fromisoformat(text).isoformat(sep=" ") == text  # not `12:34+01`
         except ValueError:
-            pass
-        else:
+            exact = False
+        if exact:
             return f"{text[:10]}T{text[11:]}Z"
     parsed = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
     return format_time(int(parsed.timestamp()))
