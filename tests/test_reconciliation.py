@@ -444,3 +444,16 @@ def test_the_runs_of_a_report_batch_are_created_and_read_together(tmp_path):
         assert len(creations) > 1
         assert most_at_once("POST", "/v1/reporting/report_runs") > 1
         assert most_at_once("GET", "/v1/reporting/report_runs/") > 1
+
+
+def test_a_report_time_is_read_in_stripes_own_form_only():
+    """Report CSVs give `2025-03-01 12:34:56` (UTC): written as RFC 3339. Another form that
+    is as long is not taken for it (a fast path of the reader checks the exact form)."""
+    from tap_stripe_connect.sync.reports import time_field
+
+    assert time_field("2025-03-01 12:34:56") == "2025-03-01T12:34:56Z"
+    assert time_field(" 2025-3-1 1:2:3 ") == "2025-03-01T01:02:03Z"
+    assert time_field("") is None
+    for text in ("2025-03-01 12:34+01", "2025-02-30 00:00:00", "2025-03-01T12:34:56"):
+        with pytest.raises(ValueError, match=r"does not match format|out of range"):
+            time_field(text)
