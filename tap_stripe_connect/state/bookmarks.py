@@ -463,22 +463,25 @@ class Checkpoints:
         """
         # Asked after every page of every unit: without a lock when nothing moved or no
         # STATE is due (a move it misses is in the next STATE, at the latest the run's last).
-        if not self.changed():
-            return
-        now = self._clock()
-        if now < self._next and (
-            first_of is None or first_of in self._listed or now < self._last + self._size_wait
-        ):
+        if not self.changed() or not self._due(first_of):
             return
         with RUN_LOCK:
-            if not self.changed():
-                return
-            now = self._clock()
-            first = first_of is not None and first_of not in self._listed
-            if first:
-                self._listed.add(t.cast("str", first_of))
-            if now >= self._next or (first and now >= self._last + self._size_wait):
+            if self.changed() and self._due(first_of):
+                if first_of is not None:
+                    self._listed.add(first_of)
                 self.now()
+
+    def _due(self, first_of: str | None) -> bool:
+        """Whether a STATE is due: the interval has passed, or this is a stream's first
+        listing progress and the wait the last STATE's size asks for has passed."""
+        now = self._clock()
+        if now >= self._next:
+            return True
+        return (
+            first_of is not None
+            and first_of not in self._listed
+            and now >= self._last + self._size_wait
+        )
 
     def now(self) -> None:
         """Write a STATE now (the start and the end of a run, and after a failure)."""
