@@ -77,7 +77,10 @@ class Answers:
                     continue
                 slot, sock = key.data, key.fileobj
                 buffer = slot["buffer"]
-                buffer += sock.recv(1 << 18)
+                try:
+                    buffer += sock.recv(1 << 18)
+                except BlockingIOError:  # a wake-up with nothing to read yet
+                    continue
                 if "length" not in slot:
                     end = buffer.find(b"\r\n\r\n")
                     if end < 0:
