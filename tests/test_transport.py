@@ -1,13 +1,17 @@
-"""The client's HTTP transport (api/transport.py), against small HTTP/1.1 servers of its own:
-kept-alive connections, a connection the server closed, gzip bodies, and a proxy."""
+"""The client's HTTP transport (api/transport.py, api/exchanges.py), against small HTTP/1.1
+servers of its own: kept-alive connections, a connection the server closed, gzip, chunked and
+close-delimited bodies, TLS, many requests in flight on the one I/O thread, and a proxy."""
 
 from __future__ import annotations
 
 import gzip
 import http.server
 import json
+import ssl
+import subprocess
 import threading
 import typing as t
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -35,9 +39,20 @@ class Server(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, *, gzipped: bool = False, close_after_each: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        gzipped: bool = False,
+        close_after_each: bool = False,
+        framing: str = "length",
+        padding: int = 0,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.gzipped, self.close_after_each = gzipped, close_after_each
+        # How a body's end is told: "length" (Content-Length), "chunked", or "close" (none:
+        # the body ends with the connection, as HTTP/1.0 servers do).
+        self.framing = framing
+        self.padding = padding  # bytes of metadata on each charge: a body of many TLS records
         self.connections = 0
         self.request_lines: list[str] = []
         self.closed = threading.Semaphore(0)  # released as a connection is closed
@@ -63,17 +78,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.request_lines.append(self.requestline)
         query = parse_qs(urlsplit(self.path).query)
-        body = json.dumps(page((query.get("starting_after") or [None])[0])).encode()
+        answer = page((query.get("starting_after") or [None])[0])
+        if self.server.padding:
+            answer["data"][0]["metadata"] = {"padding": "x" * self.server.padding}
+        body = json.dumps(answer).encode()
         if self.server.gzipped:
             body = gzip.compress(body)
+        framing = self.server.framing
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        if framing == "length":
+            self.send_header("Content-Length", str(len(body)))
+        elif framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.send_header("Request-Id", "req_transport")
         if self.server.gzipped:
             self.send_header("Content-Encoding", "gzip")
         self.end_headers()
-        self.wfile.write(body)
+        if framing == "chunked":
+            # Chunks of 7 bytes in writes of their own, and a chunk extension once.
+            for at in range(0, len(body), 7):
+                piece = body[at : at + 7]
+                extension = ";name=value" if at == 0 else ""
+                self.wfile.write(b"%x%s\r\n%s\r\n" % (len(piece), extension.encode(), piece))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.wfile.write(body)
         self.wfile.flush()
         if self.server.close_after_each:
             # Closed as an idle connection is, without a `Connection: close` first.
@@ -126,6 +160,41 @@ def test_a_gzipped_body_is_read(servers):
     assert len(list(client_of(server.url).list(CHARGES))) == PAGES
 
 
+def test_a_chunked_body_is_read(servers):
+    servers.append(server := Server(framing="chunked", gzipped=True))
+    ids = [charge["id"] for charge in client_of(server.url).list(CHARGES)]
+    assert ids == [f"ch_{i}" for i in range(PAGES)]
+    assert server.connections == 1  # each answer read to its end: the connection kept
+
+
+def test_a_body_that_ends_with_the_connection_is_read(servers):
+    servers.append(server := Server(framing="close"))
+    ids = [charge["id"] for charge in client_of(server.url).list(CHARGES)]
+    assert ids == [f"ch_{i}" for i in range(PAGES)]
+    assert server.connections == PAGES  # a connection the server closed is not used again
+
+
+def test_many_requests_in_flight_each_get_their_own_answer(servers):
+    """64 threads ask at once, through the one I/O thread: every page goes to its asker."""
+    servers.append(server := Server())
+    client = client_of(server.url)
+    pages: dict[int, list[str]] = {}
+
+    def ask(index: int) -> None:
+        first = client.first(replace(CHARGES, after=f"ch_{index - 1}" if index else None))
+        pages[index] = [first["id"]] if first else []
+
+    for _ in range(8):
+        threads = [threading.Thread(target=ask, args=(i % PAGES,)) for i in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pages == {i: [f"ch_{i}"] for i in range(PAGES)}
+    assert len(server.request_lines) == 8 * 64
+    assert [th.name for th in threading.enumerate()].count("stripe-io") == 1
+
+
 def test_a_proxy_of_the_environment_is_used(servers, monkeypatch):
     """Through a proxy, requests' own adapter sends: the proxy gets every request."""
     servers.append(api := Server())
@@ -139,14 +208,8 @@ def test_a_proxy_of_the_environment_is_used(servers, monkeypatch):
     assert all(line.startswith(f"GET {api.url}/v1/charges?") for line in proxy.request_lines)
 
 
-def test_a_server_whose_certificate_is_not_trusted_is_refused(servers, tmp_path):
-    """TLS is verified on the lean path too: a self-signed certificate ends the request
-    before it is sent (and the key with it)."""
-    import ssl
-    import subprocess
-
-    from tap_stripe_connect.errors import TapError
-
+def tls_server(servers: list[Server], tmp_path, **options: t.Any) -> tuple[Server, str]:
+    """A server of HTTPS with a self-signed certificate, and the certificate's file."""
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -154,10 +217,33 @@ def test_a_server_whose_certificate_is_not_trusted_is_refused(servers, tmp_path)
          "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True,
     )  # fmt: skip
-    servers.append(server := Server())
+    servers.append(server := Server(**options))
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     server.socket = tls.wrap_socket(server.socket, server_side=True)
+    return server, str(cert)
+
+
+def test_pages_of_many_tls_records_are_read_over_https(servers, tmp_path, monkeypatch):
+    """TLS on the lean path: the certificate trusted (as requests' bundle would trust
+    Stripe's), bodies of ~300 KB (each many TLS records) read whole, on one connection."""
+    from tap_stripe_connect.api import transport
+
+    server, cert = tls_server(servers, tmp_path, padding=300_000)
+    monkeypatch.setattr(transport, "DEFAULT_CA_BUNDLE_PATH", cert)
+    client = client_of(f"https://127.0.0.1:{server.server_address[1]}")
+    charges = list(client.list(CHARGES))
+    assert [charge["id"] for charge in charges] == [f"ch_{i}" for i in range(PAGES)]
+    assert all(len(charge["metadata"]["padding"]) == 300_000 for charge in charges)
+    assert server.connections == 1
+
+
+def test_a_server_whose_certificate_is_not_trusted_is_refused(servers, tmp_path):
+    """TLS is verified on the lean path too: a self-signed certificate ends the request
+    before it is sent (and the key with it)."""
+    from tap_stripe_connect.errors import TapError
+
+    server, _ = tls_server(servers, tmp_path)
     settings = Settings.from_config(
         {"api_key": KEY, "api_url": f"https://127.0.0.1:{server.server_address[1]}",
          "max_retries": 0, "request_timeout": 10}

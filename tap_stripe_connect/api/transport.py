@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import http.client
+import re
 import select
 import ssl
 import threading
@@ -33,6 +34,8 @@ from requests.utils import (
     select_proxy,
 )
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+
+from tap_stripe_connect.api.exchanges import Exchange, received, wires
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -133,16 +136,25 @@ class Transport(requests.adapters.HTTPAdapter):
         https = parts.scheme == "https"
         key = (parts.scheme, parts.hostname or "", parts.port or (443 if https else 80))
         target = parts.path + (f"?{parts.query}" if parts.query else "")
+        method = request.method or "GET"
+        out = request_bytes(method, target, host_header(key), request.headers, request.body)
         connection, reused = self.take(key, timeout)
         try:
-            raw = exchange(connection, request, target)
-            if raw is None and reused:
+            exchange = send(connection, out, timeout, method)
+            if exchange is None and reused:
                 # The server closed the kept-alive connection as the request went out (its
                 # idle timeout): nothing was answered, so it goes again on a new one.
                 connection, _ = self.take(key, timeout, reuse=False)
-                raw = exchange(connection, request, target)
-            if raw is None:
+                exchange = send(connection, out, timeout, method)
+            if exchange is None:
                 raise http.client.RemoteDisconnected("the server closed the connection")
+            if not exchange.head_read:  # else a body cut short is the body's error (`Body`)
+                if exchange.error is not None:
+                    raise exchange.error
+                if exchange.timed_out:
+                    raise TimeoutError(f"no answer in {timeout:g} s")
+            raw = http.client.HTTPResponse(received(exchange.received), method=method)
+            raw.begin()
         except TimeoutError as exc:  # socket.timeout: connecting, or waiting for the answer
             connected = connection.sock is not None
             connection.close()
@@ -156,6 +168,11 @@ class Transport(requests.adapters.HTTPAdapter):
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
+        # The answer is in memory: the connection goes back now if it is at its end and open.
+        if exchange.reusable and not raw.will_close:
+            self.give_back(key, connection)
+        else:
+            connection.close()
         response = requests.Response()
         response.status_code = raw.status
         response.reason = raw.reason
@@ -164,7 +181,7 @@ class Transport(requests.adapters.HTTPAdapter):
         response.url = request.url or ""
         response.request = request
         response.connection = self
-        response.raw = Body(raw, lambda: self.give_back(key, connection))
+        response.raw = Body(raw, timed_out=exchange.timed_out)
         return response
 
     # -- the pool ------------------------------------------------------------------------
@@ -182,10 +199,6 @@ class Transport(requests.adapters.HTTPAdapter):
                 connection = idle.pop()
             # Outside the lock: a system call lets other threads run, and they would wait.
             if not dropped(connection):
-                if connection.timeout != timeout:
-                    connection.timeout = timeout
-                    if connection.sock is not None:
-                        connection.sock.settimeout(timeout)
                 return connection, True
             connection.close()
         scheme, host, port = key
@@ -213,19 +226,63 @@ class Transport(requests.adapters.HTTPAdapter):
         super().close()
 
 
-def exchange(
-    connection: http.client.HTTPConnection, request: requests.PreparedRequest, target: str
-) -> http.client.HTTPResponse | None:
-    """The request sent and its answer's head read; None when the connection turned out
-    closed before any answer (a reset, or its end, as the request went out)."""
-    try:
-        connection.request(
-            request.method or "GET", target, body=request.body, headers=dict(request.headers)
-        )
-        return connection.getresponse()
-    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+def send(
+    connection: http.client.HTTPConnection, out: bytes, timeout: float, method: str
+) -> Exchange | None:
+    """The request sent on the connection (connected first, if new) and its answer read by
+    the I/O thread; None when the connection turned out closed before any answer (a reset,
+    or its end, as the request went out)."""
+    if connection.sock is None:
+        connection.timeout = timeout
+        connection.connect()  # TCP and TLS handshakes here, blocking, within the timeout
+        connection.sock.setblocking(False)  # type: ignore[attr-defined]  # only the I/O thread waits on it
+    exchange = wires().exchange(connection.sock, out, timeout, bodiless=method == "HEAD")
+    if not exchange.answered and (exchange.ended or isinstance(exchange.error, CLOSED)):
         connection.close()
         return None
+    return exchange
+
+
+#: A connection that went away as the request was sent.
+CLOSED = (ConnectionResetError, BrokenPipeError)
+#: What a request's line and headers may not hold (a line break would start another header).
+CONTROL = re.compile(r"[\x00-\x20\x7f]")
+BREAK = re.compile(r"[\r\n]")
+
+
+def host_header(key: Key) -> str:
+    """`Host`, as `http.client` writes it: the port only when not the scheme's own."""
+    scheme, host, port = key
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
+
+
+def request_bytes(
+    method: str, target: str, host: str, headers: Mapping[str, t.Any], body: t.Any
+) -> bytes:
+    """A request's bytes on the wire, as `http.client` writes them: `Host` unless given,
+    `Content-Length` for a body (and for a POST without one), latin-1 text."""
+    if CONTROL.search(target) or CONTROL.search(method):
+        raise http.client.InvalidURL(f"the request can't hold control characters: {target!r}")
+    lines = [f"{method} {target} HTTP/1.1"]
+    names = {name.lower() for name in headers}
+    if "host" not in names:
+        lines.append(f"Host: {host}")
+    for name, value in headers.items():
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        if BREAK.search(name) or BREAK.search(text):
+            raise ValueError(f"the header {name!r} holds a line break")
+        lines.append(f"{name}: {text}")
+    if isinstance(body, str):
+        body = body.encode("latin-1")  # http.client's encoding of a text body
+    if "content-length" not in names and "transfer-encoding" not in names:
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        elif method in ("POST", "PUT", "PATCH"):
+            lines.append("Content-Length: 0")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + body if body else head
 
 
 def dropped(connection: http.client.HTTPConnection) -> bool:
@@ -241,26 +298,22 @@ def dropped(connection: http.client.HTTPConnection) -> bool:
 
 
 class Body:
-    """A response's body as requests reads it (`stream`), in one read; the connection goes
-    back to the pool when the body was read whole and the server keeps it open."""
+    """A response's body as requests reads it (`stream`), in one read of the answer in
+    memory; gzip and deflate decoded."""
 
-    def __init__(self, raw: http.client.HTTPResponse, give_back: t.Callable[[], None]) -> None:
+    def __init__(self, raw: http.client.HTTPResponse, *, timed_out: bool) -> None:
         self.raw = raw
-        self._give_back = give_back
+        self._timed_out = timed_out
 
     def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
+        if self._timed_out:  # the head came, then the server was silent
+            self.raw.close()
+            raise ReadTimeoutError(None, None, "read timed out")  # type: ignore[arg-type]
         try:
             content = self.raw.read()
-        except TimeoutError as exc:
-            self.raw.close()
-            raise ReadTimeoutError(None, None, f"read timed out: {exc}") from exc  # type: ignore[arg-type]
         except (OSError, http.client.HTTPException) as exc:
             self.raw.close()
             raise ProtocolError(f"the response ended early: {exc!r}", exc) from exc
-        if self.raw.will_close:
-            self.raw.close()
-        else:
-            self._give_back()
         encoding = (self.raw.getheader("Content-Encoding") or "").strip().lower()
         if content and encoding in ("gzip", "deflate"):
             try:
@@ -278,5 +331,4 @@ class Body:
         self.raw.close()
 
     def release_conn(self) -> None:
-        """Nothing to do: the connection went back (or was closed) as the body was read."""
-
+        """Nothing to do: the connection went back (or was closed) as the answer was read."""
