@@ -158,6 +158,7 @@ def run_tap(
         "returncode": proc.returncode,
         "cpu": usage.ru_utime + usage.ru_stime,
         "sys": usage.ru_stime,
+        "switches": usage.ru_nvcsw,  # voluntary: a thread waited (a socket, a lock, the GIL)
         "rss_mb": usage.ru_maxrss / 1024,  # kB on Linux
         "wall": wall,
         "records": records,
@@ -282,7 +283,8 @@ def main() -> int:
         f"(CPU: tap {result['cpu']:.1f}s of which system {result['sys']:.1f}s, "
         f"emulator {emulator_cpu:.1f}s, "
         f"sink {result['sink_cpu']:.1f}s)  peak RSS {result['rss_mb']:.0f} MB  "
-        f"tap CPU per record {result['cpu'] / max(records, 1) * 1e6:.0f} us"
+        f"tap CPU per record {result['cpu'] / max(records, 1) * 1e6:.0f} us, "
+        f"{result['switches'] / max(sent, 1):.1f} voluntary switches per request"
     )
     if "--verbose" in sys.argv[1:]:
         print(result["stderr"])

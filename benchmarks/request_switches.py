@@ -2,15 +2,18 @@
 
     .venv/bin/python benchmarks/request_switches.py
     .venv/bin/python benchmarks/request_switches.py --threads 32,64,128 --rounds 2
+    .venv/bin/python benchmarks/request_switches.py --modes client --checkout <worktree>
 
 K threads each list one page of 16 charges in a loop against the emulator (a process of
 its own, 30 +-10 ms a response) and decode it as the tap does (`api/body.parse`):
 
 - `threads`: each thread sends and reads on its own kept-alive `http.client` connection
-  (what the tap's client does today: every send and read lets the GIL go, and the thread
-  then queues for it behind the others);
+  (what the tap's client did before `api/exchanges.py`: every send and read lets the GIL
+  go, and the thread then queues for it behind the others);
 - `io`: one I/O thread sends every request and reads every answer (a selector over all
-  the connections) and hands each thread its whole body: the thread wakes once a request.
+  the connections) and hands each thread its whole body: the thread wakes once a request;
+- `client`: the tap's own `StripeClient.list` (no budget), of this checkout or of
+  `--checkout` (another worktree, to compare two versions side by side).
 
 Printed per K: user and system CPU per request, voluntary and involuntary context
 switches per request (`getrusage`), requests/s. A probe of a design, not of the tap: it
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing as t
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +101,7 @@ class Answers:
 
 def measure(mode: str, threads: int, requests: int, *, host: str, port: int, key: str) -> str:
     answers = Answers(host, port, key) if mode == "io" else None
+    client_list = tap_client(f"http://{host}:{port}", key) if mode == "client" else None
 
     def own_connection() -> None:
         connection = http.client.HTTPConnection(host, port, timeout=60)
@@ -112,7 +117,12 @@ def measure(mode: str, threads: int, requests: int, *, host: str, port: int, key
         for _ in range(requests):
             parse(answers.ask(sock))
 
-    work = through_io_thread if mode == "io" else own_connection
+    def through_client() -> None:
+        assert client_list is not None
+        for _ in range(requests):
+            client_list()
+
+    work = {"io": through_io_thread, "client": through_client}.get(mode, own_connection)
     pool = [threading.Thread(target=work) for _ in range(threads)]
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for thread in pool:
@@ -130,11 +140,33 @@ def measure(mode: str, threads: int, requests: int, *, host: str, port: int, key
     )
 
 
+def tap_client(url: str, key: str) -> t.Callable[[], list]:
+    """The tap's client (of the checkout first on the path), listing the one page."""
+    from tap_stripe_connect.api.reads import list_read
+    from tap_stripe_connect.resources import RESOURCES_BY_NAME
+    from tap_stripe_connect.tap import TapStripeConnect
+
+    config = {
+        "api_key": key,
+        "api_url": url,
+        "max_requests_per_second": 100_000,
+        "max_requests_per_second_per_endpoint": 100_000,
+        "max_workers": 256,
+    }
+    client = TapStripeConnect(config=config, validate_config=False).client
+    read = list_read(RESOURCES_BY_NAME["charges"], account=None)
+    return lambda: list(client.list(read))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="32,64,128", help="comma-separated K")
     parser.add_argument("--requests", type=int, default=100, help="per thread")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--modes", default="threads,io", help="of threads, io, client")
+    parser.add_argument(
+        "--checkout", default=str(ROOT), help="the tap's checkout for mode client (a worktree)"
+    )
     args = parser.parse_args()
     emulator = subprocess.Popen(
         [
@@ -156,13 +188,13 @@ def main() -> None:
         host, port, key = found.group(1), int(found.group(2)), found.group(3)
         for _ in range(args.rounds):
             for threads in (int(k) for k in args.threads.split(",")):
-                for mode in ("threads", "io"):
+                for mode in args.modes.split(","):
                     # A process each: the I/O thread and the threads of a run end with it.
                     print(
                         subprocess.run(
                             [
                                 *(sys.executable, __file__, "--one", mode, str(threads)),
-                                *(str(args.requests), host, str(port), key),
+                                *(str(args.requests), host, str(port), key, args.checkout),
                             ],
                             check=True,
                             capture_output=True,
@@ -176,7 +208,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--one"]:
-        mode, threads, requests, host, port, key = sys.argv[2:8]
+        mode, threads, requests, host, port, key, checkout = sys.argv[2:9]
+        sys.path.insert(0, checkout)
+        for name in [name for name in sys.modules if name.startswith("tap_stripe_connect")]:
+            del sys.modules[name]  # the checkout's own, not this one's (`parse` above)
         print(measure(mode, int(threads), int(requests), host=host, port=int(port), key=key))
     else:
         main()

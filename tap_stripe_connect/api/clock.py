@@ -28,16 +28,23 @@ class StripeClock:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._anchor: tuple[int, float] | None = None
+        #: The last `Date` header read, and its time (one tuple: threads read it whole).
+        self._last: tuple[str, int] = ("", 0)
 
     def observe(self, response: requests.Response) -> int | None:
         """Record the server time of a response; return it in Unix seconds."""
         header = response.headers.get("Date")
         if not header:
             return None
-        try:
-            server_time = int(email.utils.parsedate_to_datetime(header).timestamp())
-        except (TypeError, ValueError):
-            return None
+        last_header, last_time = self._last
+        if header == last_header:  # the same second as the last response (~20 us saved)
+            server_time = last_time
+        else:
+            try:
+                server_time = int(email.utils.parsedate_to_datetime(header).timestamp())
+            except (TypeError, ValueError):
+                return None
+            self._last = (header, server_time)
         with self._lock:
             self._anchor = (server_time, self._monotonic())
         return server_time

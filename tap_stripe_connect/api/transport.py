@@ -35,7 +35,7 @@ from requests.utils import (
 )
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-from tap_stripe_connect.api.exchanges import Exchange, received, wires
+from tap_stripe_connect.api.exchanges import Answer, Exchange, answer_of, wires
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -153,8 +153,8 @@ class Transport(requests.adapters.HTTPAdapter):
                     raise exchange.error
                 if exchange.timed_out:
                     raise TimeoutError(f"no answer in {timeout:g} s")
-            raw = http.client.HTTPResponse(received(exchange.received), method=method)
-            raw.begin()
+                raise http.client.RemoteDisconnected("the connection ended within the answer")
+            answer = answer_of(exchange)
         except TimeoutError as exc:  # socket.timeout: connecting, or waiting for the answer
             connected = connection.sock is not None
             connection.close()
@@ -169,19 +169,19 @@ class Transport(requests.adapters.HTTPAdapter):
             connection.close()
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
         # The answer is in memory: the connection goes back now if it is at its end and open.
-        if exchange.reusable and not raw.will_close:
+        if answer.reusable:
             self.give_back(key, connection)
         else:
             connection.close()
         response = requests.Response()
-        response.status_code = raw.status
-        response.reason = raw.reason
-        response.headers = CaseInsensitiveDict(raw.getheaders())
+        response.status_code = answer.status
+        response.reason = answer.reason
+        response.headers = CaseInsensitiveDict(answer.headers)
         response.encoding = get_encoding_from_headers(response.headers)
         response.url = request.url or ""
         response.request = request
         response.connection = self
-        response.raw = Body(raw, timed_out=exchange.timed_out)
+        response.raw = Body(answer, response.headers.get("Content-Encoding") or "")
         return response
 
     # -- the pool ------------------------------------------------------------------------
@@ -298,23 +298,20 @@ def dropped(connection: http.client.HTTPConnection) -> bool:
 
 
 class Body:
-    """A response's body as requests reads it (`stream`), in one read of the answer in
-    memory; gzip and deflate decoded."""
+    """A response's body as requests reads it (`stream`), read whole already: gzip and
+    deflate decoded; a body cut short is the error requests turns into its own."""
 
-    def __init__(self, raw: http.client.HTTPResponse, *, timed_out: bool) -> None:
-        self.raw = raw
-        self._timed_out = timed_out
+    def __init__(self, answer: Answer, encoding: str) -> None:
+        self.answer = answer
+        self.encoding = encoding.strip().lower()
 
     def stream(self, amt: int | None = None, decode_content: bool | None = None) -> Iterator[bytes]:
-        if self._timed_out:  # the head came, then the server was silent
-            self.raw.close()
-            raise ReadTimeoutError(None, None, "read timed out")  # type: ignore[arg-type]
-        try:
-            content = self.raw.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.raw.close()
-            raise ProtocolError(f"the response ended early: {exc!r}", exc) from exc
-        encoding = (self.raw.getheader("Content-Encoding") or "").strip().lower()
+        content, cut = self.answer.body, self.answer.cut
+        if isinstance(cut, TimeoutError):  # the head came, then the server was silent
+            raise ReadTimeoutError(None, None, f"read timed out: {cut}")  # type: ignore[arg-type]
+        if content is None:
+            raise ProtocolError(f"the response ended early: {cut!r}", cut)
+        encoding = self.encoding
         if content and encoding in ("gzip", "deflate"):
             try:
                 # gzip: its header and trailer; deflate: zlib's (or raw, as some servers).
@@ -328,7 +325,7 @@ class Body:
         yield content
 
     def close(self) -> None:
-        self.raw.close()
+        """Nothing to do: the connection went back (or was closed) as the answer was read."""
 
     def release_conn(self) -> None:
         """Nothing to do: the connection went back (or was closed) as the answer was read."""
