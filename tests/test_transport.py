@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import json
+import socket
 import ssl
 import subprocess
 import threading
@@ -252,3 +253,68 @@ def test_a_server_whose_certificate_is_not_trusted_is_refused(servers, tmp_path)
     with pytest.raises(TapError, match="SSLError"):
         client.first(CHARGES)
     assert server.request_lines == []
+
+
+class Scripted:
+    """A server that reads each request's head and answers with the bytes it is given."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self.answer_each, args=(sock,), daemon=True).start()
+
+    def answer_each(self, sock: socket.socket) -> None:
+        with sock:
+            received = b""
+            while True:
+                while b"\r\n\r\n" not in received:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    received += data
+                received = received.split(b"\r\n\r\n", 1)[1]
+                sock.sendall(self.answer)
+
+
+def test_an_answers_head_is_read_as_http_reads_it():
+    """A 100 Continue before the answer, a folded header, spaces around values, a header
+    twice, and `Connection: close`: the status, the headers and the body as HTTP means them,
+    and the connection not used again."""
+    body = json.dumps(page(f"ch_{PAGES - 2}")).encode()
+    server = Scripted(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 Fine Today\r\n"
+        b"Content-Type:   application/json  \r\n"
+        b"Request-Id: req_\r\n"
+        b"\tfolded\r\n"
+        b"X-Twice: first\r\n"
+        b"X-Twice: second\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    client = client_of(server.url)
+    try:
+        for _ in range(2):
+            parsed, response = client.call(CHARGES)
+            assert parsed["data"][0]["id"] == f"ch_{PAGES - 1}"
+            assert (response.status_code, response.reason) == (200, "Fine Today")
+            assert response.headers["content-type"] == "application/json"
+            assert response.headers["Request-Id"] == "req_ folded"
+            assert response.headers["X-Twice"] == "second"
+        assert server.connections == 2
+    finally:
+        server.listener.close()

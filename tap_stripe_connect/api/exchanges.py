@@ -335,14 +335,16 @@ def answer_of(exchange: Exchange) -> Answer:
             except ValueError as exc:
                 cut = http.client.IncompleteRead(b"", None)
                 cut.__cause__ = exc
-        else:
-            body = bytes(buffer[start : start + (exchange.length or 0)])
+        else:  # one copy (a bytearray's slice would be a second)
+            with memoryview(buffer) as view:
+                body = bytes(view[start : start + (exchange.length or 0)])
     elif exchange.timed_out:
         cut = TimeoutError("the server fell silent within the body")
     elif exchange.error is not None:
         cut = exchange.error
     elif exchange.length is None and exchange.chunk < 0:
-        body = bytes(buffer[start:])  # the body ends with the connection: this is all of it
+        with memoryview(buffer) as view:  # the body ends with the connection: all of it
+            body = bytes(view[start:])
     else:
         cut = http.client.IncompleteRead(bytes(buffer[start:]), exchange.length)
     reusable = keep_alive and body is not None and exchange.reusable
