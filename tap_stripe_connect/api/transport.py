@@ -7,7 +7,8 @@ of it, Python's own `http.client` ~100. `Transport` is a requests adapter (mount
 client's session, so responses, errors and tests' scripted answers are requests' own)
 that sends a request on a kept-alive `http.client` connection of its own pool, and hands
 anything else to requests' adapter: a request through a proxy, or with a client
-certificate or another CA bundle.
+certificate or another CA bundle. The connection is opened here; its request and answer go
+through the process's one I/O thread (`api/exchanges.py`).
 """
 
 from __future__ import annotations
