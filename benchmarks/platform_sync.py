@@ -140,7 +140,13 @@ def run_tap(
         elif line.startswith(b'{"type":"RECORD"'):
             # msgspec reads only the fields counted: the sink's own CPU (json.loads of
             # every record, ~10 s for 160,000) competed with the tap for the 2 cores.
-            message = RECORD.decode(line)
+            try:
+                message = RECORD.decode(line)
+            except msgspec.DecodeError as error:
+                proc.kill()
+                raise SystemExit(
+                    f"the tap wrote a malformed RECORD line ({error}): {line[:1000]!r}"
+                ) from None
             records[message.stream] += 1
             owners[message.stream].add(message.record.account_id)
             if message.stream in CORE:

@@ -11,7 +11,9 @@ printed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -208,3 +210,81 @@ def test_responses_slower_than_the_grace_period_do_not_hold_the_exit(tmp_path):
         assert "Stopped by SIGTERM" in err
         messages = [json.loads(line) for line in out.splitlines()]  # whole lines only
         assert messages[-1]["type"] == "STATE"
+
+
+
+def run_with_a_lagging_reader(emu, tmp_path, *, stops: bool, nonblocking: bool = False):
+    """Run the CLI with a reader slower than the tap (its writes wait on a full pipe);
+    `stops`: SIGSTOP and SIGCONT it again and again meanwhile; `nonblocking`: its stdout
+    is a pipe another process made non-blocking. Returns the run (every line whole, or the
+    test fails) and how many stops it took."""
+    settings = config(emu, max_workers=WORKERS)
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    (tmp_path / "catalog.json").write_text(core_catalog())
+    argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
+            str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")]
+    err_path = tmp_path / "stderr.txt"
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, not nonblocking)
+    with err_path.open("w") as stderr:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=write_end, stderr=stderr,
+                                stdin=subprocess.DEVNULL)
+        os.close(write_end)
+        count, ended = [0], threading.Event()
+
+        def stop_and_continue() -> None:
+            while stops and not ended.is_set():
+                try:
+                    os.kill(proc.pid, signal.SIGSTOP)
+                    time.sleep(0.0005)
+                    os.kill(proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    return
+                count[0] += 1
+                time.sleep(0.001)
+
+        stopper = threading.Thread(target=stop_and_continue)
+        stopper.start()
+        chunks = []
+        try:
+            while chunk := os.read(read_end, 8192):
+                chunks.append(chunk)
+                time.sleep(0.0005)  # a reader slower than the tap
+        finally:
+            ended.set()
+            stopper.join(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+            proc.wait(timeout=120)
+            os.close(read_end)
+    out, err = b"".join(chunks).decode(), err_path.read_text()
+    record_output(settings, None, out, err)
+    print(f"{count[0]} stops, {len(out) / 1e6:.1f} MB")
+    assert proc.returncode == 0, err[-3000:]
+    broken, messages = [], []
+    for line in out.splitlines():
+        try:
+            messages.append(json.loads(line))
+        except ValueError:
+            broken.append(line)
+    assert not broken, f"{len(broken)} broken lines, e.g. {broken[0][:300]}"
+    return TapRun(proc.returncode, out, err, messages)
+
+
+@pytest.mark.parametrize("nonblocking", [False, True], ids=["stopped", "non-blocking"])
+def test_a_run_whose_reader_lags_writes_every_line_whole_and_once(tmp_path, nonblocking):
+    """SIGSTOP and SIGCONT again and again (job control, a paused container, a debugger, a
+    sampling profiler) while the tap's writes wait on a full pipe, so that they are cut
+    short; or a stdout another process made non-blocking. Every line arrives whole, once,
+    and the warehouse equals the emulator's objects. Python's buffered stdout lost the
+    rest of a cut write (the next line glued to a broken one), and raised on a
+    non-blocking pipe with part of a chunk written."""
+    with emulator(objects=2500, seed=55) as emu:
+        run = run_with_a_lagging_reader(emu, tmp_path, stops=not nonblocking,
+                                        nonblocking=nonblocking)
+        warehouse = Warehouse()
+        warehouse.apply(run)
+        assert_equal_to_stripe(warehouse, emu, ALL)
+        for stream in CORE:
+            ids = [r["id"] for r in run.records(stream)]
+            assert len(ids) == len(set(ids)) == len(emu.objects(stream)), stream
