@@ -4,6 +4,7 @@ close-delimited bodies, TLS, many requests in flight on the one I/O thread, and 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import json
@@ -209,6 +210,52 @@ def test_a_proxy_of_the_environment_is_used(servers, monkeypatch):
     assert all(line.startswith(f"GET {api.url}/v1/charges?") for line in proxy.request_lines)
 
 
+class Tunnel:
+    """An HTTPS proxy: each CONNECT becomes a tunnel to the local `port` (counted)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.tunnels = port, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.tunnel, args=(client,), daemon=True).start()
+
+    def tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        assert head.startswith(b"CONNECT "), head
+        self.tunnels += 1
+        upstream = socket.create_connection(("127.0.0.1", self.port))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(source: socket.socket, sink: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def shutdown(self) -> None:
+        pass
+
+    def server_close(self) -> None:
+        self.listener.close()
+
+
 def tls_server(servers: list[Server], tmp_path, **options: t.Any) -> tuple[Server, str]:
     """A server of HTTPS with a self-signed certificate, and the certificate's file."""
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
@@ -232,6 +279,8 @@ def test_pages_of_many_tls_records_are_read_over_https(servers, tmp_path, monkey
 
     server, cert = tls_server(servers, tmp_path, padding=300_000)
     monkeypatch.setattr(transport, "DEFAULT_CA_BUNDLE_PATH", cert)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # else theirs is trusted
+        monkeypatch.delenv(name, raising=False)
     client = client_of(f"https://127.0.0.1:{server.server_address[1]}")
     charges = list(client.list(CHARGES))
     assert [charge["id"] for charge in charges] == [f"ch_{i}" for i in range(PAGES)]
@@ -239,20 +288,42 @@ def test_pages_of_many_tls_records_are_read_over_https(servers, tmp_path, monkey
     assert server.connections == 1
 
 
-def test_a_server_whose_certificate_is_not_trusted_is_refused(servers, tmp_path):
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_named_by_the_environment_is_trusted(servers, tmp_path, monkeypatch, variable):
+    """A CA bundle of the environment (a company's own CA, a gateway's certificate) is
+    trusted as requests trusts it, on the lean path (one connection for every page) and
+    through a proxy."""
+    server, cert = tls_server(servers, tmp_path)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy",
+                 "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, cert)
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    assert len(list(client_of(url).list(CHARGES))) == PAGES
+    assert server.connections == 1
+    # Through a proxy (requests' adapter sends): the tunnel's end is the same server.
+    servers.append(proxy := Tunnel(server.server_address[1]))  # type: ignore[arg-type]
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    assert len(list(client_of(url).list(CHARGES))) == PAGES
+    assert proxy.tunnels >= 1
+
+
+def test_a_server_whose_certificate_is_not_trusted_is_refused(servers, tmp_path, caplog):
     """TLS is verified on the lean path too: a self-signed certificate ends the request
-    before it is sent (and the key with it)."""
+    before it is sent (and the key with it), at the first try (another cannot help), with
+    a line that says what to set."""
     from tap_stripe_connect.errors import TapError
 
     server, _ = tls_server(servers, tmp_path)
     settings = Settings.from_config(
         {"api_key": KEY, "api_url": f"https://127.0.0.1:{server.server_address[1]}",
-         "max_retries": 0, "request_timeout": 10}
+         "max_retries": 3, "request_timeout": 10}
     )  # fmt: skip
     client = StripeClient(settings, StripeKeyAuthenticator({"api_key": KEY}))
-    with pytest.raises(TapError, match="SSLError"):
+    with pytest.raises(TapError, match=r"is not trusted.*REQUESTS_CA_BUNDLE"):
         client.first(CHARGES)
     assert server.request_lines == []
+    assert "Retrying" not in caplog.text
 
 
 class Scripted:

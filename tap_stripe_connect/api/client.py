@@ -284,7 +284,11 @@ class StripeClient:
                 return self.attempt(read, request)
             except (failures.Retriable, *failures.NETWORK_ERRORS) as exc:
                 elapsed = time.monotonic() - started
-                if tries > self.settings.max_retries or elapsed >= self.settings.max_retry_seconds:
+                if (
+                    tries > self.settings.max_retries
+                    or elapsed >= self.settings.max_retry_seconds
+                    or failures.untrusted(exc)
+                ):
                     raise failures.giving_up(
                         read,
                         request,

@@ -220,10 +220,24 @@ def giving_up(
             "no response, so no Request-Id). Run the tap again later (progress so far is "
             "in STATE)."
         )
+    if untrusted(exc):
+        return TapError(
+            f"Stripe's certificate at {settings.api_url} (setting 'api_url') is not trusted, "
+            f"for {what_for(read)}: a proxy or gateway between may sign TLS with its own. "
+            "Name its CA bundle in the environment variable REQUESTS_CA_BUNDLE (the tap "
+            "trusts certifi's bundle otherwise)."
+        )
     return TapError(
         f"Could not reach Stripe at {settings.api_url} (setting 'api_url') for "
         f"{what_for(read)} ({method} {path}, {tries}): {type(exc).__name__}. Check the URL "
         "and the network."
+    )
+
+
+def untrusted(exc: Exception) -> bool:
+    """Whether `exc` is a server's certificate not trusted: another try cannot help."""
+    return isinstance(exc, requests.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(
+        exc
     )
 
 

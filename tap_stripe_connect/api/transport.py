@@ -7,7 +7,8 @@ of it, Python's own `http.client` ~100. `Transport` is a requests adapter (mount
 client's session, so responses, errors and tests' scripted answers are requests' own)
 that sends a request on a kept-alive `http.client` connection of its own pool, and hands
 anything else to requests' adapter: a request through a proxy, or with a client
-certificate or another CA bundle. The connection is opened here; its request and answer go
+certificate. Both trust the CA bundle requests would (`REQUESTS_CA_BUNDLE`, else
+certifi's). The connection is opened here; its request and answer go
 through the process's one I/O thread (`api/exchanges.py`).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import http.client
+import os
 import re
 import select
 import ssl
@@ -54,7 +56,8 @@ class Wire:
         self.session.mount("http://", adapter)
         #: What requests' session adds to every request (`Accept-Encoding`, ...), taken once.
         self.base_headers = {name: str(value) for name, value in self.session.headers.items()}
-        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+        #: Of each scheme and host: its proxies and the CA bundle to trust, from the environment.
+        self._environment: dict[tuple[str, str], tuple[dict[str, str], bool | str]] = {}
 
     def prepare(
         self, method: str, url: str, headers: dict[str, str], data: str | None, *, own: bool
@@ -79,26 +82,35 @@ class Wire:
         they cost ~100 us of CPU a request.
         """
         started = time.perf_counter()
+        proxies, verify = self.environment_for(request)
         response = self.session.get_adapter(request.url or "").send(
             request,
             stream=True,
             timeout=self.timeout,
-            verify=True,
+            verify=verify,
             cert=None,
-            proxies=self.proxies_for(request),
+            proxies=proxies,
         )
         response.elapsed = timedelta(seconds=time.perf_counter() - started)
         return response
 
-    def proxies_for(self, request: requests.PreparedRequest) -> dict[str, str]:
-        # requests reads the proxy variables of the environment (all of it) for every
-        # request, ~1% of a sync's CPU; a run asks a host or two, in one environment.
+    def environment_for(
+        self, request: requests.PreparedRequest
+    ) -> tuple[dict[str, str], bool | str]:
+        """The proxies and the CA bundle (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`) the
+        environment gives the request's host, as `Session.send` would take them. requests
+        reads the environment (all of it) for every request, ~1% of a sync's CPU; a run
+        asks a host or two, in one environment."""
         where = urlsplit(request.url or "")[:2]
-        proxies = self._proxies.get(where)
-        if proxies is None:
+        found = self._environment.get(where)
+        if found is None:
             proxies = resolve_proxies(request, dict(self.session.proxies), self.session.trust_env)
-            self._proxies[where] = proxies
-        return proxies
+            verify = self.session.merge_environment_settings(
+                request.url, {}, stream=True, verify=True, cert=None
+            )["verify"]
+            found = (proxies, True if verify is None else verify)
+            self._environment[where] = found
+        return found
 
 
 #: A pool's host: scheme, name, port.
@@ -115,7 +127,7 @@ class Transport(requests.adapters.HTTPAdapter):
             collections.defaultdict(collections.deque)
         )
         self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
+        self._tls: dict[bool | str, ssl.SSLContext] = {}
 
     def send(  # type: ignore[override]  # noqa: PLR0917 (requests' signature)
         self,
@@ -127,25 +139,28 @@ class Transport(requests.adapters.HTTPAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         url = request.url or ""
-        plain = isinstance(timeout, (int, float)) and verify is True and not cert
+        plain = isinstance(timeout, (int, float)) and verify is not False and not cert
         if not plain or not stream or (proxies and select_proxy(url, dict(proxies))):
             return super().send(request, stream, timeout, verify, cert, proxies)
-        return self.send_direct(request, float(t.cast("float", timeout)))
+        return self.send_direct(request, float(t.cast("float", timeout)), verify)
 
-    def send_direct(self, request: requests.PreparedRequest, timeout: float) -> requests.Response:
+    def send_direct(
+        self, request: requests.PreparedRequest, timeout: float, verify: bool | str = True
+    ) -> requests.Response:
+        """`verify`: True (certifi's bundle, as requests trusts) or a CA bundle's path."""
         parts = urlsplit(request.url or "")
         https = parts.scheme == "https"
         key = (parts.scheme, parts.hostname or "", parts.port or (443 if https else 80))
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         method = request.method or "GET"
         out = request_bytes(method, target, host_header(key), request.headers, request.body)
-        connection, reused = self.take(key, timeout)
+        connection, reused = self.take(key, timeout, verify)
         try:
             exchange = send(connection, out, timeout, method)
             if exchange is None and reused:
                 # The server closed the kept-alive connection as the request went out (its
                 # idle timeout): nothing was answered, so it goes again on a new one.
-                connection, _ = self.take(key, timeout, reuse=False)
+                connection, _ = self.take(key, timeout, verify, reuse=False)
                 exchange = send(connection, out, timeout, method)
             if exchange is None:
                 raise http.client.RemoteDisconnected("the server closed the connection")
@@ -188,7 +203,7 @@ class Transport(requests.adapters.HTTPAdapter):
     # -- the pool ------------------------------------------------------------------------
 
     def take(
-        self, key: Key, timeout: float, *, reuse: bool = True
+        self, key: Key, timeout: float, verify: bool | str = True, *, reuse: bool = True
     ) -> tuple[http.client.HTTPConnection, bool]:
         """A kept-alive connection to the host, or a new one (connected on its first use);
         and whether it was kept alive."""
@@ -204,11 +219,25 @@ class Transport(requests.adapters.HTTPAdapter):
             connection.close()
         scheme, host, port = key
         if scheme == "https":
-            if self._tls is None:
-                self._tls = ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
-            tls = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+            tls = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self.tls_context(verify)
+            )
             return tls, False
         return http.client.HTTPConnection(host, port, timeout=timeout), False
+
+    def tls_context(self, verify: bool | str) -> ssl.SSLContext:
+        """What a connection trusts: certifi's bundle (True), or the bundle (a file) or the
+        directory of certificates `verify` names, as requests would load it."""
+        context = self._tls.get(verify)
+        if context is None:
+            if not isinstance(verify, str):
+                context = ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
+            elif os.path.isdir(verify):
+                context = ssl.create_default_context(capath=verify)
+            else:
+                context = ssl.create_default_context(cafile=verify)
+            self._tls[verify] = context
+        return context
 
     def give_back(self, key: Key, connection: http.client.HTTPConnection) -> None:
         with self._lock:
