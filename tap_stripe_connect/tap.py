@@ -34,6 +34,7 @@ from tap_stripe_connect.output.writer import (
     LockedWriter,
     exit_after,
     exit_soon,
+    write_out,
 )
 from tap_stripe_connect.sdk_compat import CompatStream, CompatTap
 from tap_stripe_connect.settings import CONFIG_SCHEMA, DEFAULTS, Settings, format_time
@@ -305,6 +306,13 @@ class TapStripeConnect(CompatTap):
         self.flush_output(True)
         self.logger.warning("Not ended %.0f s after the signal: exiting now.", GRACE_SECONDS)
         sys.stderr.write(f"tap-stripe-connect: {CancelledError(signum)}\n")
+
+    def run_discovery(self) -> str:
+        """The catalog (~1.8 MB) on stdout, as the SDK writes it, but whole: through
+        `write_out`, which finishes a write cut short (see output/writer.py)."""
+        catalog_text = self.catalog_json_text
+        write_out(f"{catalog_text}\n".encode())
+        return catalog_text
 
     def run_sync(self) -> None:
         """Sync, with progress lines while it runs and a summary table at the end."""

@@ -23,7 +23,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import ROOT, TapRun, record_output
+from tests.conftest import ROOT, TapRun, record_output, run_tap
 from tests.test_faults import ALL, CORE, config, core_catalog, emulator
 from tests.test_interruptions import done_ranges, listed_records
 from tests.warehouse import Warehouse, assert_equal_to_stripe
@@ -213,17 +213,10 @@ def test_responses_slower_than_the_grace_period_do_not_hold_the_exit(tmp_path):
 
 
 
-def run_with_a_lagging_reader(emu, tmp_path, *, stops: bool, nonblocking: bool = False):
-    """Run the CLI with a reader slower than the tap (its writes wait on a full pipe);
-    `stops`: SIGSTOP and SIGCONT it again and again meanwhile; `nonblocking`: its stdout
-    is a pipe another process made non-blocking. Returns the run (every line whole, or the
-    test fails) and how many stops it took."""
-    settings = config(emu, max_workers=WORKERS)
-    (tmp_path / "config.json").write_text(json.dumps(settings))
-    (tmp_path / "catalog.json").write_text(core_catalog())
-    argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
-            str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")]
-    err_path = tmp_path / "stderr.txt"
+def read_slowly(argv: list[str], err_path, *, stops: bool, nonblocking: bool = False):
+    """Run `argv` with a reader slower than it writes (its writes wait on a full pipe);
+    `stops`: SIGSTOP and SIGCONT it again and again meanwhile; `nonblocking`: its stdout is
+    a pipe another process made non-blocking. Returns its exit code, stdout and stderr."""
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, not nonblocking)
     with err_path.open("w") as stderr:
@@ -257,10 +250,22 @@ def run_with_a_lagging_reader(emu, tmp_path, *, stops: bool, nonblocking: bool =
                 os.kill(proc.pid, signal.SIGCONT)
             proc.wait(timeout=120)
             os.close(read_end)
-    out, err = b"".join(chunks).decode(), err_path.read_text()
-    record_output(settings, None, out, err)
+    out = b"".join(chunks).decode()
     print(f"{count[0]} stops, {len(out) / 1e6:.1f} MB")
-    assert proc.returncode == 0, err[-3000:]
+    return proc.returncode, out, err_path.read_text()
+
+
+def run_with_a_lagging_reader(emu, tmp_path, *, stops: bool, nonblocking: bool = False):
+    """A sync through `read_slowly`: the run, every line whole (or the test fails)."""
+    settings = config(emu, max_workers=WORKERS)
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    (tmp_path / "catalog.json").write_text(core_catalog())
+    argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
+            str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")]
+    code, out, err = read_slowly(argv, tmp_path / "stderr.txt", stops=stops,
+                                 nonblocking=nonblocking)
+    record_output(settings, None, out, err)
+    assert code == 0, err[-3000:]
     broken, messages = [], []
     for line in out.splitlines():
         try:
@@ -268,7 +273,7 @@ def run_with_a_lagging_reader(emu, tmp_path, *, stops: bool, nonblocking: bool =
         except ValueError:
             broken.append(line)
     assert not broken, f"{len(broken)} broken lines, e.g. {broken[0][:300]}"
-    return TapRun(proc.returncode, out, err, messages)
+    return TapRun(code, out, err, messages)
 
 
 @pytest.mark.parametrize("nonblocking", [False, True], ids=["stopped", "non-blocking"])
@@ -288,3 +293,19 @@ def test_a_run_whose_reader_lags_writes_every_line_whole_and_once(tmp_path, nonb
         for stream in CORE:
             ids = [r["id"] for r in run.records(stream)]
             assert len(ids) == len(set(ids)) == len(emu.objects(stream)), stream
+
+
+def test_a_catalog_written_while_its_reader_lags_arrives_whole(tmp_path):
+    """`--discover` (~1.8 MB of catalog in one write) stopped and continued again and
+    again while its reader lags: the whole catalog arrives, the same as a plain run's (the
+    SDK's `print` lost all but the first ~80 KB and exited 0)."""
+    settings = {"api_key": "sk_test_discoverOnly123"}
+    plain = run_tap("--discover", config=settings, tmp_path=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
+            str(tmp_path / "config.json"), "--discover"]
+    code, out, err = read_slowly(argv, tmp_path / "stderr.txt", stops=True)
+    record_output(settings, None, out, err)
+    assert code == 0, err[-3000:]
+    assert len(out) == len(plain.stdout)
+    assert json.loads(out) == json.loads(plain.stdout)
