@@ -112,6 +112,18 @@ class ConfigError(TapError):
     """A setting is missing, malformed or inconsistent."""
 
 
+class OutputError(TapError):
+    """stdout cannot be written (its reader closed it, a disk is full): nothing more read
+    can reach the target, so the run stops."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(
+            f"Could not write to stdout ({cause}): the target (or the pipe or file the tap's "
+            "output goes to) closed it or failed, so the run stopped reading Stripe. Fix that, "
+            "then run the tap again with the last STATE the target saved."
+        )
+
+
 class StripeAPIError(TapError, FatalAPIError):
     """Stripe answered with an error that retrying will not fix."""
 

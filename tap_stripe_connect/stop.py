@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from tap_stripe_connect.errors import TapError
+from tap_stripe_connect.errors import OutputError, TapError
 from tap_stripe_connect.logs import filter_root_handlers, to_debug
 
 #: Seconds from the first signal to the exit at the latest (then within 5 s in all).
@@ -59,6 +59,8 @@ class Stop:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signum: int | None = None
+        #: Why the run stopped, if no signal stopped it (stdout could not be written).
+        self.error: TapError | None = None
 
     @property
     def requested(self) -> bool:
@@ -72,9 +74,19 @@ class Stop:
             self._event.set()
         return first
 
+    def fail(self, error: TapError) -> None:
+        """Stop the run for `error` (no unit or page starts any more): what is read could
+        not be written. A signal that came first keeps its own stop."""
+        if not self._event.is_set():
+            self.error = error
+            self._event.set()
+
     def check(self) -> None:
-        """Raise `CancelledError` if the run was asked to stop (before a page or a unit starts)."""
+        """Raise `CancelledError` if the run was asked to stop (before a page or a unit
+        starts), or the error it was stopped for."""
         if self._event.is_set():
+            if self.error is not None:
+                raise self.error
             raise CancelledError(self.signum or signal.SIGTERM)
 
     def wait(self, seconds: float) -> None:
@@ -87,11 +99,12 @@ _SDK_STREAM_ERROR = "An unhandled error occurred while syncing '%s'"
 
 
 class StoppedStreamFilter(logging.Filter):
-    """On a handler: the SDK's ERROR line for a stream a stop ended (it is no error)
-    becomes a DEBUG record, shown only at DEBUG."""
+    """On a handler: the SDK's ERROR line for a stream a stop ended (it is no error, or
+    the run's one error: stdout closed) becomes a DEBUG record, shown only at DEBUG."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != _SDK_STREAM_ERROR or not isinstance(sys.exc_info()[1], CancelledError):
+        stopped = isinstance(sys.exc_info()[1], (CancelledError, OutputError))
+        if record.msg != _SDK_STREAM_ERROR or not stopped:
             return True
         return to_debug(record)
 

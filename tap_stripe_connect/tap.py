@@ -22,6 +22,7 @@ from tap_stripe_connect.api.auth import (
 )
 from tap_stripe_connect.errors import (
     ConfigError,
+    OutputError,
     TapError,
     install_redaction,
     redact,
@@ -133,6 +134,10 @@ class StreamJob:
             self.stream_run.stream.sync({"account_id": self.account} if self.account else None)
         except CancelledError:
             raise  # not a failure of the stream: the run was asked to stop
+        except OutputError as exc:
+            # Nothing read from now on could reach the target: no unit or page starts.
+            t.cast("StripeStream", self.stream_run.stream).run.client.stop.fail(exc)
+            raise
         except Exception as exc:
             self.stream_run.progress.stream_failed(self.name, redact(str(exc)))
             raise
@@ -328,7 +333,7 @@ class TapStripeConnect(CompatTap):
             # No table of zeros above an error that came before any stream started (a
             # setting, the credential, the account check): the error is the whole story.
             self.progress.stop(
-                failed=failed, stopped=self.stop.requested, table=self.streams_started
+                failed=failed, stopped=self.stop.signum is not None, table=self.streams_started
             )
             self.syncing = False
             if self._deadline is not None:
@@ -349,7 +354,7 @@ class TapStripeConnect(CompatTap):
                 writer.flush()
             if failed and self.streams_started:
                 self.checkpoints.now()
-        except OSError:
+        except (OSError, OutputError):
             if not failed:  # after a failure, its own error says more
                 raise
 

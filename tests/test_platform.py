@@ -373,3 +373,41 @@ def test_a_platform_runs_more_workers_by_default_and_the_setting_wins():
     assert workers(account_ids=["*"]) == 256
     assert workers(account_ids=["acct_1"], max_workers=16) == 16
     assert workers(max_workers=8) == 8
+
+
+def test_a_target_that_stops_reading_stops_the_run_at_once_with_one_clear_line(tmp_path):
+    """The target closes the tap's stdout early (it failed): the run stops reading Stripe
+    (no unit or page starts once a write fails; the accounts not begun are not read, their
+    reads not spent) and ends with one line naming stdout, exit code 1, no flood of
+    per-stream errors. Before, every unit of every account ran and failed on its own write."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with ConnectPlatform(accounts=40, objects=30, latency=LATENCY) as platform:
+        config = platform_settings(platform, max_workers=4, max_requests_per_second=100)
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        argv = [sys.executable, "-m", "tap_stripe_connect", "--config",
+                str(tmp_path / "config.json")]
+        with (tmp_path / "stderr.txt").open("w") as stderr:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
+                                    stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            for first in proc.stdout:  # the target fails at the first record
+                if first.startswith(b'{"type":"RECORD"'):
+                    break
+            proc.stdout.close()
+            proc.wait(timeout=120)
+        err = (tmp_path / "stderr.txt").read_text()
+        read = [a for a in platform.requests_by_account() if a is not None]
+    assert first.startswith(b'{"type":"RECORD"')
+    print(f"{len(read)} of 40 accounts read")
+    assert len(read) < 40 // 2, len(read)
+    assert proc.returncode == 1, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("tap-stripe-connect: error:")]
+    assert len(lines) == 1, err[-3000:]
+    assert "Could not write to stdout" in lines[0]
+    assert "Broken pipe" in lines[0]
+    assert "| ERROR" not in err, [ln for ln in err.splitlines() if "| ERROR" in ln][:3]
+    assert "Traceback" not in err

@@ -16,6 +16,7 @@ import typing as t
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 
+from tap_stripe_connect.errors import OutputError
 from tap_stripe_connect.sdk_compat import StateWriter
 from tap_stripe_connect.state.lock import RUN_LOCK
 
@@ -110,23 +111,27 @@ def write_out(data: bytes | bytearray) -> None:
     counted 612 broken lines in 43 MB): a line broken off and the next one glued to it.
     Here each short write is followed by one for the bytes it left, and a stdout another
     process made non-blocking is waited on. Whatever went through `sys.stdout` itself is
-    flushed first, so the order holds.
+    flushed first, so the order holds. `OutputError` when stdout cannot take them (its
+    reader closed it, a full disk).
     """
     stdout = sys.stdout
-    stdout.flush()
     try:
-        fd = stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
-        stdout.buffer.write(data)
         stdout.flush()
-        return
-    with memoryview(data) as view:
-        written = 0
-        while written < len(view):
-            try:
-                written += os.write(fd, view[written:])
-            except BlockingIOError:
-                select.select([], [fd], [])
+        try:
+            fd = stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+            stdout.buffer.write(data)
+            stdout.flush()
+            return
+        with memoryview(data) as view:
+            written = 0
+            while written < len(view):
+                try:
+                    written += os.write(fd, view[written:])
+                except BlockingIOError:
+                    select.select([], [fd], [])
+    except OSError as exc:  # EPIPE: the reader closed it; ENOSPC: a full disk
+        raise OutputError(exc) from exc
 
 
 class LockedStateWriter(StateWriter):
