@@ -371,6 +371,63 @@ def test_decimals_and_times_are_written_as_json():
     assert record["created"] == "2026-01-01T00:00:00Z"
 
 
+def test_bookmarks_move_while_records_wait_on_a_full_pipe_and_a_state_comes_after_them(
+    monkeypatch,
+):
+    """A thread's chunk of records waits on a full pipe (a target slower than the tap):
+    meanwhile the run lock is free (bookmarks move: no unit queues behind the pipe), and
+    a STATE written then reaches stdout after that chunk, every line whole."""
+    import fcntl
+    import os
+    import select
+    import struct
+    import termios
+
+    from tap_stripe_connect.output.writer import OUTPUT_LOCK
+    from tap_stripe_connect.state.lock import RUN_LOCK
+
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stdout", os.fdopen(write_end, "w"))
+    writer = LockedWriter()
+    record = b'{"type":"RECORD","stream":"charges","record":{"id":"ch_%05d","pad":"%s"}}'
+    count = LockedWriter.CHUNK // 900 + 1  # lines of ~930 bytes: one chunk, more than a pipe
+
+    def write_records() -> None:
+        for i in range(count):
+            writer.write_line(record % (i, b"x" * 900), record=True)
+
+    def pipe_full() -> bool:
+        waiting = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
+        return waiting >= 65536 and not OUTPUT_LOCK.acquire(blocking=False)
+
+    records = threading.Thread(target=write_records)
+    records.start()
+    for _ in range(1000):
+        if pipe_full():
+            break
+        time.sleep(0.01)
+    assert pipe_full(), "the chunk did not wait on the pipe"
+    # The run lock is free: a bookmark moves now (before, the chunk held it).
+    assert RUN_LOCK.acquire(blocking=False)
+    RUN_LOCK.release()
+    state = threading.Thread(
+        target=writer.write_line, args=(b'{"type":"STATE","value":{"bookmarks":{}}}',)
+    )
+    state.start()
+    chunks = []
+    while records.is_alive() or state.is_alive():
+        if select.select([read_end], [], [], 0.05)[0]:
+            chunks.append(os.read(read_end, 65536))
+    records.join()
+    state.join()
+    sys.stdout.close()
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    lines = [json.loads(line) for line in b"".join(chunks).splitlines()]
+    assert [m["type"] for m in lines] == ["RECORD"] * count + ["STATE"]
+
+
 # -- the scheduler of units of work ------------------------------------------------------------
 
 
