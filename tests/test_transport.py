@@ -210,12 +210,12 @@ def test_a_proxy_of_the_environment_is_used(servers, monkeypatch):
     assert all(line.startswith(f"GET {api.url}/v1/charges?") for line in proxy.request_lines)
 
 
-class Tunnel:
-    """An HTTPS proxy: each CONNECT becomes a tunnel to the local `port` (counted)."""
+class Listener:
+    """A local server of raw sockets: each connection (counted) to `handle` on a thread."""
 
-    def __init__(self, port: int) -> None:
-        self.port, self.tunnels = port, 0
+    def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
         threading.Thread(target=self.serve, daemon=True).start()
 
     @property
@@ -225,12 +225,30 @@ class Tunnel:
     def serve(self) -> None:
         while True:
             try:
-                client, _ = self.listener.accept()
+                sock, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self.tunnel, args=(client,), daemon=True).start()
+            self.connections += 1
+            threading.Thread(target=self.handle, args=(sock,), daemon=True).start()
 
-    def tunnel(self, client: socket.socket) -> None:
+    def handle(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:  # as the `servers` fixture ends an http.server's
+        pass
+
+    def server_close(self) -> None:
+        self.listener.close()
+
+
+class Tunnel(Listener):
+    """An HTTPS proxy: each CONNECT becomes a tunnel to the local `port` (counted)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.tunnels = port, 0
+        super().__init__()
+
+    def handle(self, client: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:
             head += client.recv(4096)
@@ -249,11 +267,6 @@ class Tunnel:
         threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
         pipe(client, upstream)
 
-    def shutdown(self) -> None:
-        pass
-
-    def server_close(self) -> None:
-        self.listener.close()
 
 
 def tls_server(servers: list[Server], tmp_path, **options: t.Any) -> tuple[Server, str]:
@@ -326,29 +339,14 @@ def test_a_server_whose_certificate_is_not_trusted_is_refused(servers, tmp_path,
     assert "Retrying" not in caplog.text
 
 
-class Scripted:
+class Scripted(Listener):
     """A server that reads each request's head and answers with the bytes it is given."""
 
     def __init__(self, answer: bytes) -> None:
         self.answer = answer
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.connections = 0
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def serve(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self.answer_each, args=(sock,), daemon=True).start()
-
-    def answer_each(self, sock: socket.socket) -> None:
+    def handle(self, sock: socket.socket) -> None:
         with sock:
             received = b""
             while True:
