@@ -51,7 +51,7 @@ class LockedWriter(MsgSpecWriter):
     STATE message covers is on stdout before it. Writing and flushing each record under
     the run lock made parallel streams queue for the lock (and for the GIL, released inside
     it for every write): ~30% of a sync's time; a chunk under the run lock held every
-    bookmark's move while it waited on a full pipe (1,000 accounts: ~8% of the CPU a record).
+    bookmark's move while it waited on a full pipe (a platform run: 4-12% of its CPU a record).
     """
 
     #: Called with every message once it is written (the run's progress counts records).
