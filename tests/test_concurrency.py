@@ -379,7 +379,6 @@ def test_bookmarks_move_while_records_wait_on_a_full_pipe_and_a_state_comes_afte
     a STATE written then reaches stdout after that chunk, every line whole."""
     import fcntl
     import os
-    import select
     import struct
     import termios
 
@@ -414,18 +413,154 @@ def test_bookmarks_move_while_records_wait_on_a_full_pipe_and_a_state_comes_afte
         target=writer.write_line, args=(b'{"type":"STATE","value":{"bookmarks":{}}}',)
     )
     state.start()
+    lines = drain(read_end, records, state)
+    assert [m["type"] for m in lines] == ["RECORD"] * count + ["STATE"]
+
+
+def drain(read_end: int, *threads: threading.Thread) -> list[dict]:
+    """Every message on the pipe (stdout) once `threads` end and stdout is closed."""
+    import os
+    import select
+
     chunks = []
-    while records.is_alive() or state.is_alive():
+    while any(thread.is_alive() for thread in threads):
         if select.select([read_end], [], [], 0.05)[0]:
             chunks.append(os.read(read_end, 65536))
-    records.join()
-    state.join()
+    for thread in threads:
+        thread.join()
     sys.stdout.close()
     while chunk := os.read(read_end, 65536):
         chunks.append(chunk)
     os.close(read_end)
-    lines = [json.loads(line) for line in b"".join(chunks).splitlines()]
-    assert [m["type"] for m in lines] == ["RECORD"] * count + ["STATE"]
+    return [json.loads(line) for line in b"".join(chunks).splitlines()]
+
+
+def test_a_state_waits_on_a_full_pipe_for_the_records_before_it_without_the_run_lock(
+    monkeypatch,
+):
+    """A STATE goes out after every thread's collected records; while those wait on a
+    full pipe, the run lock is free (units move their bookmarks), and the STATE still
+    follows every record collected before it, every line whole."""
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    from tap_stripe_connect.output.writer import OUTPUT_LOCK, LockedStateWriter
+    from tap_stripe_connect.state.lock import RUN_LOCK
+
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stdout", os.fdopen(write_end, "w"))
+    writer = LockedWriter()
+    states = LockedStateWriter(writer)
+    record = b'{"type":"RECORD","stream":"charges","record":{"id":"ch_%d_%03d","pad":"%s"}}'
+    line = len(record % (0, 0, b"x" * 900)) + 1
+    per_thread = LockedWriter.CHUNK // line - 1  # collected, not written: below a chunk
+
+    def collect(thread: int) -> None:
+        for i in range(per_thread):
+            writer.write_line(record % (thread, i, b"x" * 900), record=True)
+
+    collectors = [threading.Thread(target=collect, args=(n,)) for n in range(3)]
+    for thread in collectors:
+        thread.start()
+    for thread in collectors:
+        thread.join()
+    state = threading.Thread(target=states.write, args=({"bookmarks": {"charges": {}}},))
+    state.start()
+
+    def waiting_on_the_pipe() -> bool:
+        waiting = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
+        return waiting >= 60000 and not OUTPUT_LOCK.acquire(blocking=False)
+
+    for _ in range(1000):
+        if waiting_on_the_pipe():
+            break
+        time.sleep(0.01)
+    assert waiting_on_the_pipe(), "the STATE's records did not wait on the pipe"
+    # Before, the records before a STATE went out under the run lock: every unit that
+    # moved a bookmark waited for the target.
+    assert RUN_LOCK.acquire(blocking=False), "the run lock is held while records wait"
+    RUN_LOCK.release()
+    lines = drain(read_end, state)
+    assert [m["type"] for m in lines] == ["RECORD"] * (3 * per_thread) + ["STATE"]
+    assert len({m["record"]["id"] for m in lines[:-1]}) == 3 * per_thread
+
+
+# -- the run lock -------------------------------------------------------------------------
+
+
+def test_the_run_lock_is_free_for_a_running_thread_until_the_waiter_it_woke_runs():
+    """A release wakes a waiting thread, but the lock stays free until that thread holds
+    the GIL: the thread still running may take it again. (`threading.RLock` hands itself
+    to the waiter, which then waits for the GIL holding it, and every unit of a platform
+    run that wants the lock queues behind.)"""
+    from tap_stripe_connect.state.lock import RUN_LOCK
+
+    took = threading.Event()
+    about_to_wait = threading.Event()
+
+    def wait_for_it() -> None:
+        about_to_wait.set()
+        with RUN_LOCK:
+            took.set()
+
+    RUN_LOCK.acquire()
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    about_to_wait.wait(5)
+    time.sleep(0.2)  # the waiter blocks on the lock
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)  # this thread keeps the GIL while it runs Python
+    try:
+        RUN_LOCK.release()
+        spin_until = time.perf_counter() + 0.05  # the woken waiter is scheduled meanwhile
+        while time.perf_counter() < spin_until:
+            pass
+        again = RUN_LOCK.acquire(blocking=False)
+    finally:
+        sys.setswitchinterval(interval)
+    assert again, "the woken waiter took the lock before it could run"
+    assert not took.is_set()
+    RUN_LOCK.release()
+    waiter.join(30)
+    assert took.is_set()
+
+
+def test_the_run_lock_excludes_nests_times_out_and_wakes_every_waiter():
+    from tap_stripe_connect.state.lock import RunLock
+
+    lock = RunLock()
+    total = [0]
+
+    def add() -> None:
+        for i in range(3000):
+            with lock, lock:  # reentrant
+                value = total[0]
+                if i % 50 == 0:
+                    time.sleep(0)  # let another thread run inside
+                total[0] = value + 1
+
+    threads = [threading.Thread(target=add) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a waiter was never woken"
+    assert total[0] == 12 * 3000
+    lock.acquire()
+    result: list[bool] = []
+    other = threading.Thread(target=lambda: result.append(lock.acquire(timeout=0.1)))
+    other.start()
+    other.join(30)
+    assert result == [False]
+    assert lock.held()
+    lock.release()
+    assert not lock.held()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    assert lock.acquire(blocking=False)
+    lock.release()
 
 
 # -- the scheduler of units of work ------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The one Singer writer of a run, for several threads.
 
-Every message is written under `OUTPUT_LOCK` (lines never interleave), and any but a
-chunk of records under the run lock too (see state/lock.py): whatever a STATE message
-covers is on stdout before it. The tap's STATE messages, the
+Every message is written under `OUTPUT_LOCK` (lines never interleave). A STATE is encoded
+under the run lock (see state/lock.py) and written after every thread's collected records:
+whatever it covers is on stdout before it. The tap's STATE messages, the
 SDK's signal handler's included, go through `LockedStateWriter`. Bytes reach stdout's file
 through `write_out`, which finishes a write the kernel cut short.
 """
@@ -29,8 +29,8 @@ if t.TYPE_CHECKING:
 WRITE_WAIT_SECONDS = 1.0
 #: Held while bytes go to stdout; taken after the run lock, never before it. A thread's
 #: collected records are taken from it and written under this lock alone: bookmarks move
-#: (under the run lock) while a chunk waits on a full pipe. A STATE is written under both,
-#: after every thread's collected records: a chunk taken is always written by then.
+#: (under the run lock) while a chunk waits on a full pipe. A STATE is written under this
+#: lock, after every thread's collected records: a chunk taken is always written by then.
 OUTPUT_LOCK = threading.RLock()
 
 
@@ -47,11 +47,12 @@ class LockedWriter(MsgSpecWriter):
 
     Each thread collects its RECORD lines and writes them in chunks of `CHUNK` bytes,
     under `OUTPUT_LOCK` alone. Any other message (SCHEMA, STATE, ACTIVATE_VERSION) first
-    writes every thread's collected lines, under the run lock and `OUTPUT_LOCK`: whatever a
-    STATE message covers is on stdout before it. Writing and flushing each record under
-    the run lock made parallel streams queue for the lock (and for the GIL, released inside
-    it for every write): ~30% of a sync's time; a chunk under the run lock held every
-    bookmark's move while it waited on a full pipe (a platform run: 4-12% of its CPU a record).
+    writes every thread's collected lines, under `OUTPUT_LOCK` (and, but for a STATE, the
+    run lock): whatever a STATE message covers is on stdout before it. Writing and
+    flushing each record under the run lock made parallel streams queue for the lock (and
+    for the GIL, released inside it for every write): ~30% of a sync's time; a chunk under
+    the run lock held every bookmark's move while it waited on a full pipe (a platform
+    run: 4-12% of its CPU a record).
     """
 
     #: Called with every message once it is written (the run's progress counts records).
@@ -83,9 +84,15 @@ class LockedWriter(MsgSpecWriter):
                     self._write(lines)
         else:
             with RUN_LOCK, OUTPUT_LOCK:
-                for lines in self._collected:
-                    self._write(lines)
-                write_out(line + b"\n")
+                self.write_after_records(line)
+
+    def write_after_records(self, line: bytes) -> None:
+        """Write every thread's collected records, then `line`; the caller holds
+        `OUTPUT_LOCK`. What a thread collected before the caller's snapshot of the state
+        is written before the line (a thread's collector is listed before its first record)."""
+        for lines in list(self._collected):
+            self._write(lines)
+        write_out(line + b"\n")
 
     def flush(self) -> None:
         """Write every record collected so far (at the end of a run, or of a failed one)."""
@@ -157,12 +164,22 @@ class LockedStateWriter(StateWriter):
         super().__init__(message_writer)
         self._writer = message_writer
         self._last_line: bytes | None = None
+        self._taken = 0  # snapshots encoded, in order
+        self._out = 0  # the place of the last one written
 
     def write_state(self, state: t.Any) -> None:
         self.write(state)
 
     def write(self, state: t.Any) -> int:
-        """Write a STATE unless it is the last one again; returns the bytes written."""
+        """Write a STATE unless it is the last one again; returns the bytes written.
+
+        The state is encoded under the run lock (a snapshot), and written after every
+        thread's collected records under `OUTPUT_LOCK` alone: those records can be MBs
+        for a platform's ~50-250 units, and while they went out under the run lock every
+        unit that moved a bookmark waited (in py-spy dumps of a 1,000-account run, 20-90
+        threads at a time, in half of them). A STATE encoded earlier than one already
+        written is not written after it.
+        """
         with RUN_LOCK:
             if not isinstance(self._writer, LockedWriter):
                 super().write_state(state)
@@ -170,9 +187,15 @@ class LockedStateWriter(StateWriter):
             line = encoder.encode({"type": "STATE", "value": state})
             if line == self._last_line:
                 return 0
-            self._writer.write_line(line)
             self._last_line = line
-            return len(line) + 1
+            self._taken += 1
+            place = self._taken
+        with OUTPUT_LOCK:
+            if place < self._out:
+                return 0
+            self._writer.write_after_records(line)
+            self._out = place
+        return len(line) + 1
 
 
 def exit_soon(code: int, last_words: Callable[[], None] | None = None) -> None:

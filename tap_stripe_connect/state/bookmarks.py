@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 import typing as t
 
@@ -447,6 +448,9 @@ class Checkpoints:
         self._size_wait = 0.0  # the wait the last STATE's size asks for
         self._listed: set[str] = set()  # streams whose listing progress went out once
         self._written: int | None = None  # the store's generation in the last STATE
+        #: Held while a STATE is encoded and written: one at a time (taken before the
+        #: run lock, never while holding it).
+        self._turn = threading.Lock()
         #: STATE messages written and their bytes (the summary and benchmarks print them).
         self.messages = 0
         self.bytes = 0
@@ -465,11 +469,15 @@ class Checkpoints:
         # STATE is due (a move it misses is in the next STATE, at the latest the run's last).
         if not self.changed() or not self._due(first_of):
             return
-        with RUN_LOCK:
+        if not self._turn.acquire(blocking=False):
+            return  # another thread writes a STATE now
+        try:
             if self.changed() and self._due(first_of):
                 if first_of is not None:
                     self._listed.add(first_of)
-                self.now()
+                self._now()
+        finally:
+            self._turn.release()
 
     def _due(self, first_of: str | None) -> bool:
         """Whether a STATE is due: the interval has passed, or this is a stream's first
@@ -485,9 +493,19 @@ class Checkpoints:
 
     def now(self) -> None:
         """Write a STATE now (the start and the end of a run, and after a failure)."""
+        if RUN_LOCK.held():  # `_turn` is taken before the run lock, never after it
+            self._now()
+            return
+        with self._turn:
+            self._now()
+
+    def _now(self) -> None:
+        # Not under the run lock: the writer takes it to encode the state, and writes the
+        # records before the STATE without it (output/writer.py). A change after the
+        # generation is read goes out in this STATE or the next one.
+        generation = self.store.generation
+        size = self._write()
         with RUN_LOCK:
-            generation = self.store.generation
-            size = self._write()
             self._last = self._clock()
             self._written = generation
             if size:
