@@ -563,6 +563,54 @@ def test_the_run_lock_excludes_nests_times_out_and_wakes_every_waiter():
     lock.release()
 
 
+def test_a_wait_on_the_run_lock_cut_short_by_a_signal_passes_its_turn_on():
+    """The main thread waits on the lock and a signal handler raises (a stopped run):
+    the next release still wakes the thread waiting after it."""
+    import signal
+
+    from tap_stripe_connect.state.lock import RunLock
+
+    class SignalledError(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise SignalledError
+
+    lock = RunLock()
+    let_go = threading.Event()
+
+    def hold() -> None:
+        with lock:
+            let_go.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    while lock.acquire(blocking=False):
+        lock.release()
+        time.sleep(0.01)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(SignalledError):
+            lock.acquire()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    took = threading.Event()
+
+    def wait_for_it() -> None:
+        with lock:
+            took.set()
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    time.sleep(0.2)  # the waiter queues behind the interrupted wait
+    let_go.set()
+    holder.join(30)
+    waiter.join(10)
+    assert took.is_set(), "the release woke the interrupted wait, not the waiting thread"
+
+
 # -- the scheduler of units of work ------------------------------------------------------------
 
 

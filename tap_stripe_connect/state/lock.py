@@ -55,17 +55,22 @@ class RunLock:
                 return False
             waiter = _allocate()
             waiter.acquire()
-            self._waiters.append(waiter)
-            # A release between the look above and `append` woke no one: look again.
-            if self._slot.setdefault(0, me) == me:
-                self._owner, self._count = me, 1
+            try:
+                self._waiters.append(waiter)
+                # A release between the look above and `append` woke no one: look again.
+                if self._slot.setdefault(0, me) == me:
+                    self._owner, self._count = me, 1
+                    self._forget(waiter)
+                    return True
+                if deadline is None:
+                    woken = waiter.acquire()
+                else:
+                    left = deadline - time.monotonic()
+                    woken = left > 0 and waiter.acquire(timeout=left)
+            except BaseException:  # a signal's exception: no wake-up may be lost with it
                 self._forget(waiter)
-                return True
-            if deadline is None:
-                waiter.acquire()
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0 or not waiter.acquire(timeout=left):
+                raise
+            if not woken:
                 self._forget(waiter)
                 if self._slot.setdefault(0, me) == me:
                     self._owner, self._count = me, 1
