@@ -628,8 +628,10 @@ class Job:
             raise RuntimeError(f"{self.name} failed")
 
 
-def test_the_scheduler_runs_every_job_and_raises_the_first_failure_at_the_end():
+@pytest.mark.parametrize("eager", [False, True])
+def test_the_scheduler_runs_every_job_and_raises_the_first_failure_at_the_end(eager):
     scheduler = Scheduler(2, responses_slow=lambda: True)
+    scheduler.eager = eager
     jobs = [Job("a", 0.05), Job("b", fail=True), Job("c", fail=True), Job("d", 0.05)]
     with pytest.raises(RuntimeError, match="b failed"):
         scheduler.run(jobs)
@@ -677,6 +679,54 @@ def test_the_scheduler_keeps_no_finished_job_of_a_long_run():
     scheduler.run([Counting(str(i)) for i in range(3000)])
     early, late = seen
     assert late <= early + 4, (early, late)
+
+
+def test_a_platforms_workers_take_their_next_unit_themselves(monkeypatch):
+    """A platform run has a unit per (account, stream), often one request each: handing
+    every unit to the pool through the scheduler's thread cost ~4 thread switches a unit.
+    Each worker takes the next unit as one ends, so the pool gets a task per worker."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    submitted = [0]
+    submit = ThreadPoolExecutor.submit
+
+    def counted(self, *args, **kwargs):
+        submitted[0] += 1
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", counted)
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    class Noted(Job):
+        def run(self) -> None:
+            with lock:
+                ran.append(self.name)
+
+    scheduler = Scheduler(4, responses_slow=lambda: True)
+    scheduler.eager = True
+    scheduler.run([Noted(str(i)) for i in range(3000)])
+    assert sorted(ran, key=int) == [str(i) for i in range(3000)]
+    assert submitted[0] <= 8, submitted[0]  # the workers (started again if the width narrowed)
+
+
+def test_a_platform_run_asked_to_stop_starts_no_unit_and_ends_those_running():
+    stop = threading.Event()
+    started: list[str] = []
+    lock = threading.Lock()
+
+    class Stopping(Job):
+        def run(self) -> None:
+            with lock:
+                started.append(self.name)
+                if len(started) == 10:
+                    stop.set()  # the signal, while units run
+
+    scheduler = Scheduler(3, responses_slow=lambda: True, stopping=stop.is_set)
+    scheduler.eager = True
+    scheduler.run([Stopping(str(i)) for i in range(1000)])
+    assert 10 <= len(started) <= 12  # only those that had been taken before the stop
+    assert not scheduler.may_start.is_set()
 
 
 @pytest.mark.parametrize(("busy", "most"), [(False, 6), (True, 2)])
