@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing as t
 
 import pytest
 from singer_sdk.singerlib import RecordMessage
@@ -681,6 +682,23 @@ def test_the_scheduler_keeps_no_finished_job_of_a_long_run():
     assert late <= early + 4, (early, late)
 
 
+def noted_jobs(
+    count: int, then: t.Callable[[int], object] = bool
+) -> tuple[list[Job], list[str]]:
+    """`count` jobs that note their names as they run (in the list returned), then call
+    `then` with how many ran so far."""
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    class Noted(Job):
+        def run(self) -> None:
+            with lock:
+                ran.append(self.name)
+                then(len(ran))
+
+    return [Noted(str(i)) for i in range(count)], ran
+
+
 def test_a_platforms_workers_take_their_next_unit_themselves(monkeypatch):
     """A platform run has a unit per (account, stream), often one request each: handing
     every unit to the pool through the scheduler's thread cost ~4 thread switches a unit.
@@ -695,36 +713,21 @@ def test_a_platforms_workers_take_their_next_unit_themselves(monkeypatch):
         return submit(self, *args, **kwargs)
 
     monkeypatch.setattr(ThreadPoolExecutor, "submit", counted)
-    ran: list[str] = []
-    lock = threading.Lock()
-
-    class Noted(Job):
-        def run(self) -> None:
-            with lock:
-                ran.append(self.name)
-
+    jobs, ran = noted_jobs(3000)
     scheduler = Scheduler(4, responses_slow=lambda: True)
     scheduler.eager = True
-    scheduler.run([Noted(str(i)) for i in range(3000)])
+    scheduler.run(jobs)
     assert sorted(ran, key=int) == [str(i) for i in range(3000)]
     assert submitted[0] <= 8, submitted[0]  # the workers (started again if the width narrowed)
 
 
 def test_a_platform_run_asked_to_stop_starts_no_unit_and_ends_those_running():
     stop = threading.Event()
-    started: list[str] = []
-    lock = threading.Lock()
-
-    class Stopping(Job):
-        def run(self) -> None:
-            with lock:
-                started.append(self.name)
-                if len(started) == 10:
-                    stop.set()  # the signal, while units run
-
+    # The signal comes as the 10th unit starts, while others run.
+    jobs, started = noted_jobs(1000, lambda count: count == 10 and stop.set())
     scheduler = Scheduler(3, responses_slow=lambda: True, stopping=stop.is_set)
     scheduler.eager = True
-    scheduler.run([Stopping(str(i)) for i in range(1000)])
+    scheduler.run(jobs)
     assert 10 <= len(started) <= 12  # only those that had been taken before the stop
     assert not scheduler.may_start.is_set()
 
