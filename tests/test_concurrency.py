@@ -701,7 +701,7 @@ def noted_jobs(
 
 def test_a_platforms_workers_take_their_next_unit_themselves(monkeypatch):
     """A platform run has a unit per (account, stream), often one request each: handing
-    every unit to the pool through the scheduler's thread cost ~4 thread switches a unit.
+    every unit to the pool through the scheduler's thread cost ~3 thread switches a unit.
     Each worker takes the next unit as one ends, so the pool gets a task per worker."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -140,19 +140,12 @@ class Scheduler:
         ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
         count = 0
         room = self.cpu_load()  # a quick look: jobs start within a few responses
-        # How many eager jobs run at once now: `floor`, wider while the CPU has room.
-        width, looked = self.floor, time.monotonic()
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool:
             while waiting or running:
                 if waiting and self.stopping():
                     waiting.clear()  # those left start in the next run
-                slow = self.eager or self.responses_slow()
-                if self.eager and time.monotonic() - looked >= room.span:
-                    looked = time.monotonic()
-                    grow = not room.busy(GROW_BUSY)
-                    width = width + GROW_STEP if grow else max(self.floor, width - GROW_STEP)
-                    width = min(width, self.parallel)
-                while self._room_for_one(waiting, running, slow, room, width):
+                slow = self.responses_slow()
+                while self._room_for_one(waiting, running, slow, room):
                     job = next_job(waiting, busy)
                     account = getattr(job, "account", None)
                     future = pool.submit(job.run)
@@ -162,19 +155,13 @@ class Scheduler:
                     future.add_done_callback(ended.put)
                     if not slow:
                         break  # one at a time: see whether the CPU is left idle
-                if waiting and len(running) < self.parallel:
-                    self.may_start.set()
-                else:
-                    self.may_start.clear()
+                self._may_start(waiting, len(running))
                 if not running:
                     continue
                 timeout = room.span if self.may_start.is_set() else None
                 for future in take_ended(ended, timeout):
                     place, account = running.pop(future)
-                    busy[account] -= 1
-                    if not busy[account]:
-                        del busy[account]
-                        waiting.none_running(account)
+                    ended_one(waiting, busy, account)
                     failed = future.exception() is not None
                     if failed and (first_failure is None or place < first_failure[0]):
                         first_failure = (place, future)
@@ -221,10 +208,7 @@ class Scheduler:
                     failure = exc
                 with lock:
                     running -= 1
-                    busy[account] -= 1
-                    if not busy[account]:
-                        del busy[account]
-                        waiting.none_running(account)
+                    ended_one(waiting, busy, account)
                     if failure is not None and (first_failure is None or place < first_failure[0]):
                         first_failure = (place, failure)
                     if not waiting or workers > width or self.stopping():
@@ -243,6 +227,9 @@ class Scheduler:
                     if not waiting and not workers:
                         break
                     if time.monotonic() - looked >= room.span:
+                        # More units only while responses leave the CPU idle: with fast
+                        # responses the sync is bound by its CPU at ~30 units, and more would
+                        # only queue for the GIL; with Stripe's 200-600 ms it takes ~10x as many.
                         looked = time.monotonic()
                         grow = not room.busy(GROW_BUSY)
                         width = width + GROW_STEP if grow else max(self.floor, width - GROW_STEP)
@@ -275,16 +262,19 @@ class Scheduler:
         running: Mapping[Future, t.Any],
         slow: bool,
         room: CpuLoad,
-        width: int,
     ) -> bool:
         if not waiting or len(running) >= self.parallel:
             return False
-        if self.eager:
-            # More units only while responses leave the CPU idle: with fast responses
-            # the sync is bound by its CPU at ~30 units, and more would only queue for
-            # the GIL; with Stripe's 200-600 ms it takes ~10x as many to use it.
-            return len(running) < width
         return not running or slow or not room.busy(STREAM_START_BUSY)
+
+
+def ended_one(waiting: Waiting, busy: collections.Counter[str | None], account: str | None) -> None:
+    """A job of `account` ended: one fewer running; its waiting jobs go first again if it
+    has none running now."""
+    busy[account] -= 1
+    if not busy[account]:
+        del busy[account]
+        waiting.none_running(account)
 
 
 def take_ended(ended: queue.SimpleQueue[Future], timeout: float | None) -> list[Future]:
