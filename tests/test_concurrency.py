@@ -732,6 +732,48 @@ def test_a_platform_run_asked_to_stop_starts_no_unit_and_ends_those_running():
     assert not scheduler.may_start.is_set()
 
 
+def test_a_platform_run_whose_scheduler_fails_starts_no_more_units_and_raises():
+    """A failure in the scheduler's own thread (its look at the CPU, here) ends the run: the
+    workers take no other unit, the failure is raised, and no unit runs after it."""
+    from tap_stripe_connect.sync.scheduler import CpuLoad
+
+    first_running = threading.Barrier(3)  # the two workers' first units, and the look below
+    raised = threading.Event()
+
+    class Failing(CpuLoad):
+        looks = 0
+
+        def busy(self, threshold: float = 0.9) -> bool:
+            Failing.looks += 1
+            if Failing.looks == 1:
+                return False  # the first look, before any worker starts
+            first_running.wait(timeout=60)  # both workers hold a unit
+            raised.set()
+            raise RuntimeError("the look at the CPU failed")
+
+    jobs, ran = noted_jobs(1000)
+    scheduler = Scheduler(2, responses_slow=lambda: True)
+    scheduler.eager = True
+    scheduler.cpu_load = lambda: Failing(0.0)  # the look is due at once
+
+    class Held(Job):
+        def __init__(self, job: Job) -> None:
+            super().__init__(job.name)
+            self.job = job
+
+        def run(self) -> None:
+            self.job.run()
+            if len(ran) <= 2:
+                first_running.wait(timeout=60)
+                raised.wait(timeout=60)  # ends after the failure: would it take another?
+
+    with pytest.raises(RuntimeError, match="the look at the CPU failed"):
+        scheduler.run([Held(job) for job in jobs])
+    # At most one more each, taken between the failure and the workers being told.
+    assert len(ran) <= 4, len(ran)
+    assert not scheduler.may_start.is_set()
+
+
 @pytest.mark.parametrize(("busy", "most"), [(False, 6), (True, 2)])
 def test_many_accounts_units_start_beyond_the_floor_only_while_the_cpu_has_room(busy, most):
     """A platform's units: `floor` start at once; more, up to `parallel`, only while the
