@@ -186,7 +186,7 @@ class Scheduler:
         busy: collections.Counter[str | None] = collections.Counter()
         first_failure: tuple[int, BaseException] | None = None
         workers = running = count = 0
-        changed = threading.Event()  # a worker ended
+        changed = threading.Condition(lock)  # a worker ended
 
         def take() -> tuple[Job, str | None, int]:
             """The next job, counted as running; the caller holds `lock`."""
@@ -214,42 +214,39 @@ class Scheduler:
                     if not waiting or workers > width or self.stopping():
                         workers -= 1
                         self._may_start(waiting, running)
-                        changed.set()
+                        changed.notify()
                         return
                     job, account, place = take()
 
         looked = time.monotonic()
-        with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool:
+        # This thread holds `lock` except while it waits (`changed.wait`); the pool's exit,
+        # after the lock is let go, waits for the workers still running.
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="stream") as pool, lock:
             try:
                 while True:
-                    with lock:
-                        if waiting and self.stopping():
-                            waiting.clear()  # those left start in the next run
-                        if not waiting and not workers:
-                            break
-                        if time.monotonic() - looked >= room.span:
-                            # More units only while responses leave the CPU idle: with fast
-                            # responses the sync is bound by its CPU at ~30 units, and more
-                            # would only queue for the GIL; with Stripe's 200-600 ms it takes
-                            # ~10x as many.
-                            looked = time.monotonic()
-                            grow = not room.busy(GROW_BUSY)
-                            narrower = max(self.floor, width - GROW_STEP)
-                            width = min(width + GROW_STEP if grow else narrower, self.parallel)
-                        # New workers' first jobs are taken here, at once: one of each
-                        # account before a second of any (a worker that ends one first would
-                        # take its account's next, which is first in the order).
-                        first = [take() for _ in range(min(width - workers, len(waiting)))]
-                        workers += len(first)
-                    for taken in first:
-                        pool.submit(worker, *taken)
+                    if waiting and self.stopping():
+                        waiting.clear()  # those left start in the next run
+                    if not waiting and not workers:
+                        break
+                    if time.monotonic() - looked >= room.span:
+                        # More units only while responses leave the CPU idle: with fast
+                        # responses the sync is bound by its CPU at ~30 units, and more would
+                        # only queue for the GIL; with Stripe's 200-600 ms it takes ~10x as many.
+                        looked = time.monotonic()
+                        grow = not room.busy(GROW_BUSY)
+                        width = width + GROW_STEP if grow else max(self.floor, width - GROW_STEP)
+                        width = min(width, self.parallel)
+                    # New workers' first jobs are taken here, at once: one of each account
+                    # before a second of any (a worker that ends one first would take its
+                    # account's next, which is first in the order).
+                    for _ in range(min(width - workers, len(waiting))):
+                        pool.submit(worker, *take())
+                        workers += 1
                     changed.wait(room.span)
-                    changed.clear()
             except BaseException:
-                # This thread failed: no worker takes another unit (the pool's exit waits
-                # for those running, not for the run's every unit), then it is raised.
-                with lock:
-                    waiting.clear()
+                # This thread failed: under the lock still, so no worker takes another unit
+                # (the pool's exit waits for those running, not for every unit of the run).
+                waiting.clear()
                 self.may_start.clear()
                 raise
         self.may_start.clear()
